@@ -1,0 +1,28 @@
+//! owlet: mPLUG-Owl2 (ViT-L/14 + visual abstractor + LLaMA-2 with a Modality-Adaptive Module)
+//! on CPUs, ARM boards and phones, from one self-contained GGUF file.
+//!
+//! Layers, bottom up (each depends only on the ones above it in this list):
+//! - [`quant`]: ggml block formats (Q4_0, Q8_0, Q4_K, Q6_K, ...), scalar quantize/dequantize.
+//! - [`kernels`]: dot products between weight blocks and activation blocks (scalar twins + SIMD).
+//! - [`gguf`]: zero-copy GGUF reader over a memory map, validated; streaming writer.
+//! - [`ops`]: matmul, norms, attention, RoPE; the only place that spawns threads.
+//! - [`model`]: hyperparameters, the tensor-name table, the vision tower, the abstractor, the
+//!   MAM LLaMA decoder.
+//! - [`image`], [`tokenizer`], [`prompt`]: inputs.
+//! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`].
+
+pub mod error;
+pub mod gguf;
+pub mod image;
+pub mod kernels;
+pub mod kv_cache;
+pub mod model;
+pub mod npy;
+pub mod ops;
+pub mod prompt;
+pub mod quant;
+pub mod sampling;
+pub mod session;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
