@@ -77,12 +77,14 @@ impl KvRows for StoreRows<'_> {
         let s = pos * self.width + off;
         match self.store {
             KvStore::F32(d) => {
-                for (o, v) in out.iter_mut().zip(&d[s..s + out.len()]) {
+                let n = out.len();
+                for (o, v) in out.iter_mut().zip(&d[s..s + n]) {
                     *o += w * *v;
                 }
             }
             KvStore::F16(d) => {
-                for (o, v) in out.iter_mut().zip(&d[s..s + out.len()]) {
+                let n = out.len();
+                for (o, v) in out.iter_mut().zip(&d[s..s + n]) {
                     *o += w * v.to_f32();
                 }
             }

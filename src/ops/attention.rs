@@ -27,7 +27,8 @@ impl KvRows for F32Rows<'_> {
     }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
         let s = pos * self.width + off;
-        for (o, v) in out.iter_mut().zip(&self.data[s..s + out.len()]) {
+        let n = out.len();
+        for (o, v) in out.iter_mut().zip(&self.data[s..s + n]) {
             *o += w * *v;
         }
     }
