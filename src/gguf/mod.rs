@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::quant::GgmlType;
 
+pub use reader::MAX_METADATA_ARRAY_ITEMS;
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
 
