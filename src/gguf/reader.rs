@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Array, GgufError, TensorInfo, Value, ValueType, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC,
-    MAX_DIMS,
+    show, Array, GgufError, TensorInfo, Value, ValueType, ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
+    GGUF_MAGIC, MAX_DIMS,
 };
 use crate::quant::GgmlType;
 
@@ -218,15 +218,15 @@ fn parse_metadata(
         if index.contains_key(&key) {
             return Err(GgufError::malformed(
                 at,
-                format!("duplicate metadata key '{key}'"),
+                format!("duplicate metadata key '{}'", show(&key)),
             ));
         }
         let type_at = cur.pos;
-        let type_id = cur.u32(&format!("value type of key '{key}'"))?;
+        let type_id = cur.u32(&format!("value type of key '{}'", show(&key)))?;
         let typ = ValueType::from_id(type_id).ok_or_else(|| {
             GgufError::malformed(
                 type_at,
-                format!("key '{key}': unknown value type id {type_id}"),
+                format!("key '{}': unknown value type id {type_id}", show(&key)),
             )
         })?;
         let value = parse_value(cur, typ, 1).map_err(|e| with_key(e, &key))?;
@@ -241,7 +241,7 @@ fn with_key(e: GgufError, key: &str) -> GgufError {
     match e {
         GgufError::Malformed { offset, message } => GgufError::Malformed {
             offset,
-            message: format!("key '{key}': {message}"),
+            message: format!("key '{}': {message}", show(key)),
         },
         e => e,
     }
@@ -320,7 +320,7 @@ fn alignment_of(
         v => Err(GgufError::BadValue {
             key: ALIGNMENT_KEY.to_string(),
             expected: "a u32 power of two".to_string(),
-            found: format!("{} {v}", v.type_name()),
+            found: format!("{} {}", v.type_name(), show(&v.to_string())),
         }),
     }
 }
@@ -351,7 +351,7 @@ fn parse_tensor_info(
     name: String,
     alignment: u64,
 ) -> Result<TensorInfo, GgufError> {
-    let n_dims = cur.u32(&format!("n_dims of tensor '{name}'"))?;
+    let n_dims = cur.u32(&format!("n_dims of tensor '{}'", show(&name)))?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
         return Err(GgufError::tensor(
             &name,
@@ -360,10 +360,10 @@ fn parse_tensor_info(
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for _ in 0..n_dims {
-        dims.push(cur.u64(&format!("dims of tensor '{name}'"))?);
+        dims.push(cur.u64(&format!("dims of tensor '{}'", show(&name)))?);
     }
-    let type_id = cur.u32(&format!("type of tensor '{name}'"))?;
-    let offset = cur.u64(&format!("offset of tensor '{name}'"))?;
+    let type_id = cur.u32(&format!("type of tensor '{}'", show(&name)))?;
+    let offset = cur.u64(&format!("offset of tensor '{}'", show(&name)))?;
     let typ = GgmlType::from_id(type_id)
         .ok_or_else(|| GgufError::tensor(&name, format!("unknown ggml type id {type_id}")))?;
     let size = tensor_size(&name, &dims, typ)?;
@@ -446,7 +446,7 @@ fn check_tensor_data(
                 format!(
                     "data at offset {} overlaps tensor '{}' ([{}, {}))",
                     b.offset,
-                    a.name,
+                    show(&a.name),
                     a.offset,
                     a.offset + a.size
                 ),
@@ -673,6 +673,13 @@ mod tests {
         );
         let dup = Raw::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2);
         expect_err(&dup, "duplicate metadata key 'k'");
+        // Names from the file are escaped so that messages stay on one line.
+        let dup = Raw::header(3, 0, 2).kv_u32("a\nb", 1).kv_u32("a\nb", 2);
+        expect_err(&dup, "duplicate metadata key 'a\\nb'");
+        let r = Raw::header(3, 1, 0)
+            .tensor("x\r\n", &[8], 77, 0)
+            .data(32, 32);
+        expect_err(&r, "tensor 'x\\r\\n': unknown ggml type id 77");
         // Arrays of arrays of scalars are fine, one level deeper is not.
         let arr = ValueType::Array.id();
         let nested2 = kv("k", arr)
