@@ -514,7 +514,7 @@ mod tests {
 
     const F32: u32 = 0;
 
-    /// One f32 tensor of 8 elements at offset 0, with 32 bytes of data.
+    /// A file with one tensor `w` (dims, type id, offset as given) and `data` bytes of data.
     fn one_tensor(dims: &[u64], typ: u32, offset: u64, data: usize) -> Raw {
         Raw::header(3, 1, 0)
             .tensor("w", dims, typ, offset)
