@@ -1,1 +1,347 @@
-//! TODO
+//! A conversation over an immutable [`Model`]: the KV cache, the position, the images seen so
+//! far and a private thread pool. Many sessions can share one model from many threads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{bail_kind, Error, ErrorKind, Result};
+use crate::image::{self, AspectMode, Preprocess, RgbImage};
+use crate::kv_cache::{KvCache, KvType};
+use crate::model::text::{TextTrace, IMAGE, TEXT};
+use crate::model::Model;
+use crate::prompt::{self, Role, Turn, IMAGE_TOKEN_ID};
+use crate::sampling::{Sampler, SamplingParams};
+
+/// How a session runs.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Worker threads for this session's matmuls (≥ 1).
+    pub threads: usize,
+    pub kv_type: KvType,
+    /// Context length; defaults to the model's.
+    pub n_ctx: Option<usize>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        SessionOptions { threads, kv_type: KvType::F16, n_ctx: None }
+    }
+}
+
+/// An image turned into the LLM rows that replace one `<|image|>` placeholder.
+#[derive(Clone, Debug)]
+pub struct ImageEmbedding {
+    /// `[n_image_tokens × d_llm]`
+    pub rows: Vec<f32>,
+}
+
+/// What to generate and when to stop.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Keep going past the end-of-sequence token.
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 256, sampling: SamplingParams::default(), ignore_eos: false }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    ContextFull,
+    Callback,
+    Cancelled,
+}
+
+/// The result of one generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+}
+
+/// One conversation.
+pub struct Session<'m> {
+    model: &'m Model,
+    pool: rayon::ThreadPool,
+    kv: KvCache,
+    /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
+    /// implicitly), used to reuse the cache when a new prompt extends the old one.
+    cached: Vec<i64>,
+    n_past: usize,
+    /// Chat history and the embeddings of every image attached so far, in order.
+    turns: Vec<Turn>,
+    images: Vec<ImageEmbedding>,
+    /// Ids generated or prompted so far (for the repetition penalty).
+    history: Vec<u32>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
+        if opts.threads == 0 {
+            bail_kind!(InvalidArgument, "threads must be at least 1 (got 0)");
+        }
+        let n_ctx = opts.n_ctx.unwrap_or(model.config.text.n_ctx);
+        if n_ctx == 0 || n_ctx > model.config.text.n_ctx {
+            bail_kind!(
+                InvalidArgument,
+                "context length {n_ctx} must be between 1 and the model's {}",
+                model.config.text.n_ctx
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("thread pool: {e}")))?;
+        let t = &model.config.text;
+        Ok(Session {
+            model,
+            pool,
+            kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim()),
+            cached: Vec::new(),
+            n_past: 0,
+            turns: Vec::new(),
+            images: Vec::new(),
+            history: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Positions used so far.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+
+    /// A flag that, once set from any thread, stops the running generation before its next
+    /// token. It is cleared when the next call starts.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// Forgets the conversation (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+        self.n_past = 0;
+        self.turns.clear();
+        self.images.clear();
+        self.history.clear();
+    }
+
+    /// The preprocessing the model's file describes, with an optional aspect-mode override.
+    pub fn preprocess_config(&self, mode: Option<AspectMode>) -> Result<Preprocess> {
+        let Some(v) = &self.model.config.vision else {
+            bail_kind!(BadPrompt, "this model is text-only: it cannot take images");
+        };
+        Ok(Preprocess {
+            size: v.image_size as u32,
+            mean: v.mean,
+            std: v.std,
+            mode: mode.unwrap_or(v.aspect_mode),
+            pad_color: v.pad_color,
+        })
+    }
+
+    /// Preprocesses, encodes and abstracts one image.
+    pub fn embed_image(&self, img: &RgbImage, mode: Option<AspectMode>) -> Result<ImageEmbedding> {
+        let p = self.preprocess_config(mode)?;
+        let pixels = image::preprocess(img, &p);
+        Ok(self.embed_pixels(&pixels))
+    }
+
+    /// Encodes already preprocessed pixels (`[3, S, S]`).
+    pub fn embed_pixels(&self, pixels: &[f32]) -> ImageEmbedding {
+        let m = self.model;
+        let rows = self.pool.install(|| m.abstract_image(&m.encode_image(pixels)));
+        ImageEmbedding { rows }
+    }
+
+    /// Splices ids (with `-200` image sentinels) and image rows into embeddings + modalities.
+    fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<u8>)> {
+        let m = self.model;
+        let d = m.config.text.n_embd;
+        let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        if n_sent != images.len() {
+            bail_kind!(
+                BadPrompt,
+                "the prompt has {n_sent} image placeholder(s) but {} image(s) were given",
+                images.len()
+            );
+        }
+        let n_img = m.config.image_tokens;
+        let total = ids.len() - n_sent + n_sent * n_img;
+        if self.n_past + total > self.kv.n_ctx {
+            bail_kind!(
+                BadPrompt,
+                "the prompt needs {total} positions (with {n_sent} image(s) of {n_img}) but only {} of the context's {} are free",
+                self.kv.n_ctx - self.n_past,
+                self.kv.n_ctx
+            );
+        }
+        let mut x = Vec::with_capacity(total * d);
+        let mut modality = Vec::with_capacity(total);
+        let mut next_image = images.iter();
+        for &id in ids {
+            if id == IMAGE_TOKEN_ID {
+                let Some(img) = next_image.next() else { unreachable!("counted above") };
+                if img.rows.len() != n_img * d {
+                    bail_kind!(BadPrompt, "an image embedding has the wrong size for this model");
+                }
+                x.extend_from_slice(&img.rows);
+                modality.extend(std::iter::repeat_n(IMAGE, n_img));
+            } else if id < 0 || id as usize >= m.config.text.n_vocab {
+                bail_kind!(
+                    BadPrompt,
+                    "token id {id} is outside the vocabulary (0..{})",
+                    m.config.text.n_vocab
+                );
+            } else {
+                x.extend_from_slice(&m.embed_tokens(&[id as u32]));
+                modality.push(TEXT);
+            }
+        }
+        Ok((x, modality))
+    }
+
+    /// Feeds ids (with `-200` sentinels, one per image in `images`) at the current position.
+    /// Returns the logits of every new position (`T × n_vocab`) when `all_logits`, else of the
+    /// last one only.
+    pub fn prefill(
+        &mut self,
+        ids: &[i64],
+        images: &[&ImageEmbedding],
+        all_logits: bool,
+        trace: Option<&mut TextTrace>,
+    ) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            bail_kind!(BadPrompt, "the prompt is empty");
+        }
+        let (x, modality) = self.splice(ids, images)?;
+        let m = self.model;
+        let d = m.config.text.n_embd;
+        let pos0 = self.n_past;
+        let kv = &mut self.kv;
+        let logits = self.pool.install(|| {
+            let h = m.forward_text(x, &modality, pos0, kv, trace);
+            if all_logits {
+                m.lm_head(&h)
+            } else {
+                m.lm_head(&h[h.len() - d..])
+            }
+        });
+        self.n_past += modality.len();
+        self.cached.extend_from_slice(ids);
+        self.history.extend(ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32));
+        Ok(logits)
+    }
+
+    /// Generates after the current position, starting from `logits` of the last position.
+    /// `on_token(id, text_piece)` gets each token as it is chosen; returning `false` stops.
+    pub fn generate(
+        &mut self,
+        mut logits: Vec<f32>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        opts.sampling.validate().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let tok = self.model.tokenizer();
+        let mut decoder = tok.decoder();
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        let eos = tok.eos();
+        let mut stop = StopReason::MaxTokens;
+        while ids.len() < opts.max_tokens {
+            if self.cancel.swap(false, Ordering::Relaxed) {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            let id = sampler.sample(&mut logits, &self.history);
+            ids.push(id);
+            if id == eos && !opts.ignore_eos {
+                stop = StopReason::Eos;
+                // The end-of-turn token belongs to the conversation: cache it too.
+                if self.n_past < self.kv.n_ctx {
+                    self.prefill(&[id as i64], &[], false, None)?;
+                }
+                break;
+            }
+            let piece = decoder.push(id);
+            text.push_str(&piece);
+            if !on_token(id, &piece) {
+                stop = StopReason::Callback;
+                break;
+            }
+            if self.n_past >= self.kv.n_ctx {
+                stop = StopReason::ContextFull;
+                break;
+            }
+            logits = self.prefill(&[id as i64], &[], false, None)?;
+        }
+        Ok(Generation { ids, text, stop })
+    }
+
+    /// One chat turn: the user's text with any images, answered by the model. The whole
+    /// conversation is re-rendered with the chat template and tokenized as upstream does;
+    /// the KV cache is reused for the part that did not change.
+    pub fn chat(
+        &mut self,
+        user_text: &str,
+        new_images: &[RgbImage],
+        mode: Option<AspectMode>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        self.cancel.store(false, Ordering::Relaxed);
+        let mut embs = Vec::with_capacity(new_images.len());
+        for img in new_images {
+            embs.push(self.embed_image(img, mode)?);
+        }
+        let mut turns = self.turns.clone();
+        turns.push(Turn { role: Role::User, text: user_text.to_string(), images: new_images.len() });
+        let segs = prompt::render_chat(&turns, true)?;
+        let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
+        let mut all_images: Vec<ImageEmbedding> = self.images.clone();
+        all_images.extend(embs);
+        let logits = self.feed_conversation(&ids, &all_images)?;
+        let gen = self.generate(logits, opts, on_token)?;
+        turns.push(Turn { role: Role::Assistant, text: gen.text.clone(), images: 0 });
+        self.turns = turns;
+        self.images = all_images;
+        Ok(gen)
+    }
+
+    /// Makes the cache hold exactly `ids` (with all conversation images), reusing the cached
+    /// prefix when it matches; returns the last position's logits.
+    fn feed_conversation(&mut self, ids: &[i64], images: &[ImageEmbedding]) -> Result<Vec<f32>> {
+        let common = self.cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        // Reuse only when everything cached is a prefix and something new remains.
+        if common == self.cached.len() && common < ids.len() {
+            let used = ids[..common].iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+            let refs: Vec<&ImageEmbedding> = images[used..].iter().collect();
+            return self.prefill(&ids[common..], &refs, false, None);
+        }
+        self.cached.clear();
+        self.n_past = 0;
+        self.history.clear();
+        let refs: Vec<&ImageEmbedding> = images.iter().collect();
+        self.prefill(ids, &refs, false, None)
+    }
+}

@@ -1,1 +1,403 @@
-fn main() {}
+//! `owlet`: ask mPLUG-Owl2 about images from the command line.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use owlet::image::{self, AspectMode, ImageLimits, Preprocess};
+use owlet::kv_cache::KvType;
+use owlet::model::Model;
+use owlet::prompt::{self, Role, Turn};
+use owlet::sampling::SamplingParams;
+use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
+
+/// The demo model committed with the sources (tiny random weights: the text is gibberish,
+/// the pipeline is the real one).
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
+
+#[derive(Parser)]
+#[command(
+    name = "owlet",
+    version,
+    about = "mPLUG-Owl2 on the CPU: answer questions about images",
+    long_about = "mPLUG-Owl2 on the CPU: answer questions about images.\n\nExamples:\n  \
+owlet run -m owl2-q4_k_m.gguf --image photo.jpg -p \"Describe the image.\"\n  \
+owlet chat -m owl2-q4_k_m.gguf   (then /image PATH, /reset, /quit)\n  \
+owlet info owl2-q4_k_m.gguf"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// GGUF model file (default: the bundled tiny demo model).
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// KV cache type: f16 or f32.
+    #[arg(long = "kv-type", default_value = "f16")]
+    kv_type: String,
+}
+
+#[derive(Args, Clone)]
+struct InputArgs {
+    /// An image (JPEG or PNG); repeat for several.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The question; the chat template is applied and images go before it.
+    #[arg(short = 'p', long = "prompt", conflicts_with_all = ["raw_prompt", "ids"])]
+    prompt: Option<String>,
+    /// A prompt used as is (no template); <|image|> marks where each image goes.
+    #[arg(long = "raw-prompt", conflicts_with = "ids")]
+    raw_prompt: Option<String>,
+    /// Raw token ids, comma separated; -200 marks an image.
+    #[arg(long = "ids", allow_hyphen_values = true)]
+    ids: Option<String>,
+    /// Aspect handling: resize, pad or crop (default: the model file's).
+    #[arg(long = "image-mode")]
+    image_mode: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct GenArgs {
+    /// Maximum new tokens.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    n_predict: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.0)]
+    temp: f32,
+    #[arg(long = "top-k", default_value_t = 0)]
+    top_k: usize,
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long = "seed", default_value_t = 0)]
+    seed: u64,
+    /// Keep generating past the end-of-sequence token.
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer one prompt, streaming the text to stdout.
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Print the generated ids as a comma list on the last line.
+        #[arg(long = "print-ids")]
+        print_ids: bool,
+    },
+    /// Interactive chat; /image PATH attaches an image to the next message.
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Aspect handling: resize, pad or crop (default: the model file's).
+        #[arg(long = "image-mode")]
+        image_mode: Option<String>,
+    },
+    /// Write the logits of every prompt position as float32 .npy [positions, vocab].
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        #[arg(long = "out")]
+        out: PathBuf,
+    },
+    /// Write an image's preprocessed pixels as float32 .npy [3, N, N].
+    Pixels {
+        #[arg(long = "image")]
+        image: PathBuf,
+        /// Side length (default: the model's, or 448).
+        #[arg(long = "size")]
+        size: Option<u32>,
+        #[arg(long = "image-mode", default_value = "resize")]
+        image_mode: String,
+        /// Take size, mean and std from this model.
+        #[arg(short = 'm', long = "model")]
+        model: Option<PathBuf>,
+        #[arg(long = "out")]
+        out: PathBuf,
+    },
+    /// Print the token ids of a prompt (-200 marks an image).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Print a model's configuration.
+    Info {
+        /// GGUF model file (default: the bundled demo model).
+        model: Option<PathBuf>,
+    },
+}
+
+type Res<T> = Result<T, String>;
+
+fn load_model(path: &Option<PathBuf>) -> Res<Model> {
+    let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    Model::load(&p).map_err(|e| e.to_string())
+}
+
+fn session<'m>(m: &'m Model, a: &ModelArgs) -> Res<Session<'m>> {
+    let mut o = SessionOptions::default();
+    if let Some(t) = a.threads {
+        o.threads = t;
+    }
+    o.kv_type = a.kv_type.parse::<KvType>()?;
+    Session::new(m, o).map_err(|e| e.to_string())
+}
+
+fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
+    match mode {
+        None => Ok(None),
+        Some(s) => s.parse::<AspectMode>().map(Some).map_err(|_| {
+            format!("unknown --image-mode {s:?} (resize, pad or crop)")
+        }),
+    }
+}
+
+fn load_image(p: &Path) -> Res<image::RgbImage> {
+    image::load(p, &ImageLimits::default()).map_err(|e| e.to_string())
+}
+
+/// Token ids (with -200 sentinels) and image embeddings for the inputs.
+fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbedding>)> {
+    let model = s.model();
+    let tok = model.tokenizer();
+    let ids: Vec<i64> = if let Some(list) = &inp.ids {
+        list.split(',')
+            .map(|x| x.trim().parse::<i64>().map_err(|_| format!("--ids: {x:?} is not an integer")))
+            .collect::<Res<_>>()?
+    } else if let Some(raw) = &inp.raw_prompt {
+        prompt::tokenize_segments(tok, &prompt::parse_raw(raw))
+    } else if let Some(p) = &inp.prompt {
+        let turns = [Turn { role: Role::User, text: p.clone(), images: inp.images.len() }];
+        let segs = prompt::render_chat(&turns, true).map_err(|e| e.to_string())?;
+        prompt::tokenize_segments(tok, &segs)
+    } else {
+        return Err("give a prompt with -p, --raw-prompt or --ids".into());
+    };
+    let n_placeholders = ids.iter().filter(|&&i| i == prompt::IMAGE_TOKEN_ID).count();
+    if n_placeholders != inp.images.len() {
+        return Err(format!(
+            "the prompt has {n_placeholders} image placeholder(s) but {} --image given",
+            inp.images.len()
+        ));
+    }
+    let mode = aspect(&inp.image_mode)?;
+    let mut embs = Vec::new();
+    for p in &inp.images {
+        let img = load_image(p)?;
+        embs.push(s.embed_image(&img, mode).map_err(|e| format!("{}: {e}", p.display()))?);
+    }
+    Ok((ids, embs))
+}
+
+fn gen_options(g: &GenArgs) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: g.n_predict,
+        sampling: SamplingParams {
+            temperature: g.temp,
+            top_k: g.top_k,
+            top_p: g.top_p,
+            repeat_penalty: g.repeat_penalty,
+            seed: g.seed,
+        },
+        ignore_eos: g.ignore_eos,
+    }
+}
+
+fn run(cmd: Command) -> Res<()> {
+    match cmd {
+        Command::Run { model, input, gen, print_ids } => {
+            let m = load_model(&model.model)?;
+            let mut s = session(&m, &model)?;
+            let (ids, embs) = prepare(&s, &input)?;
+            let refs: Vec<&ImageEmbedding> = embs.iter().collect();
+            let logits = s.prefill(&ids, &refs, false, None).map_err(|e| e.to_string())?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let g = s
+                .generate(logits, &gen_options(&gen), &mut |_, piece| {
+                    let _ = out.write_all(piece.as_bytes());
+                    let _ = out.flush();
+                    true
+                })
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(out);
+            if print_ids {
+                let list: Vec<String> = g.ids.iter().map(|i| i.to_string()).collect();
+                let _ = writeln!(out, "{}", list.join(","));
+            }
+            Ok(())
+        }
+        Command::Chat { model, gen, image_mode } => chat(&model, &gen, &image_mode),
+        Command::Logits { model, input, out } => {
+            let m = load_model(&model.model)?;
+            let mut s = session(&m, &model)?;
+            let (ids, embs) = prepare(&s, &input)?;
+            let refs: Vec<&ImageEmbedding> = embs.iter().collect();
+            let logits = s.prefill(&ids, &refs, true, None).map_err(|e| e.to_string())?;
+            let v = m.config.text.n_vocab;
+            owlet::npy::write_f32(&out, &[logits.len() / v, v], &logits)
+                .map_err(|e| format!("{}: {e}", out.display()))
+        }
+        Command::Pixels { image: path, size, image_mode, model, out } => {
+            let mode: AspectMode = image_mode
+                .parse()
+                .map_err(|_| format!("unknown --image-mode {image_mode:?} (resize, pad or crop)"))?;
+            let mut p = Preprocess {
+                size: size.unwrap_or(448),
+                mean: [0.48145466, 0.4578275, 0.40821073],
+                std: [0.26862954, 0.26130258, 0.27577711],
+                mode,
+                pad_color: [122, 116, 104],
+            };
+            if let Some(mp) = &model {
+                let m = load_model(&Some(mp.clone()))?;
+                let v = m.config.vision.as_ref().ok_or("this model has no vision tower")?;
+                p.size = size.unwrap_or(v.image_size as u32);
+                p.mean = v.mean;
+                p.std = v.std;
+                p.pad_color = v.pad_color;
+            }
+            if p.size == 0 || p.size > 4096 {
+                return Err(format!("--size {} must be between 1 and 4096", p.size));
+            }
+            let img = load_image(&path)?;
+            let px = image::preprocess(&img, &p);
+            let n = p.size as usize;
+            owlet::npy::write_f32(&out, &[3, n, n], &px).map_err(|e| format!("{}: {e}", out.display()))
+        }
+        Command::Tokenize { model, input } => {
+            let m = load_model(&model.model)?;
+            let tok = m.tokenizer();
+            let ids = if let Some(raw) = &input.raw_prompt {
+                prompt::tokenize_segments(tok, &prompt::parse_raw(raw))
+            } else if let Some(p) = &input.prompt {
+                let turns = [Turn { role: Role::User, text: p.clone(), images: input.images.len() }];
+                prompt::tokenize_segments(tok, &prompt::render_chat(&turns, true).map_err(|e| e.to_string())?)
+            } else {
+                return Err("give --raw-prompt or -p".into());
+            };
+            let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            println!("{}", list.join(","));
+            Ok(())
+        }
+        Command::Info { model } => {
+            let m = load_model(&model)?;
+            let c = &m.config;
+            let t = &c.text;
+            println!("name: {}", c.name);
+            println!("architecture: {:?}", c.arch);
+            println!(
+                "text: {} layers, width {}, {} heads ({} kv), ffn {}, vocab {}, context {}, rms eps {:e}",
+                t.n_layer, t.n_embd, t.n_head, t.n_head_kv, t.n_ff, t.n_vocab, t.n_ctx, t.rms_eps
+            );
+            if let (Some(v), Some(a)) = (&c.vision, &c.abstractor) {
+                println!(
+                    "vision: {}px patch {}, {} layers, width {}, {} heads, aspect mode {}",
+                    v.image_size, v.patch_size, v.n_layer, v.n_embd, v.n_head, v.aspect_mode
+                );
+                println!(
+                    "abstractor: {} queries, {} layers, ffn {}; {} LLM positions per image",
+                    a.n_query, a.n_layer, a.n_ff, c.image_tokens
+                );
+            }
+            let mut types: Vec<(String, usize, u64)> = Vec::new();
+            for ti in m.gguf().tensors() {
+                let n = ti.typ.name().to_string();
+                match types.iter_mut().find(|e| e.0 == n) {
+                    Some(e) => {
+                        e.1 += 1;
+                        e.2 += ti.size;
+                    }
+                    None => types.push((n, 1, ti.size)),
+                }
+            }
+            for (n, c, b) in types {
+                println!("  {n:<6} {c:>5} tensors {:>10.2} MB", b as f64 / 1e6);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()> {
+    let m = load_model(&model.model)?;
+    let mut s = session(&m, model)?;
+    let mode = aspect(image_mode)?;
+    let opts = gen_options(gen);
+    let mut pending = Vec::new();
+    eprintln!("owlet chat: type a message; /image PATH attaches an image, /reset, /quit");
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Ok(());
+        }
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if text == "/quit" || text == "/exit" {
+            return Ok(());
+        }
+        if text == "/reset" {
+            s.reset();
+            pending.clear();
+            eprintln!("(conversation cleared)");
+            continue;
+        }
+        if let Some(p) = text.strip_prefix("/image") {
+            match load_image(Path::new(p.trim())) {
+                Ok(img) => {
+                    pending.push(img);
+                    eprintln!("(image attached to the next message)");
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+            continue;
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let r = s.chat(text, &pending, mode, &opts, &mut |_, piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+            true
+        });
+        pending.clear();
+        let _ = writeln!(out);
+        if let Err(e) = r {
+            eprintln!("error: {e}");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("owlet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

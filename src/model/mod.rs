@@ -1,1 +1,229 @@
-//! TODO
+//! The model: hyperparameters, weights (views into the memory-mapped GGUF) and the three
+//! graphs (vision tower, visual abstractor, MAM LLaMA decoder).
+//!
+//! A [`Model`] is immutable and `Sync` once loaded; everything that changes during a
+//! conversation (KV cache, positions, scratch) lives in a [`crate::session::Session`].
+
+pub mod abstractor;
+pub mod config;
+pub mod names;
+pub mod text;
+pub mod vision;
+
+use std::path::Path;
+
+use crate::error::{bail_kind, Error, ErrorKind, Result};
+use crate::gguf::{Gguf, TensorInfo, Value};
+use crate::ops::matmul::{self, MatRef};
+use crate::quant::GgmlType;
+use crate::tokenizer::Tokenizer;
+
+pub use config::{AbstractorConfig, Arch, Config, TextConfig, VisionConfig};
+use names::{arch_key, gkey, key};
+
+/// A 2-D weight matrix inside the mapped file: `rows` outputs × `cols` inputs.
+#[derive(Clone, Debug)]
+pub struct Mat {
+    info: TensorInfo,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Mat {
+    pub fn typ(&self) -> GgmlType {
+        self.info.typ
+    }
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// An immutable, loaded model.
+pub struct Model {
+    pub config: Config,
+    gguf: Gguf,
+    tokenizer: Tokenizer,
+    pub(crate) text: text::TextWeights,
+    pub(crate) vision: Option<vision::VisionWeights>,
+    pub(crate) abstractor: Option<abstractor::AbstractorWeights>,
+}
+
+impl Model {
+    /// Memory-maps and validates a GGUF file (`mplug-owl2` from owlet-convert, or a llama.cpp
+    /// `llama` file for text only). Every tensor the graph uses is checked for presence, type
+    /// and shape before any compute.
+    pub fn load(path: &Path) -> Result<Model> {
+        let gguf = Gguf::open(path)
+            .map_err(|e| Error::new(ErrorKind::BadModel, format!("{}: {e}", path.display())))?;
+        Model::from_gguf(gguf).map_err(|e| {
+            Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
+        })
+    }
+
+    /// Builds a model over an already parsed file.
+    pub fn from_gguf(gguf: Gguf) -> Result<Model> {
+        let config = Config::from_gguf(&gguf)?;
+        let tokenizer = load_tokenizer(&gguf, &config)?;
+        if tokenizer.vocab_size() != config.text.n_vocab {
+            bail_kind!(
+                BadModel,
+                "the vocabulary has {} tokens but the model expects {}",
+                tokenizer.vocab_size(),
+                config.text.n_vocab
+            );
+        }
+        let ld = Loader { gguf: &gguf };
+        let text = text::TextWeights::load(&ld, &config)?;
+        let (vision, abstractor) = match (&config.vision, &config.abstractor) {
+            (Some(v), Some(a)) => (
+                Some(vision::VisionWeights::load(&ld, v)?),
+                Some(abstractor::AbstractorWeights::load(&ld, a, v, &config.text)?),
+            ),
+            _ => (None, None),
+        };
+        Ok(Model { config, gguf, tokenizer, text, vision, abstractor })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The underlying file (metadata, tensor table).
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// Whether the model can take images.
+    pub fn has_vision(&self) -> bool {
+        self.vision.is_some()
+    }
+
+    pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
+        MatRef { typ: m.info.typ, rows: m.rows, cols: m.cols, data: self.gguf.tensor_bytes(&m.info) }
+    }
+
+    /// `y = x Wᵀ (+ bias)` for `x` of `rows × m.cols`.
+    pub(crate) fn linear(&self, m: &Mat, bias: Option<&[f32]>, x: &[f32]) -> Vec<f32> {
+        let n_rows = x.len() / m.cols;
+        let mut y = vec![0f32; n_rows * m.rows];
+        matmul::matmul(self.mat(m), x, &mut y);
+        if let Some(b) = bias {
+            crate::ops::add_bias(&mut y, b);
+        }
+        y
+    }
+}
+
+fn load_tokenizer(gguf: &Gguf, config: &Config) -> Result<Tokenizer> {
+    let model = gguf.get(gkey::TOK_MODEL).and_then(Value::as_str).unwrap_or("");
+    if model != "llama" {
+        bail_kind!(
+            BadModel,
+            "tokenizer.ggml.model is {model:?}; owlet supports the LLaMA SentencePiece tokenizer (\"llama\")"
+        );
+    }
+    let arr = |k: &str| -> Result<&[Value]> {
+        match gguf.get(k).and_then(Value::as_array) {
+            Some(a) => Ok(a.items.as_slice()),
+            None => bail_kind!(BadModel, "metadata key {k} is missing or not an array"),
+        }
+    };
+    let mut tokens = Vec::new();
+    for v in arr(gkey::TOK_TOKENS)? {
+        match v.as_str() {
+            Some(s) => tokens.push(s.to_string()),
+            None => bail_kind!(BadModel, "{} must hold strings", gkey::TOK_TOKENS),
+        }
+    }
+    let scores: Vec<f32> = match gguf.get(gkey::TOK_SCORES) {
+        Some(_) => arr(gkey::TOK_SCORES)?.iter().map(|v| v.as_f32().unwrap_or(0.0)).collect(),
+        None => vec![0.0; tokens.len()],
+    };
+    let types: Vec<i32> = match gguf.get(gkey::TOK_TYPES) {
+        Some(_) => arr(gkey::TOK_TYPES)?
+            .iter()
+            .map(|v| v.as_i64().unwrap_or(1) as i32)
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    let id = |k: &str, default: u32| gguf.get(k).and_then(Value::as_u32).unwrap_or(default);
+    let add_bos = gguf.get(gkey::TOK_ADD_BOS).and_then(Value::as_bool).unwrap_or(true);
+    // transformers 4.31 (the version upstream pins) assumes legacy = true when the flag is absent.
+    let legacy = gguf
+        .get(&arch_key(names::ARCH_MPLUG_OWL2, key::TOKENIZER_LEGACY))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let _ = config;
+    Tokenizer::from_arrays(
+        tokens,
+        scores,
+        types,
+        id(gkey::TOK_BOS, 1),
+        id(gkey::TOK_EOS, 2),
+        id(gkey::TOK_UNK, 0),
+        add_bos,
+        legacy,
+    )
+    .map_err(|e| Error::new(ErrorKind::BadModel, format!("tokenizer: {e}")))
+}
+
+/// Looks tensors up with shape and type checks whose errors name the tensor.
+pub(crate) struct Loader<'a> {
+    pub gguf: &'a Gguf,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        match self.gguf.tensor(name) {
+            Some(t) => Ok(t),
+            None => bail_kind!(
+                BadModel,
+                "tensor {name} is missing; the file is incomplete or was written by an older owlet-convert: re-run owlet-convert"
+            ),
+        }
+    }
+
+    /// A weight matrix `[rows, cols]` (GGUF dims `[cols, rows]`; a 4-D patch kernel may be
+    /// given as `[.., .., .., rows]` whose first three dims multiply to `cols`).
+    pub fn mat(&self, name: &str, rows: usize, cols: usize) -> Result<Mat> {
+        let t = self.info(name)?;
+        let d = &t.dims;
+        let inner: u64 = d.iter().take(d.len().saturating_sub(1)).product();
+        let outer = d.last().copied().unwrap_or(0);
+        if d.len() < 2 || inner != cols as u64 || outer != rows as u64 {
+            bail_kind!(
+                BadModel,
+                "tensor {name} has shape {:?} (GGUF order), expected [{cols}, {rows}]",
+                d
+            );
+        }
+        if !matmul::supported(t.typ) {
+            bail_kind!(BadModel, "tensor {name} has type {} which owlet cannot multiply", t.typ);
+        }
+        Ok(Mat { info: t.clone(), rows, cols })
+    }
+
+    /// Any tensor with exactly `n` elements, dequantized to f32.
+    pub fn vec(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let t = self.info(name)?;
+        if t.n_elements() != n as u64 {
+            bail_kind!(
+                BadModel,
+                "tensor {name} has {} elements (shape {:?}), expected {n}",
+                t.n_elements(),
+                t.dims
+            );
+        }
+        let mut out = vec![0f32; n];
+        let bytes = self.gguf.tensor_bytes(t);
+        if crate::quant::dequantize_row(t.typ, bytes, &mut out).is_err() {
+            bail_kind!(BadModel, "tensor {name} of type {} cannot be read as floats", t.typ);
+        }
+        Ok(out)
+    }
+
+    /// Whether a tensor exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.gguf.tensor(name).is_some()
+    }
+}

@@ -1,0 +1,163 @@
+//! The visual abstractor: learned queries cross-attend (6 layers for the 7B) to the ViT
+//! features and are projected into the LLM's embedding space, followed by a learned
+//! end-of-image row. Upstream quirks, each implemented where marked:
+//! - keys/values are the concatenation of the normalised queries AND the normalised image
+//!   features (queries attend to themselves too);
+//! - sin-cos positions are added to the Q and K inputs only, never to V; the CLS row's key
+//!   position is zero;
+//! - the attention residual is taken from the LayerNorm-ed queries, not the layer input;
+//! - `ln_q`/`ln_kv`/`ln2` use ε = 1e-5 (PyTorch's default), the FFN's inner LN the config ε.
+
+use crate::error::Result;
+use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
+use crate::model::names::{self, ablk};
+use crate::model::{Loader, Mat, Model};
+use crate::ops::{self, attention::{AttnShape, F32Rows}};
+
+struct Linear {
+    w: Mat,
+    b: Vec<f32>,
+}
+
+struct AbstractorLayer {
+    ln_q: (Vec<f32>, Vec<f32>),
+    ln_kv: (Vec<f32>, Vec<f32>),
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln2: (Vec<f32>, Vec<f32>),
+    gate: Linear,
+    up: Linear,
+    ffn_norm: (Vec<f32>, Vec<f32>),
+    down: Linear,
+}
+
+pub(crate) struct AbstractorWeights {
+    query_embd: Vec<f32>,
+    /// `[n_query, d]` 1-D sin-cos of the query index.
+    pos_q: Vec<f32>,
+    /// `[grid²+1, d]` 2-D sin-cos of the patch (column first), zero row for CLS.
+    pos_k: Vec<f32>,
+    layers: Vec<AbstractorLayer>,
+    proj: Linear,
+    eoi: Vec<f32>,
+}
+
+impl AbstractorWeights {
+    pub fn load(
+        ld: &Loader<'_>,
+        c: &AbstractorConfig,
+        v: &VisionConfig,
+        t: &TextConfig,
+    ) -> Result<AbstractorWeights> {
+        let (d, ff) = (c.n_embd, c.n_ff);
+        let lin = |i: usize, name: &str, rows: usize, cols: usize| -> Result<Linear> {
+            Ok(Linear {
+                w: ld.mat(&ablk(i, name, "weight"), rows, cols)?,
+                b: ld.vec(&ablk(i, name, "bias"), rows)?,
+            })
+        };
+        let ln = |i: usize, name: &str, n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            Ok((ld.vec(&ablk(i, name, "weight"), n)?, ld.vec(&ablk(i, name, "bias"), n)?))
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            layers.push(AbstractorLayer {
+                ln_q: ln(i, ablk::LN_Q, d)?,
+                ln_kv: ln(i, ablk::LN_KV, d)?,
+                q: lin(i, ablk::ATTN_Q, d, d)?,
+                k: lin(i, ablk::ATTN_K, d, d)?,
+                v: lin(i, ablk::ATTN_V, d, d)?,
+                out: lin(i, ablk::ATTN_OUT, d, d)?,
+                ln2: ln(i, ablk::LN2, d)?,
+                gate: lin(i, ablk::FFN_GATE, ff, d)?,
+                up: lin(i, ablk::FFN_UP, ff, d)?,
+                ffn_norm: ln(i, ablk::FFN_NORM, ff)?,
+                down: lin(i, ablk::FFN_DOWN, d, ff)?,
+            });
+        }
+        Ok(AbstractorWeights {
+            query_embd: ld.vec(names::A_QUERY_EMBD, c.n_query * d)?,
+            pos_q: ld.vec(names::A_POS_EMBD_Q, c.n_query * d)?,
+            pos_k: ld.vec(names::A_POS_EMBD_K, v.n_tokens() * d)?,
+            layers,
+            proj: Linear {
+                w: ld.mat(&format!("{}.weight", names::A_PROJ), t.n_embd, d)?,
+                b: ld.vec(&format!("{}.bias", names::A_PROJ), t.n_embd)?,
+            },
+            eoi: ld.vec(names::A_EOI_EMBD, t.n_embd)?,
+        })
+    }
+}
+
+impl Model {
+    fn alin(&self, l: &Linear, x: &[f32]) -> Vec<f32> {
+        self.linear(&l.w, Some(&l.b), x)
+    }
+
+    /// Turns ViT features (`[n_v, d]`) into the image's LLM rows: `[n_query + 1, d_llm]`
+    /// (projected queries, then the end-of-image embedding).
+    pub fn abstract_image(&self, feats: &[f32]) -> Vec<f32> {
+        let (c, w) = match (&self.config.abstractor, &self.abstractor) {
+            (Some(c), Some(w)) => (c, w),
+            _ => unreachable!("abstractor called on a text-only model"),
+        };
+        let d = c.n_embd;
+        let nq = c.n_query;
+        let nv = feats.len() / d;
+        let hd = d / c.n_head;
+        let mut x = w.query_embd.clone();
+        for l in &w.layers {
+            // Xn = LN(X), Fn = LN(F)  (ε 1e-5)
+            let mut xn = x.clone();
+            ops::layer_norm(&mut xn, &l.ln_q.0, &l.ln_q.1, c.ln_eps);
+            let mut fn_ = feats.to_vec();
+            ops::layer_norm(&mut fn_, &l.ln_kv.0, &l.ln_kv.1, c.ln_eps);
+            // S = [Xn; Fn], positions [P_q; P_k] on the Q and K inputs only
+            let mut s = xn.clone();
+            s.extend_from_slice(&fn_);
+            let mut q_in = xn.clone();
+            ops::add_in_place(&mut q_in, &w.pos_q);
+            let mut k_in = s.clone();
+            ops::add_in_place(&mut k_in[..nq * d], &w.pos_q);
+            ops::add_in_place(&mut k_in[nq * d..], &w.pos_k);
+            let q = self.alin(&l.q, &q_in);
+            let k = self.alin(&l.k, &k_in);
+            let v = self.alin(&l.v, &s);
+            let mut a = vec![0f32; nq * d];
+            let shape = AttnShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head,
+                head_dim: hd,
+                n_keys: nq + nv,
+                causal: false,
+                first_pos: 0,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            ops::attention(
+                &q,
+                &F32Rows { data: &k, width: d },
+                &F32Rows { data: &v, width: d },
+                shape,
+                &mut a,
+            );
+            // Y = Xn + A Wo + bo   (residual from the normalised queries)
+            let mut y = xn;
+            ops::add_in_place(&mut y, &self.alin(&l.out, &a));
+            // X = Y + LN(SiLU(Z W1) ⊙ Z W3) W2,  Z = LN(Y)
+            let mut z = y.clone();
+            ops::layer_norm(&mut z, &l.ln2.0, &l.ln2.1, c.ln_eps);
+            let mut g = self.alin(&l.gate, &z);
+            ops::silu(&mut g);
+            ops::mul_in_place(&mut g, &self.alin(&l.up, &z));
+            ops::layer_norm(&mut g, &l.ffn_norm.0, &l.ffn_norm.1, c.ffn_ln_eps);
+            ops::add_in_place(&mut y, &self.alin(&l.down, &g));
+            x = y;
+        }
+        // I = [X Wfc + b; e_eoi]
+        let mut out = self.alin(&w.proj, &x);
+        out.extend_from_slice(&w.eoi);
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! The LLaMA decoder with mPLUG-Owl2's Modality-Adaptive Module (MAM).
+//!
+//! Every position carries a modality (0 text, 1 image). The MAM keeps two copies of four things
+//! per layer — the pre-attention RMSNorm, K and V projections, and the pre-FFN RMSNorm — and
+//! routes each position through the copy of its modality; Q, O, the FFN and the final norm are
+//! shared. For a plain `llama` file both "copies" are the text weights.
+
+use crate::error::Result;
+use crate::kv_cache::{KvCache, StoreRows};
+use crate::model::config::{Arch, Config, TextConfig};
+use crate::model::names::{self, blk};
+use crate::model::{Loader, Mat, Model};
+use crate::ops::{self, attention::AttnShape};
+
+/// Modality of a position: index into the MAM copies.
+pub const TEXT: u8 = 0;
+pub const IMAGE: u8 = 1;
+
+pub(crate) struct TextLayer {
+    /// `[text, visual]` copies of the MAM tensors.
+    attn_norm: [Vec<f32>; 2],
+    ffn_norm: [Vec<f32>; 2],
+    wk: [Mat; 2],
+    wv: [Mat; 2],
+    wq: Mat,
+    wo: Mat,
+    gate: Mat,
+    up: Mat,
+    down: Mat,
+}
+
+pub(crate) struct TextWeights {
+    pub token_embd: Mat,
+    layers: Vec<TextLayer>,
+    output_norm: Vec<f32>,
+    output: Mat,
+}
+
+impl TextWeights {
+    pub fn load(ld: &Loader<'_>, cfg: &Config) -> Result<TextWeights> {
+        let c = &cfg.text;
+        let (d, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
+        let mam = cfg.arch == Arch::MplugOwl2;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let both_vec = |name: &str| -> Result<[Vec<f32>; 2]> {
+                let t = ld.vec(&names::blk(i, name, false), d)?;
+                let v = if mam { ld.vec(&names::blk(i, name, true), d)? } else { t.clone() };
+                Ok([t, v])
+            };
+            let both_mat = |name: &str| -> Result<[Mat; 2]> {
+                let t = ld.mat(&names::blk(i, name, false), kv, d)?;
+                let v = if mam { ld.mat(&names::blk(i, name, true), kv, d)? } else { t.clone() };
+                Ok([t, v])
+            };
+            layers.push(TextLayer {
+                attn_norm: both_vec(blk::ATTN_NORM)?,
+                ffn_norm: both_vec(blk::FFN_NORM)?,
+                wk: both_mat(blk::ATTN_K)?,
+                wv: both_mat(blk::ATTN_V)?,
+                wq: ld.mat(&names::blk(i, blk::ATTN_Q, false), d, d)?,
+                wo: ld.mat(&names::blk(i, blk::ATTN_OUTPUT, false), d, d)?,
+                gate: ld.mat(&names::blk(i, blk::FFN_GATE, false), ff, d)?,
+                up: ld.mat(&names::blk(i, blk::FFN_UP, false), ff, d)?,
+                down: ld.mat(&names::blk(i, blk::FFN_DOWN, false), d, ff)?,
+            });
+        }
+        // Some llama.cpp files tie the output to the embedding and omit output.weight.
+        let output_name =
+            if ld.has(names::OUTPUT) { names::OUTPUT } else { names::TOKEN_EMBD };
+        Ok(TextWeights {
+            token_embd: ld.mat(names::TOKEN_EMBD, c.n_vocab, d)?,
+            layers,
+            output_norm: ld.vec(names::OUTPUT_NORM, d)?,
+            output: ld.mat(output_name, c.n_vocab, d)?,
+        })
+    }
+}
+
+/// Optional capture of intermediate activations (for golden tests and debugging).
+#[derive(Default, Debug)]
+pub struct TextTrace {
+    /// Residual stream after each decoder layer, `[T × d]` each.
+    pub layer_outputs: Vec<Vec<f32>>,
+    /// After the final RMSNorm, `[T × d]`.
+    pub final_norm: Vec<f32>,
+}
+
+/// Maximal runs of equal modality: `(start, end, modality)`.
+fn modality_runs(modality: &[u8]) -> Vec<(usize, usize, u8)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for t in 1..=modality.len() {
+        if t == modality.len() || modality[t] != modality[start] {
+            runs.push((start, t, modality[start]));
+            start = t;
+        }
+    }
+    runs
+}
+
+impl Model {
+    fn text_cfg(&self) -> &TextConfig {
+        &self.config.text
+    }
+
+    /// Looks up token embeddings: `[ids.len() × d]`.
+    pub fn embed_tokens(&self, ids: &[u32]) -> Vec<f32> {
+        let d = self.config.text.n_embd;
+        let m = self.mat(&self.text.token_embd);
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            m.dequantize_row(id as usize, row);
+        }
+        out
+    }
+
+    /// Runs the decoder over `x` (`T × d`, positions `pos0..pos0+T` with the given modalities),
+    /// appending keys/values to `kv`; returns the final-normed hidden states (`T × d`).
+    pub fn forward_text(
+        &self,
+        mut x: Vec<f32>,
+        modality: &[u8],
+        pos0: usize,
+        kv: &mut KvCache,
+        mut trace: Option<&mut TextTrace>,
+    ) -> Vec<f32> {
+        let c = self.text_cfg();
+        let (d, hd, kvd) = (c.n_embd, c.head_dim(), c.kv_dim());
+        let t_len = modality.len();
+        let runs = modality_runs(modality);
+        // RoPE tables for the new positions.
+        let half = hd / 2;
+        let mut cos = vec![0f32; t_len * half];
+        let mut sin = vec![0f32; t_len * half];
+        for t in 0..t_len {
+            ops::rope_cos_sin(
+                pos0 + t,
+                hd,
+                c.rope_base,
+                &mut cos[t * half..(t + 1) * half],
+                &mut sin[t * half..(t + 1) * half],
+            );
+        }
+        for (li, l) in self.text.layers.iter().enumerate() {
+            // u = RMS(x; g_attn[m]) per position
+            let mut u = x.clone();
+            for &(s, e, m) in &runs {
+                ops::rms_norm(&mut u[s * d..e * d], &l.attn_norm[m as usize], c.rms_eps);
+            }
+            // q shared; k, v through the copy of each run's modality
+            let mut q = self.linear(&l.wq, None, &u);
+            let mut k = vec![0f32; t_len * kvd];
+            let mut v = vec![0f32; t_len * kvd];
+            for &(s, e, m) in &runs {
+                let rows = &u[s * d..e * d];
+                k[s * kvd..e * kvd].copy_from_slice(&self.linear(&l.wk[m as usize], None, rows));
+                v[s * kvd..e * kvd].copy_from_slice(&self.linear(&l.wv[m as usize], None, rows));
+            }
+            for t in 0..t_len {
+                let (cs, sn) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+                for h in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
+                    ops::rope_apply(h, cs, sn, c.qk_permuted);
+                }
+                for h in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
+                    ops::rope_apply(h, cs, sn, c.qk_permuted);
+                }
+            }
+            kv.k[li].write(pos0, kvd, &k);
+            kv.v[li].write(pos0, kvd, &v);
+            let mut attn = vec![0f32; t_len * d];
+            let shape = AttnShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: hd,
+                n_keys: pos0 + t_len,
+                causal: true,
+                first_pos: pos0,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            ops::attention(
+                &q,
+                &StoreRows { store: &kv.k[li], width: kvd },
+                &StoreRows { store: &kv.v[li], width: kvd },
+                shape,
+                &mut attn,
+            );
+            // h = x + o Wo
+            let o = self.linear(&l.wo, None, &attn);
+            ops::add_in_place(&mut x, &o);
+            // w = RMS(h; g_ffn[m]); x = h + down(SiLU(w Wgate) ⊙ w Wup)
+            let mut w = x.clone();
+            for &(s, e, m) in &runs {
+                ops::rms_norm(&mut w[s * d..e * d], &l.ffn_norm[m as usize], c.rms_eps);
+            }
+            let mut g = self.linear(&l.gate, None, &w);
+            let up = self.linear(&l.up, None, &w);
+            ops::silu(&mut g);
+            ops::mul_in_place(&mut g, &up);
+            let down = self.linear(&l.down, None, &g);
+            ops::add_in_place(&mut x, &down);
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.layer_outputs.push(x.clone());
+            }
+        }
+        ops::rms_norm(&mut x, &self.text.output_norm, c.rms_eps);
+        if let Some(tr) = trace {
+            tr.final_norm = x.clone();
+        }
+        x
+    }
+
+    /// Logits (`rows × n_vocab`) from final-normed hidden states (`rows × d`).
+    pub fn lm_head(&self, normed: &[f32]) -> Vec<f32> {
+        self.linear(&self.text.output, None, normed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_on_modality_changes() {
+        assert_eq!(modality_runs(&[0, 0, 1, 1, 1, 0]), vec![(0, 2, 0), (2, 5, 1), (5, 6, 0)]);
+        assert_eq!(modality_runs(&[1]), vec![(0, 1, 1)]);
+        assert!(modality_runs(&[]).is_empty());
+    }
+}

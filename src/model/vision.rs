@@ -1,0 +1,148 @@
+//! The ViT-L/14 image encoder ("MplugOwlVisionModel"): patch embedding, CLS + learned
+//! positions, pre-LayerNorm, pre-norm transformer blocks with QuickGELU, post-LayerNorm on all
+//! rows (CLS included). No attention mask.
+
+use crate::error::Result;
+use crate::model::config::VisionConfig;
+use crate::model::names::{self, vblk};
+use crate::model::{Loader, Mat, Model};
+use crate::ops::{self, attention::{AttnShape, F32Rows}};
+
+struct Linear {
+    w: Mat,
+    b: Vec<f32>,
+}
+
+struct VisionLayer {
+    ln1: (Vec<f32>, Vec<f32>),
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln2: (Vec<f32>, Vec<f32>),
+    ffn_up: Linear,
+    ffn_down: Linear,
+}
+
+pub(crate) struct VisionWeights {
+    patch_embd: Mat,
+    class_embd: Vec<f32>,
+    position_embd: Vec<f32>,
+    pre_ln: (Vec<f32>, Vec<f32>),
+    layers: Vec<VisionLayer>,
+    post_ln: (Vec<f32>, Vec<f32>),
+}
+
+fn ln(ld: &Loader<'_>, prefix: &str, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    Ok((ld.vec(&format!("{prefix}.weight"), n)?, ld.vec(&format!("{prefix}.bias"), n)?))
+}
+
+impl VisionWeights {
+    pub fn load(ld: &Loader<'_>, c: &VisionConfig) -> Result<VisionWeights> {
+        let (d, ff, p) = (c.n_embd, c.n_ff, c.patch_size);
+        let lin = |i: usize, name: &str, rows: usize, cols: usize| -> Result<Linear> {
+            Ok(Linear {
+                w: ld.mat(&vblk(i, name, "weight"), rows, cols)?,
+                b: ld.vec(&vblk(i, name, "bias"), rows)?,
+            })
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            layers.push(VisionLayer {
+                ln1: ln(ld, &format!("v.blk.{i}.{}", names::vblk::LN1), d)?,
+                q: lin(i, names::vblk::ATTN_Q, d, d)?,
+                k: lin(i, names::vblk::ATTN_K, d, d)?,
+                v: lin(i, names::vblk::ATTN_V, d, d)?,
+                out: lin(i, names::vblk::ATTN_OUT, d, d)?,
+                ln2: ln(ld, &format!("v.blk.{i}.{}", names::vblk::LN2), d)?,
+                ffn_up: lin(i, names::vblk::FFN_UP, ff, d)?,
+                ffn_down: lin(i, names::vblk::FFN_DOWN, d, ff)?,
+            });
+        }
+        Ok(VisionWeights {
+            // Conv2d(3 → d, kernel p, stride p, no bias) as a [d, 3·p·p] matrix.
+            patch_embd: ld.mat(names::V_PATCH_EMBD, d, 3 * p * p)?,
+            class_embd: ld.vec(names::V_CLASS_EMBD, d)?,
+            position_embd: ld.vec(names::V_POSITION_EMBD, c.n_tokens() * d)?,
+            pre_ln: ln(ld, names::V_PRE_LN, d)?,
+            layers,
+            post_ln: ln(ld, names::V_POST_LN, d)?,
+        })
+    }
+}
+
+impl Model {
+    fn vision_parts(&self) -> (&VisionConfig, &VisionWeights) {
+        match (&self.config.vision, &self.vision) {
+            (Some(c), Some(w)) => (c, w),
+            _ => unreachable!("vision called on a text-only model; callers check has_vision()"),
+        }
+    }
+
+    fn lin(&self, l: &Linear, x: &[f32]) -> Vec<f32> {
+        self.linear(&l.w, Some(&l.b), x)
+    }
+
+    /// Encodes one preprocessed image (`[3, S, S]` CHW floats) into `[grid²+1, d_v]` features
+    /// (CLS first), after the post-LayerNorm.
+    pub fn encode_image(&self, pixels: &[f32]) -> Vec<f32> {
+        let (c, w) = self.vision_parts();
+        let (s, p, g, d) = (c.image_size, c.patch_size, c.grid(), c.n_embd);
+        debug_assert_eq!(pixels.len(), 3 * s * s);
+        // 1. Patches flattened in (channel, row, col) order, patch index = row·grid + col.
+        let pp = 3 * p * p;
+        let mut patches = vec![0f32; g * g * pp];
+        for (idx, patch) in patches.chunks_exact_mut(pp).enumerate() {
+            let (gr, gc) = (idx / g, idx % g);
+            for ch in 0..3 {
+                for r in 0..p {
+                    let src = ch * s * s + (gr * p + r) * s + gc * p;
+                    patch[ch * p * p + r * p..ch * p * p + (r + 1) * p]
+                        .copy_from_slice(&pixels[src..src + p]);
+                }
+            }
+        }
+        let xp = self.linear(&w.patch_embd, None, &patches);
+        // 2. X = [CLS; patches] + positions
+        let n = g * g + 1;
+        let mut x = Vec::with_capacity(n * d);
+        x.extend_from_slice(&w.class_embd);
+        x.extend_from_slice(&xp);
+        ops::add_in_place(&mut x, &w.position_embd);
+        // 3. pre-LayerNorm
+        ops::layer_norm(&mut x, &w.pre_ln.0, &w.pre_ln.1, c.ln_eps);
+        // 4. blocks
+        let hd = d / c.n_head;
+        for l in &w.layers {
+            let mut h = x.clone();
+            ops::layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.ln_eps);
+            let (q, k, v) = (self.lin(&l.q, &h), self.lin(&l.k, &h), self.lin(&l.v, &h));
+            let mut a = vec![0f32; n * d];
+            let shape = AttnShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head,
+                head_dim: hd,
+                n_keys: n,
+                causal: false,
+                first_pos: 0,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            ops::attention(
+                &q,
+                &F32Rows { data: &k, width: d },
+                &F32Rows { data: &v, width: d },
+                shape,
+                &mut a,
+            );
+            ops::add_in_place(&mut x, &self.lin(&l.out, &a));
+            let mut h = x.clone();
+            ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
+            let mut f = self.lin(&l.ffn_up, &h);
+            ops::quick_gelu(&mut f);
+            ops::add_in_place(&mut x, &self.lin(&l.ffn_down, &f));
+        }
+        // 5. post-LayerNorm over all rows
+        ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
+        x
+    }
+}
