@@ -22,17 +22,33 @@ fn open(name: &str) -> Gguf {
 fn f32_values(file: &Gguf, t: &TensorInfo) -> Vec<f32> {
     assert_eq!(t.typ, GgmlType::F32, "{}: source tensor is not F32", t.name);
     let bytes = file.tensor_bytes(t);
-    assert_eq!(bytes.len() as u64, 4 * t.dims.iter().product::<u64>(), "{}", t.name);
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    assert_eq!(
+        bytes.len() as u64,
+        4 * t.dims.iter().product::<u64>(),
+        "{}",
+        t.name
+    );
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Quantizes `values` row by row (rows of `dims[0]` values) to `typ`; on a mismatch with `want`
 /// names the first differing row and block.
 fn assert_quantizes_to(name: &str, typ: GgmlType, row_len: usize, values: &[f32], want: &[u8]) {
-    let row_bytes = typ.row_bytes(row_len as u64).expect("row length is whole blocks") as usize;
-    assert_eq!(values.len() / row_len * row_bytes, want.len(), "{name}: {typ} data size");
+    let row_bytes = typ
+        .row_bytes(row_len as u64)
+        .expect("row length is whole blocks") as usize;
+    assert_eq!(
+        values.len() / row_len * row_bytes,
+        want.len(),
+        "{name}: {typ} data size"
+    );
     let mut got = vec![0u8; row_bytes];
-    let rows = values.chunks_exact(row_len).zip(want.chunks_exact(row_bytes));
+    let rows = values
+        .chunks_exact(row_len)
+        .zip(want.chunks_exact(row_bytes));
     for (r, (x, want_row)) in rows.enumerate() {
         quantize_row(typ, x, &mut got).unwrap_or_else(|e| panic!("{name} row {r}: {e}"));
         if got != want_row {
@@ -54,19 +70,35 @@ fn assert_quantizes_to(name: &str, typ: GgmlType, row_len: usize, values: &[f32]
 fn check_variant(variant: &str, expected_types: &[GgmlType]) {
     let src = open("tiny-f32.gguf");
     let quant = open(&format!("tiny-{variant}.gguf"));
-    assert_eq!(quant.tensors().len(), src.tensors().len(), "{variant}: tensor count");
+    assert_eq!(
+        quant.tensors().len(),
+        src.tensors().len(),
+        "{variant}: tensor count"
+    );
     let mut seen = BTreeSet::new();
     for t in quant.tensors() {
-        let s = src.tensor(&t.name).unwrap_or_else(|| panic!("{}: not in tiny-f32", t.name));
+        let s = src
+            .tensor(&t.name)
+            .unwrap_or_else(|| panic!("{}: not in tiny-f32", t.name));
         assert_eq!(s.dims, t.dims, "{}: dims", t.name);
         let values = f32_values(&src, s);
         if t.typ == GgmlType::F32 {
             // Norm weights are copied unchanged.
-            assert!(quant.tensor_bytes(t) == src.tensor_bytes(s), "{}: F32 copy differs", t.name);
+            assert!(
+                quant.tensor_bytes(t) == src.tensor_bytes(s),
+                "{}: F32 copy differs",
+                t.name
+            );
             continue;
         }
         seen.insert(t.typ.name());
-        assert_quantizes_to(&t.name, t.typ, t.dims[0] as usize, &values, quant.tensor_bytes(t));
+        assert_quantizes_to(
+            &t.name,
+            t.typ,
+            t.dims[0] as usize,
+            &values,
+            quant.tensor_bytes(t),
+        );
     }
     let expected: BTreeSet<_> = expected_types.iter().map(|t| t.name()).collect();
     assert_eq!(seen, expected, "{variant}: quantized types in the file");
