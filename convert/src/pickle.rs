@@ -116,7 +116,9 @@ pub struct TensorRef {
 impl TensorRef {
     /// Number of elements of the tensor (product of `shape`), `None` on overflow.
     pub fn numel(&self) -> Option<usize> {
-        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        self.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
     /// True when the strides describe a dense row-major (C order) layout.
@@ -216,7 +218,10 @@ fn extract_state_dict(top: Value, source: &str) -> Result<Vec<(String, TensorRef
     for (key, value) in &map.items {
         let name = match key {
             Value::Str(s) => s.to_string(),
-            other => bail!("state dict key in {source} is a {}, not a string", other.kind()),
+            other => bail!(
+                "state dict key in {source} is a {}, not a string",
+                other.kind()
+            ),
         };
         let tensor = match value {
             Value::Tensor(t) => (**t).clone(),
@@ -630,7 +635,10 @@ impl<'a> Vm<'a> {
                 let storage = self.persistent_load(pid)?;
                 self.stack.push(storage);
             }
-            other => bail!("unknown or unsupported pickle opcode 0x{other:02x} in {}", self.source),
+            other => bail!(
+                "unknown or unsupported pickle opcode 0x{other:02x} in {}",
+                self.source
+            ),
         }
         Ok(false)
     }
@@ -833,8 +841,7 @@ impl<'a> Vm<'a> {
         let depth = self.nested_depth(items.iter())?;
         let floor = self.floor();
         let (source, max_work) = (self.source, self.limits.max_work);
-        let Some(Value::List(list)) = self.stack.get_mut(floor..).and_then(|s| s.last_mut())
-        else {
+        let Some(Value::List(list)) = self.stack.get_mut(floor..).and_then(|s| s.last_mut()) else {
             bail!("APPEND target is not a list in {source}");
         };
         // Copy-on-write: a list also held by the memo is copied first.
@@ -858,8 +865,7 @@ impl<'a> Vm<'a> {
         let depth = self.nested_depth(pairs.iter().flat_map(|(k, v)| [k, v]))?;
         let floor = self.floor();
         let (source, max_work) = (self.source, self.limits.max_work);
-        let Some(Value::Dict(map)) = self.stack.get_mut(floor..).and_then(|s| s.last_mut())
-        else {
+        let Some(Value::Dict(map)) = self.stack.get_mut(floor..).and_then(|s| s.last_mut()) else {
             bail!("SETITEM target is not a dict in {source}");
         };
         let copied = if Rc::strong_count(map) > 1 {
@@ -921,7 +927,11 @@ impl<'a> Vm<'a> {
 
     fn reduce(&mut self, callable: Value, args: Value) -> Result<Value> {
         let Value::Tuple(args) = args else {
-            bail!("REDUCE arguments are a {}, not a tuple, in {}", args.kind(), self.source);
+            bail!(
+                "REDUCE arguments are a {}, not a tuple, in {}",
+                args.kind(),
+                self.source
+            );
         };
         let args = &args.items;
         match callable {
@@ -941,9 +951,17 @@ impl<'a> Vm<'a> {
                 _ => bail!("bad _rebuild_parameter arguments in {}", self.source),
             },
             Value::Global(Global::StorageClass(d)) => {
-                bail!("calling {} is not allowed in {}", d.torch_name(), self.source)
+                bail!(
+                    "calling {} is not allowed in {}",
+                    d.torch_name(),
+                    self.source
+                )
             }
-            other => bail!("REDUCE on a {}, which is not callable, in {}", other.kind(), self.source),
+            other => bail!(
+                "REDUCE on a {}, which is not callable, in {}",
+                other.kind(),
+                self.source
+            ),
         }
     }
 
@@ -955,7 +973,10 @@ impl<'a> Vm<'a> {
             bail!("_rebuild_tensor_v2 with {} arguments in {src}", args.len());
         }
         let Value::Storage(storage) = &args[0] else {
-            bail!("_rebuild_tensor_v2 storage is a {} in {src}", args[0].kind());
+            bail!(
+                "_rebuild_tensor_v2 storage is a {} in {src}",
+                args[0].kind()
+            );
         };
         let offset = as_usize(&args[1])
             .ok_or_else(|| anyhow!("bad storage offset in _rebuild_tensor_v2 in {src}"))?;
@@ -983,7 +1004,13 @@ impl<'a> Vm<'a> {
                 extent = extent.and_then(|e| e.checked_add((size - 1).checked_mul(stride)?));
             }
         }
-        let end = extent.and_then(|e| if e == 0 { Some(offset) } else { e.checked_add(offset) });
+        let end = extent.and_then(|e| {
+            if e == 0 {
+                Some(offset)
+            } else {
+                e.checked_add(offset)
+            }
+        });
         match end {
             Some(end) if end <= storage.numel => Ok(Value::Tensor(Rc::new(t))),
             _ => bail!(
@@ -1008,7 +1035,10 @@ impl<'a> Vm<'a> {
             bail!("persistent id is not ('storage', class, key, location, numel) in {src}");
         }
         let Value::Global(Global::StorageClass(dtype)) = items[1] else {
-            bail!("persistent id names a {} instead of a storage class in {src}", items[1].kind());
+            bail!(
+                "persistent id names a {} instead of a storage class in {src}",
+                items[1].kind()
+            );
         };
         let key = match &items[2] {
             Value::Str(s) if is_storage_key(s) => s.to_string(),
@@ -1026,9 +1056,7 @@ impl<'a> Vm<'a> {
 /// Storage keys are short names (torch uses decimal numbers); anything that
 /// could form a path is rejected.
 fn is_storage_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn as_usize(v: &Value) -> Option<usize> {
@@ -1104,7 +1132,10 @@ mod tests {
     fn disallowed_global_named() {
         let p = b"\x80\x02cbuiltins\neval\nX\x01\x00\x00\x001\x85R.";
         let e = parse_state_dict(p, "x.pkl").unwrap_err().to_string();
-        assert!(e.contains("disallowed global builtins.eval in x.pkl"), "{e}");
+        assert!(
+            e.contains("disallowed global builtins.eval in x.pkl"),
+            "{e}"
+        );
     }
 
     #[test]
