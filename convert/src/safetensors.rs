@@ -59,7 +59,7 @@ impl SafeTensorsFile {
         if header_len > MAX_HEADER_BYTES {
             bail!("{shown}: safetensors header length {header_len} exceeds the limit {MAX_HEADER_BYTES}");
         }
-        if header_len > file_len - 8 {
+        if header_len > file_len.saturating_sub(8) {
             bail!(
                 "{shown}: safetensors header length {header_len} exceeds the file size {file_len} (truncated?)"
             );

@@ -546,6 +546,55 @@ fn malformed_safetensors_are_refused() {
     assert_err_contains(Checkpoint::open(&dir), &["too short", "model.safetensors"]);
 }
 
+#[test]
+fn sharded_safetensors_f16_bf16_upcast_exactly() {
+    let dir = temp_dir("stshards");
+    // f16 values including a subnormal, the largest finite, -0 and infinity.
+    let h: Vec<f32> = vec![6.0e-8, 65504.0, -0.0, f32::INFINITY, 0.1];
+    let hb = f16_bytes(&h);
+    let b: Vec<f32> = vec![1.0e-38, -3.0e38, 0.5];
+    let bb: Vec<u8> = b
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    write_safetensors(
+        &dir.join("model-00001-of-00002.safetensors"),
+        r#"{"__metadata__":{"format":"pt"},"h":{"dtype":"F16","shape":[5],"data_offsets":[0,10]}}"#,
+        &hb,
+    );
+    write_safetensors(
+        &dir.join("model-00002-of-00002.safetensors"),
+        r#"{"b":{"dtype":"BF16","shape":[1,3],"data_offsets":[0,6]}}"#,
+        &bb,
+    );
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"metadata":{"total_size":16},"weight_map":{"h":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    let ck = Checkpoint::open(&dir).unwrap();
+    assert_eq!(ck.files().len(), 2);
+    let names: Vec<&str> = ck.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["b", "h"]);
+    let got_h = ck.read_f32(ck.get("h").unwrap()).unwrap();
+    let want_h: Vec<f32> = h.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    assert_eq!(
+        got_h.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want_h.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert!(got_h[0] > 0.0 && got_h[0] < 1.0e-7, "subnormal kept");
+    let bt = ck.get("b").unwrap();
+    assert_eq!(
+        (bt.dtype, bt.shape.as_slice()),
+        (DType::BF16, &[1usize, 3][..])
+    );
+    let got_b = ck.read_f32(bt).unwrap();
+    for (g, w) in got_b.iter().zip(&b) {
+        assert_eq!(g.to_bits(), half::bf16::from_f32(*w).to_f32().to_bits());
+    }
+    assert_eq!(ck.read_raw(bt).unwrap(), bb);
+}
+
 // ------------------------------------------------------ sharded checkpoints
 
 /// Copies the fixture's .bin shards and index into a temp dir.
