@@ -1084,7 +1084,14 @@ mod tests {
         p.push(b'X');
         p.extend((name.len() as u32).to_le_bytes());
         p.extend(name.as_bytes());
-        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n");
+        p.extend(tensor_expr(shape, numel));
+        p.extend(b"u.");
+        p
+    }
+
+    /// Opcodes that leave one `_rebuild_tensor_v2(...)` f16 tensor on the stack.
+    fn tensor_expr(shape: &[u16], numel: u32) -> Vec<u8> {
+        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n".to_vec();
         p.extend(b"((X\x07\x00\x00\x00storagectorch\nHalfStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ");
         p.extend(numel.to_le_bytes());
         p.extend(b"tQK\x00(");
@@ -1103,8 +1110,27 @@ mod tests {
             p.push(b'M');
             p.extend(s.to_le_bytes());
         }
-        p.extend(b"t\x89ccollections\nOrderedDict\n)RtRu.");
+        p.extend(b"t\x89ccollections\nOrderedDict\n)RtR");
         p
+    }
+
+    #[test]
+    fn rebuild_parameter_and_ordered_dict_build() {
+        // OrderedDict() with a `_metadata` BUILD, holding a Parameter.
+        let mut p = b"\x80\x02ccollections\nOrderedDict\n)RX\x01\x00\x00\x00p".to_vec();
+        p.extend(b"ctorch._utils\n_rebuild_parameter\n(");
+        p.extend(tensor_expr(&[5], 5));
+        p.extend(b"\x88ccollections\nOrderedDict\n)RtRs}b.");
+        let sd = parse_state_dict(&p, "param").unwrap();
+        assert_eq!(sd.len(), 1);
+        assert_eq!(sd[0].0, "p");
+        assert_eq!(sd[0].1.shape, vec![5]);
+        // Wrong arity is refused.
+        let mut p = b"\x80\x02}X\x01\x00\x00\x00pctorch._utils\n_rebuild_parameter\n(".to_vec();
+        p.extend(tensor_expr(&[5], 5));
+        p.extend(b"tRs.");
+        let e = parse_state_dict(&p, "param").unwrap_err().to_string();
+        assert!(e.contains("_rebuild_parameter"), "{e}");
     }
 
     #[test]
