@@ -60,7 +60,10 @@ impl TokenType {
     /// Whether BPE merges may produce this piece (sentencepiece's `pieces_` map: normal,
     /// user-defined and unused pieces; control, unknown and byte pieces live elsewhere).
     fn mergeable(self) -> bool {
-        matches!(self, TokenType::Normal | TokenType::UserDefined | TokenType::Unused)
+        matches!(
+            self,
+            TokenType::Normal | TokenType::UserDefined | TokenType::Unused
+        )
     }
 }
 
@@ -119,14 +122,25 @@ impl Tokenizer {
         }
         for (name, id) in [("bos", bos), ("eos", eos), ("unknown", unk)] {
             if id as usize >= n {
-                bail_kind!(BadModel, "tokenizer {} token id {} is out of range (vocabulary of {})", name, id, n);
+                bail_kind!(
+                    BadModel,
+                    "tokenizer {} token id {} is out of range (vocabulary of {})",
+                    name,
+                    id,
+                    n
+                );
             }
         }
         let mut kinds = Vec::with_capacity(n);
         for (i, &t) in types.iter().enumerate() {
             match TokenType::from_gguf(t) {
                 Some(k) => kinds.push(k),
-                None => bail_kind!(BadModel, "tokenizer.ggml.token_type[{}] = {} is not a known token type", i, t),
+                None => bail_kind!(
+                    BadModel,
+                    "tokenizer.ggml.token_type[{}] = {} is not a known token type",
+                    i,
+                    t
+                ),
             }
         }
         let mut mergeable = HashMap::with_capacity(n);
@@ -140,11 +154,22 @@ impl Tokenizer {
             if kind == TokenType::Byte {
                 match parse_byte_piece(piece) {
                     Some(b) => byte_ids[b as usize] = id,
-                    None => bail_kind!(BadModel, "byte token {} is {:?}, not of the form <0xXX>", i, piece),
+                    None => bail_kind!(
+                        BadModel,
+                        "byte token {} is {:?}, not of the form <0xXX>",
+                        i,
+                        piece
+                    ),
                 }
             } else if kind.mergeable() {
                 if let Some(prev) = mergeable.insert(piece.clone(), id) {
-                    bail_kind!(BadModel, "tokenizer piece {:?} appears twice (ids {} and {})", piece, prev, id);
+                    bail_kind!(
+                        BadModel,
+                        "tokenizer piece {:?} appears twice (ids {} and {})",
+                        piece,
+                        prev,
+                        id
+                    );
                 }
                 if kind == TokenType::UserDefined {
                     user_defined.push(piece.clone());
@@ -152,9 +177,13 @@ impl Tokenizer {
             }
         }
         if let Some(b) = byte_ids.iter().position(|&id| id == u32::MAX) {
-            bail_kind!(BadModel, "tokenizer lacks the byte-fallback token <0x{:02X}>", b);
+            bail_kind!(
+                BadModel,
+                "tokenizer lacks the byte-fallback token <0x{:02X}>",
+                b
+            );
         }
-        user_defined.sort_by(|a, b| b.len().cmp(&a.len()));
+        user_defined.sort_by_key(|p| std::cmp::Reverse(p.len()));
         Ok(Tokenizer {
             pieces: tokens,
             scores,
@@ -229,7 +258,11 @@ impl Tokenizer {
     /// Runs the BPE merges over `normalized`, returning the final symbols as byte ranges.
     /// `rev_merge` receives, for every unused piece a queued pair would form, the byte length of
     /// its left part (the last one queued wins, as in sentencepiece).
-    fn bpe<'t>(&self, normalized: &'t str, rev_merge: &mut HashMap<&'t str, usize>) -> Vec<(usize, usize)> {
+    fn bpe<'t>(
+        &self,
+        normalized: &'t str,
+        rev_merge: &mut HashMap<&'t str, usize>,
+    ) -> Vec<(usize, usize)> {
         let mut symbols = self.initial_symbols(normalized);
         let mut agenda = BinaryHeap::new();
         for i in 1..symbols.len() {
@@ -239,7 +272,10 @@ impl Tokenizer {
             let (l, r) = (top.left, top.right);
             // Lazy invalidation: skip a pair whose symbols changed since it was queued (the right
             // one was merged away, or either grew, which changes the concatenated length).
-            if symbols[l].len() == 0 || symbols[r].len() == 0 || symbols[l].len() + symbols[r].len() != top.len {
+            if symbols[l].len() == 0
+                || symbols[r].len() == 0
+                || symbols[l].len() + symbols[r].len() != top.len
+            {
                 continue;
             }
             symbols[l].end = symbols[r].end;
@@ -255,7 +291,11 @@ impl Tokenizer {
                 self.push_pair(normalized, &symbols, l, nx, &mut agenda, rev_merge);
             }
         }
-        symbols.iter().filter(|s| s.len() > 0).map(|s| (s.start, s.end)).collect()
+        symbols
+            .iter()
+            .filter(|s| s.len() > 0)
+            .map(|s| (s.start, s.end))
+            .collect()
     }
 
     /// Splits normalized text into characters, except that user-defined pieces (longest match)
@@ -265,7 +305,10 @@ impl Tokenizer {
         let mut pos = 0;
         while pos < normalized.len() {
             let rest = &normalized[pos..];
-            let user = self.user_defined.iter().find(|p| rest.starts_with(p.as_str()));
+            let user = self
+                .user_defined
+                .iter()
+                .find(|p| rest.starts_with(p.as_str()));
             let (len, frozen) = match user {
                 Some(p) => (p.len(), true),
                 None => (rest.chars().next().map_or(1, char::len_utf8), false),
@@ -322,7 +365,9 @@ impl Tokenizer {
         match self.mergeable.get(piece) {
             Some(&id) if self.types[id as usize] != TokenType::Unused => out.push(id),
             Some(&id) => match rev_merge.get(piece) {
-                Some(&split) if split > 0 && split < piece.len() && piece.is_char_boundary(split) => {
+                Some(&split)
+                    if split > 0 && split < piece.len() && piece.is_char_boundary(split) =>
+                {
                     let (a, b) = piece.split_at(split);
                     self.emit_piece(a, rev_merge, out);
                     self.emit_piece(b, rev_merge, out);
@@ -557,10 +602,22 @@ mod tests {
     #[test]
     fn merges_by_score_then_leftmost() {
         // "abc": "ab" (score -1) vs "bc" (score -0.5): bc wins.
-        let t = toy(&[("a", -10.0, 1), ("b", -10.0, 1), ("c", -10.0, 1), ("ab", -1.0, 1), ("bc", -0.5, 1)]);
+        let t = toy(&[
+            ("a", -10.0, 1),
+            ("b", -10.0, 1),
+            ("c", -10.0, 1),
+            ("ab", -1.0, 1),
+            ("bc", -0.5, 1),
+        ]);
         assert_eq!(t.encode("abc", false), vec![id(&t, "a"), id(&t, "bc")]);
         // Equal scores: leftmost first.
-        let t = toy(&[("a", -10.0, 1), ("b", -10.0, 1), ("c", -10.0, 1), ("ab", -1.0, 1), ("bc", -1.0, 1)]);
+        let t = toy(&[
+            ("a", -10.0, 1),
+            ("b", -10.0, 1),
+            ("c", -10.0, 1),
+            ("ab", -1.0, 1),
+            ("bc", -1.0, 1),
+        ]);
         assert_eq!(t.encode("abc", false), vec![id(&t, "ab"), id(&t, "c")]);
     }
 
@@ -578,24 +635,39 @@ mod tests {
         // é = C3 A9 -> two byte tokens.
         assert_eq!(t.encode("é", false), vec![3 + 0xC3, 3 + 0xA9]);
         // user-defined piece kept whole and not merged with neighbours
-        assert_eq!(t.encode("a<x>b", false), vec![id(&t, "a"), id(&t, "<x>"), id(&t, "b")]);
+        assert_eq!(
+            t.encode("a<x>b", false),
+            vec![id(&t, "a"), id(&t, "<x>"), id(&t, "b")]
+        );
     }
 
     #[test]
     fn validation_errors() {
-        let e = Tokenizer::from_arrays(vec!["a".into()], vec![], vec![1], 0, 0, 0, true, false).unwrap_err();
+        let e = Tokenizer::from_arrays(vec!["a".into()], vec![], vec![1], 0, 0, 0, true, false)
+            .unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::BadModel);
-        let e = Tokenizer::from_arrays(vec!["a".into()], vec![0.0], vec![1], 0, 0, 0, true, false).unwrap_err();
+        let e = Tokenizer::from_arrays(vec!["a".into()], vec![0.0], vec![1], 0, 0, 0, true, false)
+            .unwrap_err();
         assert!(e.message().contains("<0x00>"), "{}", e);
         let mut tokens = byte_pieces();
         tokens.push("a".into());
         let n = tokens.len();
-        let e = Tokenizer::from_arrays(tokens.clone(), vec![0.0; n], vec![6; n], 0, 0, n as u32, true, false)
-            .unwrap_err();
+        let e = Tokenizer::from_arrays(
+            tokens.clone(),
+            vec![0.0; n],
+            vec![6; n],
+            0,
+            0,
+            n as u32,
+            true,
+            false,
+        )
+        .unwrap_err();
         assert!(e.message().contains("out of range"), "{}", e);
         let mut types = vec![6; n];
         types[n - 1] = 9;
-        let e = Tokenizer::from_arrays(tokens, vec![0.0; n], types, 0, 0, 0, true, false).unwrap_err();
+        let e =
+            Tokenizer::from_arrays(tokens, vec![0.0; n], types, 0, 0, 0, true, false).unwrap_err();
         assert!(e.message().contains("token type"), "{}", e);
     }
 
