@@ -411,7 +411,8 @@ pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
     /// Bytes of an incomplete UTF-8 sequence from byte tokens.
     pending: Vec<u8>,
-    /// No text has been produced yet (the next piece loses its leading `'▁'`).
+    /// No text has been produced and no leading `'▁'` removed yet: the next piece loses its
+    /// leading `'▁'`.
     at_start: bool,
 }
 
@@ -440,8 +441,13 @@ impl StreamDecoder<'_> {
             TokenType::Normal | TokenType::UserDefined | TokenType::Unused => {
                 let mut s = self.drain_pending(true);
                 let mut piece = self.tok.pieces[id as usize].as_str();
-                if self.at_start && s.is_empty() {
-                    piece = piece.strip_prefix(SPACE_MARKER_STR).unwrap_or(piece);
+                if self.at_start {
+                    // sentencepiece removes the dummy-prefix space once: from the first piece
+                    // that is decoded while no text exists yet, if it starts with '▁'.
+                    if let Some(rest) = piece.strip_prefix(SPACE_MARKER_STR) {
+                        piece = rest;
+                        self.at_start = false;
+                    }
                 }
                 s.push_str(&piece.replace(SPACE_MARKER, " "));
                 if !s.is_empty() {
