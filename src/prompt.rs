@@ -19,8 +19,11 @@ pub const IMAGE_PLACEHOLDER: &str = "<|image|>";
 pub enum Segment {
     /// Plain text, tokenized with SentencePiece (never parsed for special tokens).
     Text(String),
-    /// A control token written by the template (only `</s>` after an assistant turn).
+    /// A control token by id.
     Special(u32),
+    /// The end-of-sequence control token (`</s>`), which the template writes after each
+    /// assistant turn; tokenized as the tokenizer's EOS id, like [`Segment::Special`].
+    Eos,
     /// One image.
     Image,
 }
@@ -49,18 +52,14 @@ pub struct Turn {
 /// ```
 ///
 /// Each user turn is `"USER: " + text + " "`, each assistant turn `"ASSISTANT: " + text` followed
-/// by the control token `eos_id` (upstream writes the string `"</s>"`, which the HF tokenizer
-/// matches as that special token); `add_generation_prompt` appends `"ASSISTANT:"`. A user turn's
+/// by [`Segment::Eos`] (upstream writes the string `"</s>"`, which the HF tokenizer matches as the
+/// EOS special token); `add_generation_prompt` appends `"ASSISTANT:"`. A user turn's
 /// images go in front of its text as `<|image|>` placeholders with no space, as upstream's CLI
 /// does; if the text already contains placeholders they mark the image positions instead, and
 /// their number must equal `images`. Assistant text is literal (placeholders in it are text).
 ///
 /// Errors (BadPrompt): placeholder count differs from `images`; an assistant turn with images.
-pub fn render_chat(
-    turns: &[Turn],
-    add_generation_prompt: bool,
-    eos_id: u32,
-) -> Result<Vec<Segment>> {
+pub fn render_chat(turns: &[Turn], add_generation_prompt: bool) -> Result<Vec<Segment>> {
     let mut segs = Vec::new();
     for (i, turn) in turns.iter().enumerate() {
         match turn.role {
@@ -97,7 +96,7 @@ pub fn render_chat(
                 }
                 push_text(&mut segs, "ASSISTANT: ");
                 push_text(&mut segs, &turn.text);
-                segs.push(Segment::Special(eos_id));
+                segs.push(Segment::Eos);
             }
         }
     }
@@ -209,6 +208,10 @@ fn tokenize_chunk(tok: &Tokenizer, segs: &[Segment]) -> Vec<u32> {
                 ids.push(*id);
                 after_special = true;
             }
+            Segment::Eos => {
+                ids.push(tok.eos());
+                after_special = true;
+            }
             Segment::Text(text) if text.is_empty() => {}
             Segment::Text(text) => {
                 if after_special && !tok.legacy() {
@@ -271,7 +274,7 @@ mod tests {
                 images: 1,
             },
         ];
-        let segs = render_chat(&turns, true, 2).unwrap();
+        let segs = render_chat(&turns, true).unwrap();
         use Segment::*;
         assert_eq!(
             segs,
@@ -280,7 +283,7 @@ mod tests {
                 Image,
                 Image,
                 Text("Q1 ASSISTANT: A1".into()),
-                Special(2),
+                Eos,
                 Text("USER: x ".into()),
                 Image,
                 Text(" y ASSISTANT:".into()),
@@ -291,14 +294,14 @@ mod tests {
             text: "<|image|>".into(),
             images: 2,
         }];
-        let e = render_chat(&bad, true, 2).unwrap_err();
+        let e = render_chat(&bad, true).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::BadPrompt);
         let bad = [Turn {
             role: Role::Assistant,
             text: "a".into(),
             images: 1,
         }];
-        assert!(render_chat(&bad, false, 2).is_err());
+        assert!(render_chat(&bad, false).is_err());
     }
 
     #[test]

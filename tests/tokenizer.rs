@@ -181,7 +181,7 @@ fn fixture_prompts() {
         text: "Tell me a story about a small owl.".into(),
         images: 0,
     }];
-    let segs = render_chat(&text_turn, true, tok.eos()).unwrap();
+    let segs = render_chat(&text_turn, true).unwrap();
     assert_eq!(
         segs,
         parse_raw("USER: Tell me a story about a small owl. ASSISTANT:")
@@ -193,7 +193,7 @@ fn fixture_prompts() {
         text: "Describe the image.".into(),
         images: 1,
     }];
-    let segs = render_chat(&mm_turn, true, tok.eos()).unwrap();
+    let segs = render_chat(&mm_turn, true).unwrap();
     assert_eq!(
         segs,
         parse_raw("USER: <|image|>Describe the image. ASSISTANT:")
@@ -206,7 +206,7 @@ fn fixture_prompts() {
         images: 1,
     }];
     assert_eq!(
-        tokenize_segments(&tok, &render_chat(&inline, true, tok.eos()).unwrap()),
+        tokenize_segments(&tok, &render_chat(&inline, true).unwrap()),
         mm_ids
     );
     // Same ids whatever `legacy` says: no text follows a special token here.
@@ -260,11 +260,11 @@ fn legacy_flag_after_special_token() {
         },
     ];
     let tok = llama(false);
-    let ids = tokenize_segments(&tok, &render_chat(&turns, true, 2).unwrap());
+    let ids = tokenize_segments(&tok, &render_chat(&turns, true).unwrap());
     let eos_at = ids.iter().position(|&i| i == 2).unwrap();
     assert_eq!(ids[eos_at + 1..eos_at + 4], [3308, 1001, 29901]);
     assert_eq!(ids[eos_at - 1], 6324); // "▁Hi"
-    let ids_legacy = tokenize_segments(&llama(true), &render_chat(&turns, true, 2).unwrap());
+    let ids_legacy = tokenize_segments(&llama(true), &render_chat(&turns, true).unwrap());
     assert_eq!(ids_legacy[eos_at + 1..eos_at + 4], [3148, 1001, 29901]);
 }
 
