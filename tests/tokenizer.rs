@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use owlet::gguf::Gguf;
 use owlet::prompt::{
     parse_raw, render_chat, tokenize_segments, Role, Segment, Turn, IMAGE_TOKEN_ID,
 };
@@ -14,60 +15,48 @@ fn data(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// `tokenizer.ggml.{tokens,scores,token_type}` of the vocab GGUF.
+/// `tokenizer.ggml.{tokens,scores,token_type}` of llama.cpp's LLaMA-2 vocab GGUF.
 fn vocab_arrays() -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    gguf_vocab(&data("assets/ggml-vocab-llama-spm.gguf"))
+    let g = Gguf::open(&data("assets/ggml-vocab-llama-spm.gguf")).unwrap();
+    let tokens = g
+        .get_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .as_strs()
+        .unwrap();
+    let scores = g
+        .get_array("tokenizer.ggml.scores")
+        .unwrap()
+        .as_f32s()
+        .unwrap();
+    let types = g
+        .get_array("tokenizer.ggml.token_type")
+        .unwrap()
+        .as_i64s()
+        .unwrap();
+    (
+        tokens.into_iter().map(String::from).collect(),
+        scores,
+        types
+            .into_iter()
+            .map(|t| i32::try_from(t).unwrap())
+            .collect(),
+    )
 }
 
-/// The LLaMA-2 tokenizer (bos 1, eos 2, unk 0, add_bos) with the given HF `legacy` flag.
+/// The LLaMA-2 tokenizer from the vocab GGUF (its bos/eos/unk ids and add_bos flag) with the
+/// given HF `legacy` flag.
 fn llama(legacy: bool) -> Tokenizer {
+    let g = Gguf::open(&data("assets/ggml-vocab-llama-spm.gguf")).unwrap();
+    let id = |k: &str| g.get_u32(k).unwrap();
+    let (bos, eos, unk) = (
+        id("tokenizer.ggml.bos_token_id"),
+        id("tokenizer.ggml.eos_token_id"),
+        id("tokenizer.ggml.unknown_token_id"),
+    );
+    assert_eq!((bos, eos, unk), (1, 2, 0));
+    let add_bos = g.get_bool("tokenizer.ggml.add_bos_token").unwrap();
     let (tokens, scores, types) = vocab_arrays();
-    Tokenizer::from_arrays(tokens, scores, types, 1, 2, 0, true, legacy).unwrap()
-}
-
-/// Temporary: the three tokenizer arrays read straight from the GGUF metadata section.
-fn gguf_vocab(path: &Path) -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    let b = std::fs::read(path).unwrap();
-    let mut pos = 0usize;
-    let mut take = |n: usize| {
-        pos += n;
-        &b[pos - n..pos]
-    };
-    let u32_ = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap());
-    let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap());
-    assert_eq!(take(4), b"GGUF");
-    assert!(u32_(take(4)) >= 2);
-    let _n_tensors = u64_(take(8));
-    let n_kv = u64_(take(8));
-    let (mut tokens, mut scores, mut types) = (vec![], vec![], vec![]);
-    let fixed = [1usize, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8];
-    for _ in 0..n_kv {
-        let klen = u64_(take(8)) as usize;
-        let key = String::from_utf8(take(klen).to_vec()).unwrap();
-        let ty = u32_(take(4));
-        let (elem, count) = if ty == 9 {
-            (u32_(take(4)), u64_(take(8)))
-        } else {
-            (ty, 1)
-        };
-        for _ in 0..count {
-            if elem == 8 {
-                let l = u64_(take(8)) as usize;
-                let s = String::from_utf8(take(l).to_vec()).unwrap();
-                if key == "tokenizer.ggml.tokens" {
-                    tokens.push(s);
-                }
-            } else {
-                let v = take(fixed[elem as usize]);
-                match key.as_str() {
-                    "tokenizer.ggml.scores" => scores.push(f32::from_bits(u32_(v))),
-                    "tokenizer.ggml.token_type" => types.push(u32_(v) as i32),
-                    _ => {}
-                }
-            }
-        }
-    }
-    (tokens, scores, types)
+    Tokenizer::from_arrays(tokens, scores, types, bos, eos, unk, add_bos, legacy).unwrap()
 }
 
 /// llama.cpp's test cases: inputs split as `test-tokenizer-0` does, expected ids without BOS.

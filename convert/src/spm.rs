@@ -711,52 +711,17 @@ mod tests {
         out
     }
 
-    /// `tokenizer.ggml.{tokens,scores,token_type}` of a GGUF (v2/v3), read directly: a test-only
-    /// reader of the metadata section, independent of owlet's GGUF reader.
+    /// `tokenizer.ggml.{tokens,scores,token_type}` of a GGUF.
     fn gguf_vocab(path: &Path) -> (Vec<String>, Vec<f32>, Vec<i32>) {
-        let b = std::fs::read(path).unwrap();
-        let mut pos = 0usize;
-        let mut take = |n: usize| {
-            pos += n;
-            &b[pos - n..pos]
-        };
-        let u32_ = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap());
-        let u64_ = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap());
-        assert_eq!(take(4), b"GGUF");
-        assert!(u32_(take(4)) >= 2);
-        let _n_tensors = u64_(take(8));
-        let n_kv = u64_(take(8));
-        let (mut tokens, mut scores, mut types) = (vec![], vec![], vec![]);
-        // Value sizes of the fixed-size GGUF types 0..=12 (8 = string, 9 = array: variable).
-        let fixed = [1usize, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8];
-        for _ in 0..n_kv {
-            let klen = u64_(take(8)) as usize;
-            let key = String::from_utf8(take(klen).to_vec()).unwrap();
-            let ty = u32_(take(4));
-            let (elem, count) = if ty == 9 {
-                let e = u32_(take(4));
-                (e, u64_(take(8)))
-            } else {
-                (ty, 1)
-            };
-            for _ in 0..count {
-                if elem == 8 {
-                    let l = u64_(take(8)) as usize;
-                    let s = String::from_utf8(take(l).to_vec()).unwrap();
-                    if key == "tokenizer.ggml.tokens" {
-                        tokens.push(s);
-                    }
-                } else {
-                    let v = take(fixed[elem as usize]);
-                    match key.as_str() {
-                        "tokenizer.ggml.scores" => scores.push(f32::from_bits(u32_(v))),
-                        "tokenizer.ggml.token_type" => types.push(u32_(v) as i32),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        (tokens, scores, types)
+        let g = owlet::gguf::Gguf::open(path).unwrap();
+        let arr = |k: &str| g.get_array(k).unwrap();
+        let tokens = arr("tokenizer.ggml.tokens").as_strs().unwrap();
+        let types = arr("tokenizer.ggml.token_type").as_i64s().unwrap();
+        (
+            tokens.into_iter().map(String::from).collect(),
+            arr("tokenizer.ggml.scores").as_f32s().unwrap(),
+            types.into_iter().map(|t| t as i32).collect(),
+        )
     }
 
     #[test]
