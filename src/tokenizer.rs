@@ -477,7 +477,7 @@ impl StreamDecoder<'_> {
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
-                    // SAFETY-free: `valid` is valid UTF-8 by construction of valid_up_to.
+                    // `valid` is valid UTF-8 by the definition of `valid_up_to`.
                     out.push_str(std::str::from_utf8(valid).unwrap_or_default());
                     match e.error_len() {
                         Some(n) => {

@@ -447,7 +447,8 @@ pub fn bpe_merges(model: &SpmModel) -> Vec<(u32, u32)> {
 /// ByteFallback / Fuse / Strip, added special tokens for unk, bos and eos, and a post-processor
 /// that puts BOS first (LLaMA's `add_bos_token` true, `add_eos_token` false).
 pub fn hf_tokenizer_json(model: &SpmModel) -> String {
-    let piece = |id: u32| model.tokens[id as usize].clone();
+    // Ids come from parse_spm, which range-checked them; an id out of range gives "".
+    let piece = |id: u32| model.tokens.get(id as usize).cloned().unwrap_or_default();
     let mut added = Vec::new();
     let mut specials: Vec<u32> = [Some(model.unk_id), model.bos_id, model.eos_id]
         .into_iter()
