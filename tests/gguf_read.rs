@@ -177,6 +177,16 @@ fn errors_name_the_file() {
     let e = Gguf::open(&png).unwrap_err();
     assert!(e.to_string().contains("coffee.png"), "{e}");
     assert!(matches!(e.root(), GgufError::BadMagic { .. }), "{e}");
+    // An empty file (which cannot be memory-mapped on every OS) and a directory.
+    let dir = std::env::temp_dir().join(format!("owlet-gguf-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let e = Gguf::open(&empty).unwrap_err();
+    assert!(e.to_string().contains("empty.gguf"), "{e}");
+    let e = Gguf::open(&dir).unwrap_err();
+    assert!(e.to_string().contains("owlet-gguf-empty"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
     let e = Gguf::from_bytes(b"GGUF\x01\0\0\0".to_vec()).unwrap_err();
     assert!(e.to_string().contains("version 1"), "{e}");
     let e = Gguf::from_bytes(b"GGUF\0\0\0\x03".to_vec()).unwrap_err();

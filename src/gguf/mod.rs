@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::quant::GgmlType;
 
+pub use reader::MAX_METADATA_ARRAY_ITEMS;
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;
 
@@ -113,6 +114,9 @@ impl fmt::Display for GgufError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GgufError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            GgufError::BadMagic { found } if found.len() < 4 => {
+                write!(f, "not a GGUF file: only {} bytes long", found.len())
+            }
             GgufError::BadMagic { found } => {
                 write!(
                     f,
@@ -134,8 +138,10 @@ impl fmt::Display for GgufError {
             GgufError::Malformed { offset, message } => {
                 write!(f, "malformed GGUF at byte {offset}: {message}")
             }
-            GgufError::BadTensor { name, message } => write!(f, "tensor '{name}': {message}"),
-            GgufError::MissingKey { key } => write!(f, "missing metadata key '{key}'"),
+            GgufError::BadTensor { name, message } => {
+                write!(f, "tensor '{}': {message}", show(name))
+            }
+            GgufError::MissingKey { key } => write!(f, "missing metadata key '{}'", show(key)),
             GgufError::BadValue {
                 key,
                 expected,
@@ -143,10 +149,11 @@ impl fmt::Display for GgufError {
             } => {
                 write!(
                     f,
-                    "metadata key '{key}': expected {expected}, found {found}"
+                    "metadata key '{}': expected {expected}, found {found}",
+                    show(key)
                 )
             }
-            GgufError::MissingTensor { name } => write!(f, "missing tensor '{name}'"),
+            GgufError::MissingTensor { name } => write!(f, "missing tensor '{}'", show(name)),
             GgufError::InFile { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
@@ -404,6 +411,17 @@ fn bad_value(key: &str, expected: &str, found: &Value) -> GgufError {
     GgufError::BadValue {
         key: key.to_string(),
         expected: expected.to_string(),
-        found: format!("{} {}", found.type_name(), found),
+        found: format!("{} {}", found.type_name(), show(&found.to_string())),
     }
+}
+
+/// A key, tensor name or value from a file, made fit for a one-line message: control
+/// characters escaped, cut after 96 characters.
+pub(crate) fn show(s: &str) -> String {
+    const MAX: usize = 96;
+    let mut out: String = s.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }

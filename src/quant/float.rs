@@ -35,7 +35,9 @@ pub(crate) fn read_f32(b: &[u8], off: usize) -> f32 {
 
 /// Stores a row of f32 as little-endian bytes. `dst`: `4 * src.len()` bytes.
 pub fn quantize_row_f32(src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
-    for_each_block(GgmlType::F32, src, dst, |x, y| y.copy_from_slice(&x[0].to_le_bytes()))
+    for_each_block(GgmlType::F32, src, dst, |x, y| {
+        y.copy_from_slice(&x[0].to_le_bytes())
+    })
 }
 
 /// Reads a row of little-endian f32. `src`: `4 * dst.len()` bytes.

@@ -14,7 +14,9 @@
 //!   the activation format for K-quant dot products, never stored in files.
 
 use super::float::{read_f16, read_f32, write_f16};
-use super::search::{make_qkx2_quants, make_qx_quants_rmse1, nearest_int, Qkx2Search, GROUP_MAX_EPS};
+use super::search::{
+    make_qkx2_quants, make_qx_quants_rmse1, nearest_int, Qkx2Search, GROUP_MAX_EPS,
+};
 use super::{for_each_block, for_each_block_mut, GgmlType, QuantError, QK_K};
 
 /// Offset of the 12 packed scale/min bytes in Q4_K and Q5_K blocks (after `d` and `dmin`).
@@ -41,7 +43,7 @@ pub fn unpack_scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
 /// Stores the 6-bit scale `ls` and min `lm` of sub-block `j` (inverse of
 /// [`unpack_scale_min_k4`]). Sub-blocks must be stored in order 0..8 into zeroed bytes, since
 /// 4..8 OR their top bits into bytes written by 0..4.
-fn pack_scale_min_k4(j: usize, ls: u8, lm: u8, scales: &mut [u8]) {
+pub(super) fn pack_scale_min_k4(j: usize, ls: u8, lm: u8, scales: &mut [u8]) {
     if j < 4 {
         scales[j] = ls;
         scales[j + 4] = lm;
@@ -85,7 +87,11 @@ fn quantize_superblock_asym(p: &Qkx2Search, x: &[f32], y: &mut [u8]) -> [u8; QK_
         }
     }
 
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let packed = &mut y[KSCALES..KSCALES + 12];
     packed.fill(0);
@@ -108,7 +114,10 @@ fn quantize_superblock_asym(p: &Qkx2Search, x: &[f32], y: &mut [u8]) -> [u8; QK_
             continue;
         }
         let dm = dmin_all * m as f32;
-        for (l, &v) in levels[32 * j..32 * j + 32].iter_mut().zip(&x[32 * j..32 * j + 32]) {
+        for (l, &v) in levels[32 * j..32 * j + 32]
+            .iter_mut()
+            .zip(&x[32 * j..32 * j + 32])
+        {
             *l = nearest_int((v + dm) / d).clamp(0, p.nmax) as u8;
         }
     }
@@ -116,10 +125,20 @@ fn quantize_superblock_asym(p: &Qkx2Search, x: &[f32], y: &mut [u8]) -> [u8; QK_
 }
 
 /// Q4_K's scale search: 4-bit levels, inverse scales (15 + (−1 + 0.1·k)) / range, k = 0..=20.
-const Q4_K_SEARCH: Qkx2Search = Qkx2Search { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20 };
+const Q4_K_SEARCH: Qkx2Search = Qkx2Search {
+    nmax: 15,
+    rmin: -1.0,
+    rdelta: 0.1,
+    nstep: 20,
+};
 
 /// Q5_K's scale search: 5-bit levels, inverse scales (31 + (−0.5 + 0.1·k)) / range, k = 0..=15.
-const Q5_K_SEARCH: Qkx2Search = Qkx2Search { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15 };
+const Q5_K_SEARCH: Qkx2Search = Qkx2Search {
+    nmax: 31,
+    rmin: -0.5,
+    rdelta: 0.1,
+    nstep: 15,
+};
 
 /// Quantizes 256 values into one 144-byte Q4_K block (ggml's `quantize_row_q4_K_ref`).
 fn quantize_block_q4_k(x: &[f32], y: &mut [u8]) {
@@ -186,7 +205,11 @@ fn quantize_block_q6_k(x: &[f32], y: &mut [u8]) {
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for (ib, scale) in scales.iter_mut().enumerate() {
-        *scale = make_qx_quants_rmse1(32, &x[16 * ib..16 * ib + 16], &mut levels[16 * ib..16 * ib + 16]);
+        *scale = make_qx_quants_rmse1(
+            32,
+            &x[16 * ib..16 * ib + 16],
+            &mut levels[16 * ib..16 * ib + 16],
+        );
         let abs_scale = scale.abs();
         if abs_scale > max_abs_scale {
             max_abs_scale = abs_scale;
@@ -210,7 +233,10 @@ fn quantize_block_q6_k(x: &[f32], y: &mut [u8]) {
         if d == 0.0 {
             continue;
         }
-        for (l, &v) in levels[16 * j..16 * j + 16].iter_mut().zip(&x[16 * j..16 * j + 16]) {
+        for (l, &v) in levels[16 * j..16 * j + 16]
+            .iter_mut()
+            .zip(&x[16 * j..16 * j + 16])
+        {
             *l = (nearest_int(v / d).clamp(-32, 31) + 32) as u8;
         }
     }
@@ -281,7 +307,10 @@ fn quantize_block_q8_k(x: &[f32], y: &mut [u8]) {
         *q = nearest_int(iscale * v).min(127) as i8 as u8;
     }
     for (g, sum) in bsums.chunks_exact_mut(2).enumerate() {
-        let s: i16 = qs[16 * g..16 * g + 16].iter().map(|&q| q as i8 as i16).sum();
+        let s: i16 = qs[16 * g..16 * g + 16]
+            .iter()
+            .map(|&q| q as i8 as i16)
+            .sum();
         sum.copy_from_slice(&s.to_le_bytes());
     }
     y[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());

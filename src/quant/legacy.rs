@@ -47,7 +47,10 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 
 /// Largest magnitude, with ggml's `MAX(amax, fabsf(v))` (NaN-ignoring like `f32::max`).
 fn abs_max(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |amax, &v| if amax > v.abs() { amax } else { v.abs() })
+    x.iter().fold(
+        0.0f32,
+        |amax, &v| if amax > v.abs() { amax } else { v.abs() },
+    )
 }
 
 /// Inverse of `d`, or 0 for a zero scale (an all-zero block).

@@ -25,6 +25,7 @@ pub use float::{
     quantize_row_f16, quantize_row_f32,
 };
 pub(crate) use float::{read_bf16, read_f16, read_f32};
+pub(crate) use kquants::q6_k_quant;
 pub use kquants::{
     dequantize_row_q4_k, dequantize_row_q5_k, dequantize_row_q6_k, dequantize_row_q8_k,
     quantize_row_q4_k, quantize_row_q5_k, quantize_row_q6_k, quantize_row_q8_k,
@@ -216,7 +217,12 @@ fn check_row(typ: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
     }
     let expected = n / block * typ.type_size();
     if expected != bytes {
-        return Err(QuantError::ByteLength { typ, n, expected, got: bytes });
+        return Err(QuantError::ByteLength {
+            typ,
+            n,
+            expected,
+            got: bytes,
+        });
     }
     Ok(())
 }
@@ -229,7 +235,9 @@ fn for_each_block(
     mut f: impl FnMut(&[f32], &mut [u8]),
 ) -> Result<(), QuantError> {
     check_row(typ, src.len(), dst.len())?;
-    let blocks = src.chunks_exact(typ.block_size()).zip(dst.chunks_exact_mut(typ.type_size()));
+    let blocks = src
+        .chunks_exact(typ.block_size())
+        .zip(dst.chunks_exact_mut(typ.type_size()));
     for (x, y) in blocks {
         f(x, y);
     }
@@ -244,7 +252,9 @@ fn for_each_block_mut(
     mut f: impl FnMut(&[u8], &mut [f32]),
 ) -> Result<(), QuantError> {
     check_row(typ, dst.len(), src.len())?;
-    let blocks = src.chunks_exact(typ.type_size()).zip(dst.chunks_exact_mut(typ.block_size()));
+    let blocks = src
+        .chunks_exact(typ.type_size())
+        .zip(dst.chunks_exact_mut(typ.block_size()));
     for (x, y) in blocks {
         f(x, y);
     }
@@ -269,7 +279,10 @@ pub fn quantize_row(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
         GgmlType::Q5_K => quantize_row_q5_k(src, dst),
         GgmlType::Q6_K => quantize_row_q6_k(src, dst),
         GgmlType::Q8_K => quantize_row_q8_k(src, dst),
-        GgmlType::Q2_K | GgmlType::Q3_K => Err(QuantError::Unsupported { typ, op: "quantize" }),
+        GgmlType::Q2_K | GgmlType::Q3_K => Err(QuantError::Unsupported {
+            typ,
+            op: "quantize",
+        }),
     }
 }
 
@@ -289,9 +302,10 @@ pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         GgmlType::Q5_K => dequantize_row_q5_k(src, dst),
         GgmlType::Q6_K => dequantize_row_q6_k(src, dst),
         GgmlType::Q8_K => dequantize_row_q8_k(src, dst),
-        GgmlType::Q2_K | GgmlType::Q3_K => {
-            Err(QuantError::Unsupported { typ, op: "dequantize" })
-        }
+        GgmlType::Q2_K | GgmlType::Q3_K => Err(QuantError::Unsupported {
+            typ,
+            op: "dequantize",
+        }),
     }
 }
 

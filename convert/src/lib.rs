@@ -1,0 +1,18 @@
+//! owlet-convert: reads Hugging Face mPLUG-Owl2 checkpoints (PyTorch `.bin` zip pickles or
+//! safetensors, sharded or not) without Python and writes one self-contained GGUF.
+//!
+//! Input side: [`pickle`] (a non-executing pickle VM), [`torch_zip`], [`safetensors`],
+//! [`checkpoint`] (directory layouts and indices), [`spm`] (SentencePiece `tokenizer.model`),
+//! [`hfconfig`]. Output side: [`plan`] (tensor names, shapes, types, reorderings), [`convert`]
+//! (streaming, atomic writing), [`synth`], [`inspect`].
+
+pub mod checkpoint;
+pub mod convert;
+pub mod hfconfig;
+pub mod inspect;
+pub mod pickle;
+pub mod plan;
+pub mod safetensors;
+pub mod spm;
+pub mod synth;
+pub mod torch_zip;
