@@ -64,7 +64,7 @@ impl TokenizerData {
         let bytes = std::fs::read(&path).with_context(|| {
             format!("{}: the SentencePiece tokenizer.model is required", path.display())
         })?;
-        let model = spm::parse_model(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let model = spm::parse_spm(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let json_path = dir.join("tokenizer.json");
         let hf_json = if json_path.exists() {
             std::fs::read_to_string(&json_path).with_context(|| format!("{}", json_path.display()))?

@@ -127,7 +127,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let target = require_out(&out)?;
             let opts = options(&out)?;
-            let model = spm::parse_model(synth::TOKENIZER_MODEL).map_err(anyhow::Error::msg)?;
+            let model = spm::parse_spm(synth::TOKENIZER_MODEL)?;
             let tokenizer = TokenizerData {
                 hf_json: spm::hf_tokenizer_json(&model),
                 model,
