@@ -25,7 +25,9 @@ use crate::error::{bail_kind, err, Error, ErrorKind, Result};
 
 /// OpenAI CLIP normalisation mean (RGB), as float32.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// OpenAI CLIP normalisation standard deviation (RGB), as float32.
+/// OpenAI CLIP normalisation standard deviation (RGB), as float32. (Spelled as in upstream's
+/// `preprocessor_config.json`; the literals round to these float32 values.)
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 /// The `pad` canvas colour upstream uses: `int(255 * mean)` per channel of [`CLIP_MEAN`].
 pub const CLIP_PAD_COLOR: [u8; 3] = [122, 116, 104];
@@ -58,9 +60,9 @@ impl RgbImage {
     }
 
     /// Checks that the image is non-empty and that `data` holds exactly `width * height * 3`
-    /// bytes. Images from [`decode`], [`load`], [`from_rgb`] and [`from_rgba`] always pass; the
-    /// preprocessing functions accept anything (see [`preprocess_u8`]) but callers building an
-    /// `RgbImage` by hand can check it here.
+    /// bytes. Images from [`decode`], [`load`], [`from_rgb`] and [`from_rgba`] always pass.
+    /// The preprocessing functions never panic on an image that fails, but treat it as empty
+    /// (see [`preprocess_u8`], [`resize_bicubic`], [`normalize`]).
     pub fn validate(&self) -> Result<()> {
         if self.width == 0 || self.height == 0 {
             bail_kind!(BadImage, "image is empty ({}x{})", self.width, self.height);
@@ -78,8 +80,11 @@ impl RgbImage {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.width == 0 || self.height == 0
+    /// [`RgbImage::validate`] without the message.
+    fn is_valid(&self) -> bool {
+        self.width > 0
+            && self.height > 0
+            && rgb_len(self.width, self.height, 3) == Some(self.data.len())
     }
 }
 
@@ -677,35 +682,33 @@ impl Taps {
 
 /// One horizontal pass over one RGB row, for outputs `o_lo .. o_hi` of `taps`:
 /// `dst[o] = clip8(2^21 + Σ_j src[start + j] * k_j)` per channel.
-///
-/// The sums are the same as Pillow's in the same order; they fit in i32 (|Σ k| stays below
-/// 1.5 * 2^22, times 255), and wrapping arithmetic keeps debug builds from trapping on what
-/// would be, at worst, the same overflow Pillow's C code has.
 fn pass_row(taps: &Taps, src: &[u8], dst: &mut [u8], o_lo: usize, o_hi: usize) {
+    let mut acc = [0i32; 3];
     for o in o_lo..o_hi {
-        let s = taps.start[o];
-        let k = taps.coeffs(o);
-        let px = &src[s * 3..(s + k.len()) * 3];
-        let (mut r, mut g, mut b) = (HALF, HALF, HALF);
-        for (p, &c) in px.chunks_exact(3).zip(k) {
-            r = r.wrapping_add(i32::from(p[0]).wrapping_mul(c));
-            g = g.wrapping_add(i32::from(p[1]).wrapping_mul(c));
-            b = b.wrapping_add(i32::from(p[2]).wrapping_mul(c));
+        pass_pixel(taps, src, o, &mut acc);
+        for c in 0..3 {
+            dst[o * 3 + c] = clip8(acc[c]);
         }
-        dst[o * 3] = clip8(r);
-        dst[o * 3 + 1] = clip8(g);
-        dst[o * 3 + 2] = clip8(b);
     }
 }
 
-/// A horizontal pass over a row whose pixels are all `px`: `Σ px * k_j = px * Σ k_j` exactly
-/// (integer arithmetic), so each output costs one multiply instead of one per tap.
-fn pass_uniform_row(taps: &Taps, px: [u8; 3], dst: &mut [u8]) {
-    for (o, &ks) in taps.sum.iter().enumerate() {
-        for c in 0..3 {
-            dst[o * 3 + c] = clip8(HALF.wrapping_add(i32::from(px[c]).wrapping_mul(ks)));
-        }
+/// The unclipped fixed-point sums of output `o` of a horizontal pass (`2^21` included).
+///
+/// The sums are Pillow's, in Pillow's order; they fit in i32 (the taps' absolute values add up
+/// to well under 1.5 * 2^22, times 255). Wrapping arithmetic only keeps debug builds from
+/// trapping on what would, at worst, be the same overflow Pillow's C code has.
+#[inline]
+fn pass_pixel(taps: &Taps, src: &[u8], o: usize, acc: &mut [i32; 3]) {
+    let s = taps.start[o];
+    let k = taps.coeffs(o);
+    let px = &src[s * 3..(s + k.len()) * 3];
+    let (mut r, mut g, mut b) = (HALF, HALF, HALF);
+    for (p, &c) in px.chunks_exact(3).zip(k) {
+        r = r.wrapping_add(i32::from(p[0]).wrapping_mul(c));
+        g = g.wrapping_add(i32::from(p[1]).wrapping_mul(c));
+        b = b.wrapping_add(i32::from(p[2]).wrapping_mul(c));
     }
+    *acc = [r, g, b];
 }
 
 /// `Some(pixel)` if every pixel of the RGB row is the same.
@@ -714,28 +717,20 @@ fn uniform_pixel(row: &[u8]) -> Option<[u8; 3]> {
     row.chunks_exact(3).all(|p| p == first).then_some(first)
 }
 
-/// The pixel range (half-open, in pixels) where two equally long RGB rows differ, or `None`.
-fn changed_pixels(prev: &[u8], cur: &[u8]) -> Option<(usize, usize)> {
-    if prev == cur {
-        return None;
-    }
-    // Coarse 64-byte blocks (memcmp) first, then bytes.
-    const B: usize = 64;
-    let mut a = 0;
-    while a + B <= cur.len() && prev[a..a + B] == cur[a..a + B] {
-        a += B;
-    }
-    while a < cur.len() && prev[a] == cur[a] {
-        a += 1;
-    }
-    let mut b = cur.len();
-    while b >= a + B && prev[b - B..b] == cur[b - B..b] {
-        b -= B;
-    }
-    while b > a && prev[b - 1] == cur[b - 1] {
-        b -= 1;
-    }
-    Some((a / 3, b.div_ceil(3)))
+/// How a row handed out by a [`RowSource`] relates to the previous one. The consumer keeps
+/// the buffer between calls, so a source may write only what changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowChange {
+    /// The whole buffer holds the new row.
+    All,
+    /// The buffer holds the new row, which differs from the previous one only in pixels
+    /// `a .. b` (the source wrote at least those). Never returned for the first row.
+    Span(usize, usize),
+    /// Identical to the previous row; the buffer may not have been written. Never returned for
+    /// the first row.
+    Same,
+    /// Every pixel is this colour; the buffer was not written.
+    Uniform([u8; 3]),
 }
 
 /// A virtual RGB image produced one row at a time: the input of a resampling stage. Lets the
@@ -743,12 +738,12 @@ fn changed_pixels(prev: &[u8], cur: &[u8]) -> Option<(usize, usize)> {
 trait RowSource {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
-    /// Writes row `y` (`width() * 3` bytes) into `out`. Rows are requested in increasing order.
-    fn read_row(&mut self, y: usize, out: &mut [u8]);
+    /// Produces row `y` (`width() * 3` bytes) in `buf`, which the caller passes unchanged from
+    /// call to call. Rows are requested in increasing order, each once.
+    fn read_row(&mut self, y: usize, buf: &mut [u8]) -> RowChange;
 }
 
-/// An image as a row source. Rows missing from a malformed image (data shorter than its
-/// dimensions claim) read as black.
+/// An image as a row source.
 struct ImageRows<'a>(&'a RgbImage);
 
 impl RowSource for ImageRows<'_> {
@@ -758,12 +753,14 @@ impl RowSource for ImageRows<'_> {
     fn height(&self) -> usize {
         self.0.height as usize
     }
-    fn read_row(&mut self, y: usize, out: &mut [u8]) {
-        copy_image_row(self.0, y, out);
+    fn read_row(&mut self, y: usize, buf: &mut [u8]) -> RowChange {
+        copy_image_row(self.0, y, buf);
+        RowChange::All
     }
 }
 
-/// Copies row `y` of `img` into `out` (`width * 3` bytes), zero-filling what the data lacks.
+/// Copies row `y` of `img` into `out` (`width * 3` bytes). Defensive: the callers only pass
+/// valid images, but a short `data` would read as black rather than panic.
 fn copy_image_row(img: &RgbImage, y: usize, out: &mut [u8]) {
     let n = img.width as usize * 3;
     let start = y.saturating_mul(n).min(img.data.len());
@@ -773,13 +770,35 @@ fn copy_image_row(img: &RgbImage, y: usize, out: &mut [u8]) {
 }
 
 /// Upstream's `expand2square`: the image pasted on a `side x side` canvas of `color` at
-/// (`x0`, `y0`).
+/// (`x0`, `y0`). Only the pasted columns ever change from row to row.
 struct PaddedRows<'a> {
     img: &'a RgbImage,
     side: usize,
     x0: usize,
     y0: usize,
     color: [u8; 3],
+    /// Whether the previous row crossed the image (`None` before the first row).
+    prev_in_image: Option<bool>,
+}
+
+impl<'a> PaddedRows<'a> {
+    fn new(img: &'a RgbImage, color: [u8; 3]) -> PaddedRows<'a> {
+        let (w, h) = (img.width as usize, img.height as usize);
+        // Landscape at (0, (W-H)//2), portrait at ((H-W)//2, 0).
+        let (x0, y0) = if w > h {
+            (0, (w - h) / 2)
+        } else {
+            ((h - w) / 2, 0)
+        };
+        PaddedRows {
+            img,
+            side: w.max(h),
+            x0,
+            y0,
+            color,
+            prev_in_image: None,
+        }
+    }
 }
 
 impl RowSource for PaddedRows<'_> {
@@ -789,19 +808,31 @@ impl RowSource for PaddedRows<'_> {
     fn height(&self) -> usize {
         self.side
     }
-    fn read_row(&mut self, y: usize, out: &mut [u8]) {
-        for p in out.chunks_exact_mut(3) {
-            p.copy_from_slice(&self.color);
+    fn read_row(&mut self, y: usize, buf: &mut [u8]) -> RowChange {
+        let (w, h) = (self.img.width as usize, self.img.height as usize);
+        let in_image = y >= self.y0 && y < self.y0 + h;
+        let span = self.x0 * 3..(self.x0 + w) * 3;
+        let change = match self.prev_in_image {
+            None => {
+                for p in buf.chunks_exact_mut(3) {
+                    p.copy_from_slice(&self.color);
+                }
+                RowChange::All
+            }
+            Some(false) if !in_image => RowChange::Same,
+            Some(true) if !in_image => {
+                for p in buf[span.clone()].chunks_exact_mut(3) {
+                    p.copy_from_slice(&self.color);
+                }
+                RowChange::Span(self.x0, self.x0 + w)
+            }
+            Some(_) => RowChange::Span(self.x0, self.x0 + w),
+        };
+        if in_image {
+            copy_image_row(self.img, y - self.y0, &mut buf[span]);
         }
-        let h = self.img.height as usize;
-        if y >= self.y0 && y < self.y0 + h {
-            let w = self.img.width as usize;
-            copy_image_row(
-                self.img,
-                y - self.y0,
-                &mut out[self.x0 * 3..(self.x0 + w) * 3],
-            );
-        }
+        self.prev_in_image = Some(in_image);
+        change
     }
 }
 
@@ -812,15 +843,20 @@ enum StretchRows<'a> {
     Horizontal {
         img: &'a RgbImage,
         taps: Taps,
+        /// The current and the previous source row.
         row: Vec<u8>,
+        prev: Option<Vec<u8>>,
+        /// Every output's taps sum to exactly 1.0 in fixed point, so a uniform source row
+        /// stretches to the same uniform row (always so when W = 1: one tap of weight 1).
+        keeps_uniform: bool,
     },
-    /// Landscape (W > H): every row is a vertical pass over source rows, H -> W. The last
-    /// output is kept: consecutive outputs with the same taps (common when stretching a very
-    /// short image) are identical.
+    /// Landscape (W > H): every row is a vertical pass over source rows, H -> W. Consecutive
+    /// outputs with the same taps (common when stretching a very short image) are identical.
     Vertical {
         img: &'a RgbImage,
         taps: Taps,
         acc: Vec<i32>,
+        src: Vec<u8>,
         last: Option<usize>,
     },
 }
@@ -829,16 +865,21 @@ impl<'a> StretchRows<'a> {
     fn new(img: &'a RgbImage) -> StretchRows<'a> {
         let (w, h) = (img.width as usize, img.height as usize);
         if w < h {
+            let taps = Taps::new(w, h as u64, 0, h);
+            let keeps_uniform = taps.sum.iter().all(|&s| s == 1 << PRECISION_BITS);
             StretchRows::Horizontal {
                 img,
-                taps: Taps::new(w, h as u64, 0, h),
+                taps,
                 row: vec![0; w * 3],
+                prev: None,
+                keeps_uniform,
             }
         } else {
             StretchRows::Vertical {
                 img,
                 taps: Taps::new(h, w as u64, 0, w),
                 acc: vec![0; w * 3],
+                src: vec![0; w * 3],
                 last: None,
             }
         }
@@ -855,44 +896,149 @@ impl RowSource for StretchRows<'_> {
     fn height(&self) -> usize {
         self.width()
     }
-    fn read_row(&mut self, y: usize, out: &mut [u8]) {
+    fn read_row(&mut self, y: usize, buf: &mut [u8]) -> RowChange {
         match self {
-            StretchRows::Horizontal { img, taps, row } => {
+            StretchRows::Horizontal {
+                img,
+                taps,
+                row,
+                prev,
+                keeps_uniform,
+            } => {
                 copy_image_row(img, y, row);
-                match uniform_pixel(row) {
-                    Some(px) => pass_uniform_row(taps, px, out),
-                    None => pass_row(taps, row, out, 0, taps.len()),
+                if prev.as_deref() == Some(&row[..]) {
+                    return RowChange::Same;
                 }
+                let change = match uniform_pixel(row) {
+                    Some(px) if *keeps_uniform => RowChange::Uniform(px),
+                    _ => {
+                        pass_row(taps, row, buf, 0, taps.len());
+                        RowChange::All
+                    }
+                };
+                match prev {
+                    Some(p) => p.copy_from_slice(row),
+                    None => *prev = Some(row.clone()),
+                }
+                change
             }
             StretchRows::Vertical {
                 img,
                 taps,
                 acc,
+                src,
                 last,
             } => {
                 if let Some(prev) = *last {
                     if taps.start[prev] == taps.start[y] && taps.coeffs(prev) == taps.coeffs(y) {
-                        // Same taps as the previous output: same row, still in `acc`.
-                        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                            *o = clip8(a);
-                        }
-                        return;
+                        return RowChange::Same;
                     }
                 }
                 acc.fill(HALF);
-                let n = img.width as usize * 3;
-                let mut src = vec![0u8; n];
                 for (j, &c) in taps.coeffs(y).iter().enumerate() {
-                    copy_image_row(img, taps.start[y] + j, &mut src);
-                    for (a, &v) in acc.iter_mut().zip(&src) {
+                    copy_image_row(img, taps.start[y] + j, src);
+                    for (a, &v) in acc.iter_mut().zip(src.iter()) {
                         *a = a.wrapping_add(i32::from(v).wrapping_mul(c));
                     }
                 }
-                for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                for (o, &a) in buf.iter_mut().zip(acc.iter()) {
                     *o = clip8(a);
                 }
                 *last = Some(y);
+                RowChange::All
             }
+        }
+    }
+}
+
+/// The horizontal pass of a streaming resize. It keeps every output's unclipped sum, so a row
+/// that differs from the previous one only in a span is updated with the differences alone:
+/// `Σ new·k = Σ old·k + Σ_span (new − old)·k`, exact in integer arithmetic. That makes the
+/// padded canvas of a thin image (one changing column per row) cost next to nothing.
+struct HorizontalPass {
+    taps: Taps,
+    /// Unclipped sums `[outputs, 3]`.
+    acc: Vec<i32>,
+    /// Clipped outputs `[outputs, 3]`: the pass's result for the latest row.
+    out: Vec<u8>,
+    /// The latest source row, when the buffer held it (not after a `Uniform` row).
+    prev: Vec<u8>,
+    prev_valid: bool,
+}
+
+impl HorizontalPass {
+    fn new(taps: Taps, in_w: usize) -> Self {
+        let n = taps.len() * 3;
+        HorizontalPass {
+            taps,
+            acc: vec![0; n],
+            out: vec![0; n],
+            prev: vec![0; in_w * 3],
+            prev_valid: false,
+        }
+    }
+
+    fn apply(&mut self, change: RowChange, row: &[u8]) {
+        match change {
+            RowChange::Same => {}
+            RowChange::Uniform(px) => {
+                self.uniform(px);
+                self.prev_valid = false;
+            }
+            RowChange::Span(a, b) if self.prev_valid => self.span(row, a, b),
+            RowChange::All | RowChange::Span(..) => self.full(row),
+        }
+    }
+
+    fn full(&mut self, row: &[u8]) {
+        match uniform_pixel(row) {
+            Some(px) => self.uniform(px),
+            None => {
+                let mut acc = [0i32; 3];
+                for o in 0..self.taps.len() {
+                    pass_pixel(&self.taps, row, o, &mut acc);
+                    self.acc[o * 3..o * 3 + 3].copy_from_slice(&acc);
+                }
+                self.clip(0, self.taps.len());
+            }
+        }
+        self.prev.copy_from_slice(row);
+        self.prev_valid = true;
+    }
+
+    /// A row of one colour: `Σ px·k = px·Σ k`, one multiply per output.
+    fn uniform(&mut self, px: [u8; 3]) {
+        for (acc, &ks) in self.acc.chunks_exact_mut(3).zip(&self.taps.sum) {
+            for (a, &v) in acc.iter_mut().zip(&px) {
+                *a = HALF.wrapping_add(i32::from(v).wrapping_mul(ks));
+            }
+        }
+        self.clip(0, self.taps.len());
+    }
+
+    fn span(&mut self, row: &[u8], a: usize, b: usize) {
+        let (o_lo, o_hi) = self.taps.outputs_touching(a, b);
+        for o in o_lo..o_hi {
+            let (s, e) = (self.taps.start[o], self.taps.end[o]);
+            let (xa, xb) = (a.max(s), b.min(e));
+            let k = &self.taps.coeffs(o)[xa - s..xb - s];
+            let new = row[xa * 3..xb * 3].chunks_exact(3);
+            let old = self.prev[xa * 3..xb * 3].chunks_exact(3);
+            let acc = &mut self.acc[o * 3..o * 3 + 3];
+            for ((p, q), &c) in new.zip(old).zip(k) {
+                for ch in 0..3 {
+                    let d = i32::from(p[ch]) - i32::from(q[ch]);
+                    acc[ch] = acc[ch].wrapping_add(d.wrapping_mul(c));
+                }
+            }
+        }
+        self.clip(o_lo, o_hi);
+        self.prev[a * 3..b * 3].copy_from_slice(&row[a * 3..b * 3]);
+    }
+
+    fn clip(&mut self, o_lo: usize, o_hi: usize) {
+        for i in o_lo * 3..o_hi * 3 {
+            self.out[i] = clip8(self.acc[i]);
         }
     }
 }
@@ -948,18 +1094,14 @@ impl VerticalAccumulator {
 /// `win_w x win_h` window of the output at (`x0`, `y0`), which must lie inside the output.
 ///
 /// Each output pixel depends only on its own taps, so the window's pixels equal those of the
-/// full resize. Source rows stream through once; a row equal to the previous one reuses the
-/// previous horizontal result, a row that differs from it only in a span recomputes only the
-/// outputs whose taps touch that span, and a uniform row costs one multiply per output.
-#[allow(clippy::too_many_arguments)]
+/// full resize. Source rows stream through once, in order, and only those the window's
+/// vertical taps read; nothing of the size of the full output is ever allocated.
 fn resample_window(
     src: &mut dyn RowSource,
     out_w: u64,
     out_h: u64,
-    x0: u64,
-    y0: u64,
-    win_w: usize,
-    win_h: usize,
+    (x0, y0): (u64, u64),
+    (win_w, win_h): (usize, usize),
 ) -> RgbImage {
     let (in_w, in_h) = (src.width(), src.height());
     let mut out = vec![0u8; win_w * win_h * 3];
@@ -971,46 +1113,45 @@ fn resample_window(
     if win_w == 0 || win_h == 0 || in_w == 0 || in_h == 0 {
         return image(out);
     }
-    let h_taps = (out_w != in_w as u64).then(|| Taps::new(in_w, out_w, x0, win_w));
+    let mut horizontal = (out_w != in_w as u64)
+        .then(|| HorizontalPass::new(Taps::new(in_w, out_w, x0, win_w), in_w));
     let v_taps = (out_h != in_h as u64).then(|| Taps::new(in_h, out_h, y0, win_h));
     let (row_lo, row_hi) = match &v_taps {
         Some(t) => t.source_range(),
         None => (y0 as usize, y0 as usize + win_h),
     };
     let mut vertical = v_taps.map(|t| VerticalAccumulator::new(t, win_w * 3));
-    let mut cur = vec![0u8; in_w * 3];
-    let mut prev = vec![0u8; in_w * 3];
-    let mut hrow = vec![0u8; win_w * 3];
+    let mut row = vec![0u8; in_w * 3];
+    // The window of the row when there is no horizontal pass.
+    let mut cropped = vec![0u8; win_w * 3];
+    let x0 = x0 as usize;
     for y in row_lo..row_hi {
-        src.read_row(y, &mut cur);
-        match &h_taps {
-            None => {
-                let x0 = x0 as usize;
-                hrow.copy_from_slice(&cur[x0 * 3..(x0 + win_w) * 3]);
+        let change = src.read_row(y, &mut row);
+        let hrow: &[u8] = match &mut horizontal {
+            Some(h) => {
+                h.apply(change, &row);
+                &h.out
             }
-            Some(t) => {
-                let changed = if y == row_lo {
-                    Some((0, in_w))
-                } else {
-                    changed_pixels(&prev, &cur)
-                };
-                if let Some((a, b)) = changed {
-                    match uniform_pixel(&cur) {
-                        Some(px) => pass_uniform_row(t, px, &mut hrow),
-                        None => {
-                            let (o_lo, o_hi) = t.outputs_touching(a, b);
-                            pass_row(t, &cur, &mut hrow, o_lo, o_hi);
+            None => {
+                match change {
+                    RowChange::Same => {}
+                    RowChange::Uniform(px) => {
+                        for p in cropped.chunks_exact_mut(3) {
+                            p.copy_from_slice(&px);
                         }
                     }
+                    RowChange::All | RowChange::Span(..) => {
+                        cropped.copy_from_slice(&row[x0 * 3..(x0 + win_w) * 3]);
+                    }
                 }
-                std::mem::swap(&mut prev, &mut cur);
+                &cropped
             }
-        }
+        };
         match &mut vertical {
-            Some(v) => v.add_row(y, &hrow),
+            Some(v) => v.add_row(y, hrow),
             None => {
                 let r = (y - y0 as usize) * win_w * 3;
-                out[r..r + win_w * 3].copy_from_slice(&hrow);
+                out[r..r + win_w * 3].copy_from_slice(hrow);
             }
         }
     }
@@ -1022,17 +1163,18 @@ fn resample_window(
 
 /// Resizes to `w x h` exactly as Pillow's `Image.resize((w, h), Image.BICUBIC)` does for an RGB
 /// image (classic horizontal-first order; see `spec/preprocessing.md` §2). A zero `w` or `h`
-/// gives an empty image; an empty or malformed input reads as black.
+/// gives an empty image; an input that fails [`RgbImage::validate`] gives a black one.
 pub fn resize_bicubic(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let mut src = ImageRows(img);
+    if !img.is_valid() {
+        return RgbImage::filled(w, h, [0; 3]);
+    }
+    let (w64, h64) = (u64::from(w), u64::from(h));
     resample_window(
-        &mut src,
-        u64::from(w),
-        u64::from(h),
-        0,
-        0,
-        w as usize,
-        h as usize,
+        &mut ImageRows(img),
+        w64,
+        h64,
+        (0, 0),
+        (w as usize, h as usize),
     )
 }
 
@@ -1040,11 +1182,21 @@ pub fn resize_bicubic(img: &RgbImage, w: u32, h: u32) -> RgbImage {
 // Preprocessing
 // ---------------------------------------------------------------------------------------------
 
+/// The largest square [`AspectMode::Resize`] stretches to exactly. A longer image is first
+/// shrunk (Pillow bicubic, aspect kept, long side to this, short side rounded, at least 1).
+/// Stretching costs `O(max(W,H)^2)` time, and Pillow itself would need `4 * max(W,H)^2` bytes
+/// for the stretched image (1 GiB at this side); only images beyond [`ImageLimits`]' default
+/// per-side limit are affected.
+pub const MAX_STRETCH_SIDE: u32 = 16384;
+
 /// The uint8 image the model sees: aspect mode, then shortest edge to `p.size` (Pillow
 /// bicubic), then centre crop to `p.size x p.size` (`[size, size, 3]`).
 ///
-/// Works for every image shape, 1x1 and 1x10000 included, with Pillow's pixels. An empty image
-/// (zero width or height, which [`decode`] never returns) gives a canvas of `p.pad_color`;
+/// Gives Pillow's pixels for every image shape, 1x1 and 1x10000 included (with the one
+/// exception of [`MAX_STRETCH_SIDE`]). Only the pixels the centre crop keeps are resampled,
+/// and the padded or stretched square is never stored, so memory stays
+/// `O(size^2 + max(W, H))` besides the image. An image that fails [`RgbImage::validate`]
+/// (empty, or built by hand with the wrong data length) gives a canvas of `p.pad_color`;
 /// `p.size == 0` gives an empty image.
 pub fn preprocess_u8(img: &RgbImage, p: &Preprocess) -> RgbImage {
     if p.size == 0 {
@@ -1054,31 +1206,26 @@ pub fn preprocess_u8(img: &RgbImage, p: &Preprocess) -> RgbImage {
             data: Vec::new(),
         };
     }
-    if img.is_empty() {
+    if !img.is_valid() {
         return RgbImage::filled(p.size, p.size, p.pad_color);
     }
-    let (w, h) = (img.width as usize, img.height as usize);
-    let side = w.max(h);
+    let (w, h) = (img.width, img.height);
     match p.mode {
         _ if w == h => processor_step(&mut ImageRows(img), p.size),
         AspectMode::Crop => processor_step(&mut ImageRows(img), p.size),
-        AspectMode::Resize => processor_step(&mut StretchRows::new(img), p.size),
-        AspectMode::Pad => {
-            // expand2square: landscape at (0, (W-H)//2), portrait at ((H-W)//2, 0).
-            let (x0, y0) = if w > h {
-                (0, (w - h) / 2)
+        AspectMode::Pad => processor_step(&mut PaddedRows::new(img, p.pad_color), p.size),
+        AspectMode::Resize if w.max(h) > MAX_STRETCH_SIDE => {
+            let (long, short) = (u64::from(w.max(h)), u64::from(w.min(h)));
+            let cap = u64::from(MAX_STRETCH_SIDE);
+            let short = ((short * cap + long / 2) / long).max(1) as u32;
+            let (sw, sh) = if w > h {
+                (MAX_STRETCH_SIDE, short)
             } else {
-                ((h - w) / 2, 0)
+                (short, MAX_STRETCH_SIDE)
             };
-            let mut canvas = PaddedRows {
-                img,
-                side,
-                x0,
-                y0,
-                color: p.pad_color,
-            };
-            processor_step(&mut canvas, p.size)
+            preprocess_u8(&resize_bicubic(img, sw, sh), p)
         }
+        AspectMode::Resize => processor_step(&mut StretchRows::new(img), p.size),
     }
 }
 
@@ -1101,14 +1248,17 @@ fn processor_step(src: &mut dyn RowSource, s: u32) -> RgbImage {
     };
     let left = (nw - s64) / 2;
     let top = (nh - s64) / 2;
-    resample_window(src, nw, nh, left, top, s as usize, s as usize)
+    resample_window(src, nw, nh, (left, top), (s as usize, s as usize))
 }
 
 /// Scales a uint8 image to float and normalises it: `x = f32(f64(v) * (1/255))`, then
 /// `(x - mean_c) / std_c` in float32 (bit-exact with upstream's NumPy arithmetic). Returns
 /// `[3, height, width]` (CHW); for the output of [`preprocess_u8`] that is `[3, size, size]`.
-/// Pixels missing from a malformed image read as 0.
+/// An image that fails [`RgbImage::validate`] gives an empty vector.
 pub fn normalize(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
+    if !img.is_valid() {
+        return Vec::new();
+    }
     // One table per channel: every u8 value's normalised float.
     let lut: [[f32; 256]; 3] = std::array::from_fn(|c| {
         std::array::from_fn(|v| {
@@ -1121,7 +1271,7 @@ pub fn normalize(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
     for (c, table) in lut.iter().enumerate() {
         let dst = &mut out[c * plane..(c + 1) * plane];
         for (i, d) in dst.iter_mut().enumerate() {
-            *d = table[usize::from(img.data.get(i * 3 + c).copied().unwrap_or(0))];
+            *d = table[usize::from(img.data[i * 3 + c])];
         }
     }
     out
@@ -1228,7 +1378,7 @@ mod tests {
         }
         // A window of a big resize equals the same region of the full resize.
         let full = naive_resize(&img, 150, 100);
-        let win = resample_window(&mut ImageRows(&img), 150, 100, 20, 30, 40, 50);
+        let win = resample_window(&mut ImageRows(&img), 150, 100, (20, 30), (40, 50));
         for y in 0..50 {
             let a = &full.data[((y + 30) * 150 + 20) * 3..((y + 30) * 150 + 60) * 3];
             assert_eq!(a, &win.data[y * 40 * 3..(y + 1) * 40 * 3]);

@@ -224,6 +224,11 @@ fn extreme_and_empty_shapes_never_panic() {
             );
         }
     }
+    // Beyond MAX_STRETCH_SIDE, resize mode first shrinks the image (documented rule).
+    let thin = pattern(3, 40_000);
+    let p = Preprocess::clip(64, AspectMode::Resize);
+    let shrunk = resize_bicubic(&thin, 1, owlet::image::MAX_STRETCH_SIDE);
+    assert_eq!(preprocess_u8(&thin, &p), preprocess_u8(&shrunk, &p));
     // Empty or inconsistent hand-made images, size 0, zero-size resize targets.
     let p = Preprocess::clip(8, AspectMode::Crop);
     let empty = RgbImage {
@@ -240,8 +245,18 @@ fn extreme_and_empty_shapes_never_panic() {
         height: 4,
         data: vec![9; 10],
     };
-    assert_eq!(preprocess_u8(&short, &p).data.len(), 8 * 8 * 3);
+    assert_eq!(
+        preprocess_u8(&short, &p),
+        RgbImage::filled(8, 8, p.pad_color)
+    );
     assert!(short.validate().is_err());
+    assert!(normalize(&short, &p).is_empty());
+    let absurd = RgbImage {
+        width: u32::MAX,
+        height: u32::MAX,
+        data: vec![],
+    };
+    assert_eq!(preprocess(&absurd, &p).len(), 3 * 8 * 8);
     assert!(pattern(3, 3).validate().is_ok());
     let zero = Preprocess::clip(0, AspectMode::Pad);
     assert!(preprocess(&pattern(3, 3), &zero).is_empty());
