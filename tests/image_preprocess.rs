@@ -303,33 +303,57 @@ fn expect_bad(bytes: &[u8], needle: &str) {
     );
 }
 
-/// A PNG made of a signature, an IHDR with the given size and CRC, and an IEND.
-fn png_with_ihdr(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(kind);
-        out.extend_from_slice(body);
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in kind.iter().chain(body) {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
+/// Appends one PNG chunk (length, type, body, CRC-32).
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(body);
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in kind.iter().chain(body) {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
-        out.extend_from_slice(&(!crc).to_be_bytes());
     }
+    out.extend_from_slice(&(!crc).to_be_bytes());
+}
+
+/// PNG signature + IHDR (`width`, `height`, bit depth 8, the given colour type).
+fn png_head(width: u32, height: u32, color_type: u8) -> Vec<u8> {
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+    ihdr.extend_from_slice(&[8, color_type, 0, 0, 0]); // deflate, no filter, no interlace
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IEND", &[]);
+    png_chunk(&mut png, b"IHDR", &ihdr);
     png
+}
+
+/// A PNG made of a signature, an RGB IHDR with the given size, and an IEND: no pixels at all.
+fn png_with_ihdr(width: u32, height: u32) -> Vec<u8> {
+    let mut png = png_head(width, height, 2);
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// zlib stream with one stored (uncompressed) deflate block.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut z = vec![0x78, 0x01, 0x01];
+    let n = data.len() as u16;
+    z.extend_from_slice(&n.to_le_bytes());
+    z.extend_from_slice(&(!n).to_le_bytes());
+    z.extend_from_slice(data);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in data {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    z
 }
 
 #[test]
@@ -421,6 +445,31 @@ fn decode_converts_rgba_gray_and_16_bit_to_rgb() {
     let want: Vec<u8> = rgb16
         .pixels()
         .flat_map(|p| p.0.map(|v| (v >> 8) as u8))
+        .collect();
+    assert_eq!(img.data, want);
+}
+
+#[test]
+fn decode_converts_palette_with_transparency_to_rgb() {
+    // 3x2 palette image; the tRNS chunk makes entry 1 transparent: its colour must survive.
+    let palette = [10, 20, 30, 200, 100, 0, 7, 8, 9];
+    let indices = [[0u8, 1, 2], [2, 2, 1]];
+    let mut raw = Vec::new();
+    for row in indices {
+        raw.push(0); // filter type None
+        raw.extend_from_slice(&row);
+    }
+    let mut png = png_head(3, 2, 3);
+    png_chunk(&mut png, b"PLTE", &palette);
+    png_chunk(&mut png, b"tRNS", &[255, 0, 128]);
+    png_chunk(&mut png, b"IDAT", &zlib_stored(&raw));
+    png_chunk(&mut png, b"IEND", &[]);
+    let img = decode(&png, &ImageLimits::default()).unwrap();
+    assert_eq!((img.width, img.height), (3, 2));
+    let want: Vec<u8> = indices
+        .iter()
+        .flatten()
+        .flat_map(|&i| palette[i as usize * 3..i as usize * 3 + 3].to_vec())
         .collect();
     assert_eq!(img.data, want);
 }
