@@ -98,7 +98,10 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
             if bytes.len() < 12 {
                 bail_kind!(Io, "truncated .npy header");
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail_kind!(Io, "unsupported .npy version {v}"),
     };
@@ -145,16 +148,26 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
     let Some(data) = bytes.get(start..start + need) else {
         bail_kind!(Io, "truncated .npy data: need {need} bytes");
     };
-    Ok(NpyArray { shape, dtype, data: data.to_vec() })
+    Ok(NpyArray {
+        shape,
+        dtype,
+        data: data.to_vec(),
+    })
 }
 
 /// Reads a `.npy` file.
 pub fn read(path: &Path) -> Result<NpyArray> {
     let bytes = std::fs::read(path).map_err(|e| {
-        crate::error::err(crate::error::ErrorKind::Io, format!("{}: {e}", path.display()))
+        crate::error::err(
+            crate::error::ErrorKind::Io,
+            format!("{}: {e}", path.display()),
+        )
     })?;
     parse(&bytes).map_err(|e| {
-        crate::error::err(crate::error::ErrorKind::Io, format!("{}: {e}", path.display()))
+        crate::error::err(
+            crate::error::ErrorKind::Io,
+            format!("{}: {e}", path.display()),
+        )
     })
 }
 
@@ -211,7 +224,10 @@ mod tests {
 
     #[test]
     fn reads_fixture_goldens() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/owl2-tiny-a/golden/");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/owl2-tiny-a/golden/"
+        );
         let ids = read(Path::new(&format!("{dir}mm_input_ids.npy"))).unwrap();
         assert_eq!(ids.shape, vec![1, 16]);
         assert_eq!(ids.to_i64()[5], -200);
