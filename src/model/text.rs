@@ -80,6 +80,8 @@ impl TextWeights {
 /// Optional capture of intermediate activations (for golden tests and debugging).
 #[derive(Default, Debug)]
 pub struct TextTrace {
+    /// The decoder's input: token embeddings with image rows spliced in, `[T × d]`.
+    pub inputs_embeds: Vec<f32>,
     /// Residual stream after each decoder layer, `[T × d]` each.
     pub layer_outputs: Vec<Vec<f32>>,
     /// After the final RMSNorm, `[T × d]`.
@@ -129,6 +131,9 @@ impl Model {
         let (d, hd, kvd) = (c.n_embd, c.head_dim(), c.kv_dim());
         let t_len = modality.len();
         let runs = modality_runs(modality);
+        if let Some(tr) = trace.as_deref_mut() {
+            tr.inputs_embeds = x.clone();
+        }
         // RoPE tables for the new positions.
         let half = hd / 2;
         let mut cos = vec![0f32; t_len * half];
