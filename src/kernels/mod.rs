@@ -8,6 +8,104 @@
 //! - [`generic`]: portable scalar kernels that compute what ggml's scalar (`*_generic`) vec_dot
 //!   functions compute — integer sums inside each block, then scaling and accumulation in f32
 //!   in the same order — so that results match ggml closely. They are the reference ("scalar
-//!   twins") that the SIMD variants (`avx2.rs`, `neon.rs`, to come) are tested against.
+//!   twins") that the SIMD variants are tested against.
+//!
+//! A [`Kernels`] table bundles one implementation of every kernel. The table is chosen once,
+//! when a model is loaded ([`select`]): the best variant the CPU supports (run-time detection
+//! on Linux/Android, compile-time features where detection is unavailable), or the one named by
+//! `OWLET_KERNELS` (`generic`, `avx2`, ...) for tests and bug reports. The forward pass never
+//! branches on the instruction set.
+
+use crate::quant::GgmlType;
 
 pub mod generic;
+
+/// Quantized weight row · quantized activation row.
+pub type QuantDot = fn(usize, &[u8], &[u8]) -> f32;
+/// Float weight row (raw little-endian bytes) · f32 activation row.
+pub type FloatDot = fn(usize, &[u8], &[f32]) -> f32;
+
+/// One implementation of every kernel.
+pub struct Kernels {
+    /// The name `OWLET_KERNELS` selects it by.
+    pub name: &'static str,
+    pub q4_0_q8_0: QuantDot,
+    pub q4_1_q8_1: QuantDot,
+    pub q5_0_q8_0: QuantDot,
+    pub q5_1_q8_1: QuantDot,
+    pub q8_0_q8_0: QuantDot,
+    pub q4_k_q8_k: QuantDot,
+    pub q5_k_q8_k: QuantDot,
+    pub q6_k_q8_k: QuantDot,
+    pub f16_f32: FloatDot,
+    pub bf16_f32: FloatDot,
+    pub f32_f32: FloatDot,
+}
+
+impl Kernels {
+    /// The integer dot product for a quantized weight type.
+    pub fn quant_dot(&self, w: GgmlType) -> Option<QuantDot> {
+        Some(match w {
+            GgmlType::Q4_0 => self.q4_0_q8_0,
+            GgmlType::Q4_1 => self.q4_1_q8_1,
+            GgmlType::Q5_0 => self.q5_0_q8_0,
+            GgmlType::Q5_1 => self.q5_1_q8_1,
+            GgmlType::Q8_0 => self.q8_0_q8_0,
+            GgmlType::Q4_K => self.q4_k_q8_k,
+            GgmlType::Q5_K => self.q5_k_q8_k,
+            GgmlType::Q6_K => self.q6_k_q8_k,
+            _ => return None,
+        })
+    }
+
+    /// The float dot product for a float weight type.
+    pub fn float_dot(&self, w: GgmlType) -> Option<FloatDot> {
+        Some(match w {
+            GgmlType::F32 => self.f32_f32,
+            GgmlType::F16 => self.f16_f32,
+            GgmlType::BF16 => self.bf16_f32,
+            _ => return None,
+        })
+    }
+}
+
+/// The portable scalar kernels.
+pub static GENERIC: Kernels = Kernels {
+    name: "generic",
+    q4_0_q8_0: generic::vec_dot_q4_0_q8_0,
+    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
+    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
+    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
+    q8_0_q8_0: generic::vec_dot_q8_0_q8_0,
+    q4_k_q8_k: generic::vec_dot_q4_k_q8_k,
+    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
+    q6_k_q8_k: generic::vec_dot_q6_k_q8_k,
+    f16_f32: generic::vec_dot_f16_f32,
+    bf16_f32: generic::vec_dot_bf16_f32,
+    f32_f32: generic::vec_dot_f32,
+};
+
+/// Every variant this CPU can run, best first (the generic one last).
+pub fn available() -> Vec<&'static Kernels> {
+    vec![&GENERIC]
+}
+
+/// The variant named `name`, if this CPU can run it.
+pub fn by_name(name: &str) -> Option<&'static Kernels> {
+    available().into_iter().find(|k| k.name == name)
+}
+
+/// The kernels to use: `OWLET_KERNELS` if set (an error names the variants this CPU has when
+/// it cannot run the one asked for), else the best available.
+pub fn select() -> Result<&'static Kernels, String> {
+    match std::env::var("OWLET_KERNELS") {
+        Ok(name) if !name.is_empty() => by_name(&name).ok_or_else(|| {
+            let names: Vec<&str> = available().iter().map(|k| k.name).collect();
+            format!(
+                "OWLET_KERNELS={name} is not available on this CPU (available: {})",
+                names.join(", ")
+            )
+        }),
+        _ => Ok(available()[0]),
+    }
+}

@@ -16,6 +16,7 @@ use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::gguf::{Gguf, TensorInfo, Value};
 use crate::ops::matmul::{self, MatRef};
 use crate::quant::GgmlType;
+use crate::kernels::{self, Kernels};
 use crate::tokenizer::Tokenizer;
 
 pub use config::{AbstractorConfig, Arch, Config, TextConfig, VisionConfig};
@@ -46,6 +47,8 @@ pub struct Model {
     pub(crate) text: text::TextWeights,
     pub(crate) vision: Option<vision::VisionWeights>,
     pub(crate) abstractor: Option<abstractor::AbstractorWeights>,
+    /// The kernel variant chosen at load.
+    kernels: &'static Kernels,
 }
 
 impl Model {
@@ -81,7 +84,8 @@ impl Model {
             ),
             _ => (None, None),
         };
-        Ok(Model { config, gguf, tokenizer, text, vision, abstractor })
+        let kernels = kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        Ok(Model { config, gguf, tokenizer, text, vision, abstractor, kernels })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -98,6 +102,11 @@ impl Model {
         self.vision.is_some()
     }
 
+    /// The kernel variant in use (`generic`, `avx2`, ...).
+    pub fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
     pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
         MatRef { typ: m.info.typ, rows: m.rows, cols: m.cols, data: self.gguf.tensor_bytes(&m.info) }
     }
@@ -106,7 +115,7 @@ impl Model {
     pub(crate) fn linear(&self, m: &Mat, bias: Option<&[f32]>, x: &[f32]) -> Vec<f32> {
         let n_rows = x.len() / m.cols;
         let mut y = vec![0f32; n_rows * m.rows];
-        matmul::matmul(self.mat(m), x, &mut y);
+        matmul::matmul(self.kernels, self.mat(m), x, &mut y);
         if let Some(b) = bias {
             crate::ops::add_bias(&mut y, b);
         }

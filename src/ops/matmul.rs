@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::generic as k;
+use crate::kernels::Kernels;
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -71,27 +71,11 @@ pub fn supported(w: GgmlType) -> bool {
     )
 }
 
-type QuantDot = fn(usize, &[u8], &[u8]) -> f32;
-
-fn quant_dot(w: GgmlType) -> QuantDot {
-    match w {
-        GgmlType::Q4_0 => k::vec_dot_q4_0_q8_0,
-        GgmlType::Q4_1 => k::vec_dot_q4_1_q8_1,
-        GgmlType::Q5_0 => k::vec_dot_q5_0_q8_0,
-        GgmlType::Q5_1 => k::vec_dot_q5_1_q8_1,
-        GgmlType::Q8_0 => k::vec_dot_q8_0_q8_0,
-        GgmlType::Q4_K => k::vec_dot_q4_k_q8_k,
-        GgmlType::Q5_K => k::vec_dot_q5_k_q8_k,
-        GgmlType::Q6_K => k::vec_dot_q6_k_q8_k,
-        other => unreachable!("no integer dot product for {other}"),
-    }
-}
-
 /// Weight rows handled by one parallel task.
 const ROWS_PER_TASK: usize = 16;
 
 /// `y[i][j] = Σ_c x[i][c] · W[j][c]`: `x` is `m × cols`, `y` is `m × rows`.
-pub fn matmul(w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
+pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
     let (n, kdim) = (w.rows, w.cols);
     let m = x.len() / kdim;
     debug_assert_eq!(x.len(), m * kdim);
@@ -128,7 +112,9 @@ pub fn matmul(w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
                     unreachable!("activation row of {kdim} cannot be quantized to {at}: {e:?}");
                 }
             });
-            let dot = quant_dot(w.typ);
+            let Some(dot) = k.quant_dot(w.typ) else {
+                unreachable!("no integer dot product for {}", w.typ);
+            };
             out.par_chunks_mut(m * ROWS_PER_TASK).enumerate().for_each(|(t, chunk)| {
                 for (jj, outs) in chunk.chunks_exact_mut(m).enumerate() {
                     let wrow = w.row(t * ROWS_PER_TASK + jj);
