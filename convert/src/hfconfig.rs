@@ -244,8 +244,8 @@ impl HfPreprocessor {
         let path = dir.join("preprocessor_config.json");
         let clip = HfPreprocessor {
             size: image_size,
-            mean: [0.48145466, 0.4578275, 0.40821073],
-            std: [0.26862954, 0.26130258, 0.27577711],
+            mean: owlet::image::CLIP_MEAN,
+            std: owlet::image::CLIP_STD,
             resample: 3,
         };
         if !path.exists() {
@@ -286,7 +286,7 @@ impl HfPreprocessor {
             bail!("{file}: resample {resample} is not supported (3 = bicubic)");
         }
         let std = triple("image_std", clip.std)?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             bail!("{file}: image_std must not contain 0");
         }
         Ok(HfPreprocessor { size, mean: triple("image_mean", clip.mean)?, std, resample })

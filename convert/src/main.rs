@@ -135,8 +135,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             let pre = HfPreprocessor {
                 size: cfg.vision.image_size,
-                mean: [0.48145466, 0.4578275, 0.40821073],
-                std: [0.26862954, 0.26130258, 0.27577711],
+                mean: owlet::image::CLIP_MEAN,
+                std: owlet::image::CLIP_STD,
                 resample: 3,
             };
             let src = synth::SynthSource::new(&cfg);

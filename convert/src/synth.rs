@@ -303,8 +303,8 @@ pub fn write_hf(c: &HfConfig, dir: &Path, shard_bytes: u64) -> Result<()> {
     let pre = json!({
         "crop_size": v.image_size, "size": {"shortest_edge": v.image_size},
         "do_resize": true, "do_center_crop": true, "do_normalize": true, "resample": 3,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": owlet::image::CLIP_MEAN,
+        "image_std": owlet::image::CLIP_STD,
         "image_processor_type": "CLIPImageProcessor"
     });
     std::fs::write(dir.join("preprocessor_config.json"), serde_json::to_vec_pretty(&pre)?)?;

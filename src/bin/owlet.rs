@@ -263,8 +263,8 @@ fn run(cmd: Command) -> Res<()> {
                 .map_err(|_| format!("unknown --image-mode {image_mode:?} (resize, pad or crop)"))?;
             let mut p = Preprocess {
                 size: size.unwrap_or(448),
-                mean: [0.48145466, 0.4578275, 0.40821073],
-                std: [0.26862954, 0.26130258, 0.27577711],
+                mean: owlet::image::CLIP_MEAN,
+                std: owlet::image::CLIP_STD,
                 mode,
                 pad_color: [122, 116, 104],
             };

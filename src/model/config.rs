@@ -250,7 +250,7 @@ impl Config {
             // llama.cpp's converter always permutes; owlet-convert records it explicitly.
             qk_permuted: m.opt_bool(key::ROPE_QK_PERMUTED).unwrap_or(true),
         };
-        if !(text.rms_eps > 0.0) || !(text.rope_base > 0.0) {
+        if text.rms_eps.is_nan() || text.rms_eps <= 0.0 || text.rope_base <= 0.0 {
             bail_kind!(BadModel, "rms epsilon and rope.freq_base must be positive");
         }
         let generation = GenerationDefaults {
@@ -310,7 +310,7 @@ impl Config {
                 vision.n_head
             );
         }
-        if vision.std.iter().any(|s| *s == 0.0) {
+        if vision.std.contains(&0.0) {
             bail_kind!(BadModel, "vision.image_std must not contain 0");
         }
         let abstractor = AbstractorConfig {

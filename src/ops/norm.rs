@@ -8,7 +8,7 @@ pub fn rms_norm(x: &mut [f32], g: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(n) {
         let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
         // Upstream computes in f32: hidden * rsqrt(mean(hidden²) + eps), then scales by g.
-        let scale = (1.0 / ((ss / n as f64) as f32 + eps).sqrt()) as f32;
+        let scale = 1.0 / ((ss / n as f64) as f32 + eps).sqrt();
         for (v, w) in row.iter_mut().zip(g) {
             *v = (*v * scale) * *w;
         }
