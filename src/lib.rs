@@ -26,3 +26,8 @@ pub mod session;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+/// The README's Rust example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
