@@ -66,7 +66,7 @@ impl Model {
     /// Builds a model over an already parsed file.
     pub fn from_gguf(gguf: Gguf) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
-        let tokenizer = load_tokenizer(&gguf, &config)?;
+        let tokenizer = load_tokenizer(&gguf)?;
         if tokenizer.vocab_size() != config.text.n_vocab {
             bail_kind!(
                 BadModel,
@@ -123,7 +123,7 @@ impl Model {
     }
 }
 
-fn load_tokenizer(gguf: &Gguf, config: &Config) -> Result<Tokenizer> {
+fn load_tokenizer(gguf: &Gguf) -> Result<Tokenizer> {
     let model = gguf.get(gkey::TOK_MODEL).and_then(Value::as_str).unwrap_or("");
     if model != "llama" {
         bail_kind!(
@@ -162,7 +162,6 @@ fn load_tokenizer(gguf: &Gguf, config: &Config) -> Result<Tokenizer> {
         .get(&arch_key(names::ARCH_MPLUG_OWL2, key::TOKENIZER_LEGACY))
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let _ = config;
     Tokenizer::from_arrays(
         tokens,
         scores,
