@@ -394,6 +394,8 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
     let generation = HfGeneration::read(dir)?;
     let tokenizer = TokenizerData::read(dir)?;
     let ckpt = Checkpoint::open(dir)?;
+    // The plan's shape and missing-tensor errors name tensors only: name the checkpoint too.
+    plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
     convert_source(&cfg, &pre, &generation, &tokenizer, &ckpt, out, opts, quiet)
 }
 
