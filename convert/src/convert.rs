@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::hfconfig::{HfConfig, HfGeneration, HfPreprocessor, HfTokenizerConfig};
-use crate::plan::{self, From, Options, Planned, Shapes};
+use crate::plan::{self, From, Options, Planned, Shapes, Transform};
 use crate::spm;
 
 /// Where tensor values come from: a checkpoint, or synthetic weights.
@@ -219,15 +219,26 @@ fn produce(src: &dyn Source, p: &Planned, cache: &mut Option<(String, Vec<f32>)>
             }
             first
         }
+        From::Tensor { name, transform: Transform::Copy } => {
+            // Moved, not copied: for token_embd/output of a 7B (32000×4096 f32 = 524 MB) a
+            // second copy would double the peak memory.
+            *cache = None;
+            src.read_f32(name)?
+        }
         From::Tensor { name, transform } => {
-            // The fused ViT QKV feeds three outputs in a row: read it once.
-            let hit = cache.as_ref().is_some_and(|(n, _)| n == name);
-            if !hit {
-                *cache = Some((name.clone(), src.read_f32(name)?));
-            }
-            let (_, data) = cache.as_ref().expect("filled above");
             let rows = src.shape_of(name).and_then(|s| s.iter().copied().find(|&d| d != 1)).unwrap_or(1);
-            plan::apply(transform, data, rows)
+            if let Transform::QkvPart { .. } = transform {
+                // The fused ViT QKV feeds three outputs in a row: read it once.
+                let hit = cache.as_ref().is_some_and(|(n, _)| n == name);
+                if !hit {
+                    *cache = Some((name.clone(), src.read_f32(name)?));
+                }
+                let (_, data) = cache.as_ref().expect("filled above");
+                plan::apply(transform, data, rows)
+            } else {
+                *cache = None;
+                plan::apply(transform, &src.read_f32(name)?, rows)
+            }
         }
     };
     if values.len() != p.n_elements() {
@@ -383,6 +394,8 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
     let generation = HfGeneration::read(dir)?;
     let tokenizer = TokenizerData::read(dir)?;
     let ckpt = Checkpoint::open(dir)?;
+    // The plan's shape and missing-tensor errors name tensors only: name the checkpoint too.
+    plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
     convert_source(&cfg, &pre, &generation, &tokenizer, &ckpt, out, opts, quiet)
 }
 

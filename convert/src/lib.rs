@@ -4,7 +4,7 @@
 //! Input side: [`pickle`] (a non-executing pickle VM), [`torch_zip`], [`safetensors`],
 //! [`checkpoint`] (directory layouts and indices), [`spm`] (SentencePiece `tokenizer.model`),
 //! [`hfconfig`]. Output side: [`plan`] (tensor names, shapes, types, reorderings), [`convert`]
-//! (streaming, atomic writing), [`synth`], [`inspect`].
+//! (streaming, atomic writing), [`synth`] (with [`torch_writer`]), [`inspect`].
 
 pub mod checkpoint;
 pub mod convert;
@@ -15,4 +15,5 @@ pub mod plan;
 pub mod safetensors;
 pub mod spm;
 pub mod synth;
+pub mod torch_writer;
 pub mod torch_zip;

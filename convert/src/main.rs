@@ -1,5 +1,6 @@
 //! `owlet-convert`: Hugging Face mPLUG-Owl2 checkpoint → one self-contained GGUF.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -80,6 +81,9 @@ enum Command {
         /// Shard size for --hf, in MB.
         #[arg(long, default_value_t = 1000)]
         shard_mb: u64,
+        /// Weight files for --hf: bin (torch.save shards, as the release) or safetensors.
+        #[arg(long, default_value = "bin")]
+        format: String,
         #[command(flatten)]
         out: OutArgs,
     },
@@ -115,11 +119,16 @@ fn finish(out: &Path, s: &convert::Summary, quiet: bool) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Some(Command::Inspect { file, full }) => inspect::print(&file, full, &mut std::io::stdout()),
-        Some(Command::Synth { preset, hf, shard_mb, out }) => {
+        Some(Command::Inspect { file, full }) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            inspect::print(&file, full, &mut out)?;
+            out.flush().map_err(anyhow::Error::from)
+        }
+        Some(Command::Synth { preset, hf, shard_mb, format, out }) => {
             let cfg = synth::preset(&preset)?;
             if let Some(dir) = hf {
-                synth::write_hf(&cfg, &dir, shard_mb.max(1) * 1_000_000)?;
+                let format: synth::HfFormat = format.parse().map_err(anyhow::Error::msg)?;
+                synth::write_hf(&cfg, &dir, shard_mb.max(1) * 1_000_000, format)?;
                 if !out.quiet {
                     eprintln!("wrote a synthetic {preset} checkpoint to {}", dir.display());
                 }
@@ -165,10 +174,19 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// True when `e` comes from writing to a closed pipe (`owlet-convert inspect F | head`): the
+/// reader has all it wanted, so that is not a failure. (Rust ignores SIGPIPE, so the write
+/// returns EPIPE instead of killing the process.)
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("owlet-convert: {e:#}");
             ExitCode::FAILURE

@@ -1,6 +1,6 @@
 //! Synthetic mPLUG-Owl2 weights with the real shapes, for benchmarks and for measuring the
 //! converter at full size: straight to GGUF, or as a release-style Hugging Face checkpoint
-//! (16-bit safetensors shards + index + configs + tokenizer).
+//! (16-bit `torch.save` or safetensors shards + index + configs + tokenizer).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,12 +9,15 @@ use anyhow::{bail, Context, Result};
 use half::f16;
 use serde_json::json;
 
+use crate::checkpoint::DType;
 use crate::convert::Source;
 use crate::hfconfig::{HfAbstractor, HfConfig, HfVision};
 use crate::plan::Shapes;
+use crate::torch_writer::{self, TorchEntry};
 
 /// The LLaMA-2 SentencePiece vocabulary (MIT, from llama.cpp's test vocabulary).
-pub const TOKENIZER_MODEL: &[u8] = include_bytes!("../../tests/data/owl2-tiny-a/checkpoint/tokenizer.model");
+pub const TOKENIZER_MODEL: &[u8] =
+    include_bytes!("../../tests/data/owl2-tiny-a/checkpoint/tokenizer.model");
 
 /// `7b`: the released model's shapes; `tiny`: the test fixture's.
 pub fn preset(name: &str) -> Result<HfConfig> {
@@ -23,9 +26,16 @@ pub fn preset(name: &str) -> Result<HfConfig> {
         "tiny" => (64, 160, 3, 4, 4096, 1e-5),
         _ => bail!("unknown --preset {name:?} (7b or tiny)"),
     };
-    let (vd, vff, vl, vh, img) =
-        if name == "7b" { (1024, 4096, 24, 16, 448) } else { (96, 384, 2, 4, 112) };
-    let (al, aff, nq) = if name == "7b" { (6, 2816, 64) } else { (2, 256, 8) };
+    let (vd, vff, vl, vh, img) = if name == "7b" {
+        (1024, 4096, 24, 16, 448)
+    } else {
+        (96, 384, 2, 4, 112)
+    };
+    let (al, aff, nq) = if name == "7b" {
+        (6, 2816, 64)
+    } else {
+        (2, 256, 8)
+    };
     Ok(HfConfig {
         vocab_size: 32000,
         hidden_size: d,
@@ -72,9 +82,18 @@ pub fn tensor_list(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
         let p = format!("model.layers.{i}");
         for m in 0..2 {
             t.push((format!("{p}.input_layernorm.multiway.{m}.weight"), vec![d]));
-            t.push((format!("{p}.post_attention_layernorm.multiway.{m}.weight"), vec![d]));
-            t.push((format!("{p}.self_attn.k_proj.multiway.{m}.weight"), vec![kv, d]));
-            t.push((format!("{p}.self_attn.v_proj.multiway.{m}.weight"), vec![kv, d]));
+            t.push((
+                format!("{p}.post_attention_layernorm.multiway.{m}.weight"),
+                vec![d],
+            ));
+            t.push((
+                format!("{p}.self_attn.k_proj.multiway.{m}.weight"),
+                vec![kv, d],
+            ));
+            t.push((
+                format!("{p}.self_attn.v_proj.multiway.{m}.weight"),
+                vec![kv, d],
+            ));
         }
         t.push((format!("{p}.self_attn.q_proj.weight"), vec![d, d]));
         t.push((format!("{p}.self_attn.o_proj.weight"), vec![d, d]));
@@ -116,7 +135,10 @@ pub fn tensor_list(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
     t.push(("model.vision_model.post_layernorm.bias".into(), vec![vd]));
     let a = &c.abstractor;
     let aff = a.intermediate_size;
-    t.push(("model.visual_abstractor.query_embeds".into(), vec![1, a.num_learnable_queries, vd]));
+    t.push((
+        "model.visual_abstractor.query_embeds".into(),
+        vec![1, a.num_learnable_queries, vd],
+    ));
     for i in 0..a.num_hidden_layers {
         let l = format!("model.visual_abstractor.encoder.layers.{i}.crossattention");
         for (n, s) in [
@@ -146,7 +168,10 @@ pub fn tensor_list(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
             t.push((format!("{l}.{n}"), s));
         }
     }
-    t.push(("model.visual_abstractor.visual_fc.weight".into(), vec![d, vd]));
+    t.push((
+        "model.visual_abstractor.visual_fc.weight".into(),
+        vec![d, vd],
+    ));
     t.push(("model.visual_abstractor.visual_fc.bias".into(), vec![d]));
     t.push(("model.visual_abstractor.vit_eos".into(), vec![1, 1, d]));
     t
@@ -159,26 +184,40 @@ pub struct SynthSource {
 
 impl SynthSource {
     pub fn new(c: &HfConfig) -> Self {
-        SynthSource { tensors: tensor_list(c) }
+        SynthSource {
+            tensors: tensor_list(c),
+        }
     }
 }
 
 fn seed_of(name: &str) -> u64 {
     // FNV-1a
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Values for one tensor: norm gains near 1, everything else uniform with variance 1/fan_in.
 pub fn synth_values(name: &str, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
-    let fan_in = if shape.len() >= 2 { shape[1..].iter().product::<usize>() } else { 1 };
+    let fan_in = if shape.len() >= 2 {
+        shape[1..].iter().product::<usize>()
+    } else {
+        1
+    };
     let is_gain = name.ends_with("norm.weight")
         || name.contains("layernorm")
         || name.contains("norm1.weight")
         || name.contains("normk.weight")
         || name.contains("norm2.weight")
         || name.contains("ffn_ln.weight");
-    let amp = if is_gain { 0.1 } else if shape.len() >= 2 { (3.0 / fan_in as f32).sqrt() } else { 0.05 };
+    let amp = if is_gain {
+        0.1
+    } else if shape.len() >= 2 {
+        (3.0 / fan_in as f32).sqrt()
+    } else {
+        0.05
+    };
     let mut s = seed_of(name);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -195,7 +234,10 @@ pub fn synth_values(name: &str, shape: &[usize]) -> Vec<f32> {
 
 impl Shapes for SynthSource {
     fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
     }
     fn all_names(&self) -> Vec<String> {
         self.tensors.iter().map(|(n, _)| n.clone()).collect()
@@ -204,18 +246,45 @@ impl Shapes for SynthSource {
 
 impl Source for SynthSource {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let shape = self.shape_of(name).with_context(|| format!("no synthetic tensor {name}"))?;
+        let shape = self
+            .shape_of(name)
+            .with_context(|| format!("no synthetic tensor {name}"))?;
         // Stored as f16 in a real release: round so GGUF and HF paths agree exactly.
-        Ok(synth_values(name, &shape).into_iter().map(|v| f16::from_f32(v).to_f32()).collect())
+        Ok(synth_values(name, &shape)
+            .into_iter()
+            .map(|v| f16::from_f32(v).to_f32())
+            .collect())
     }
 }
 
-/// Writes a release-style HF checkpoint: f16 safetensors shards of at most `shard_bytes`,
-/// `model.safetensors.index.json`, configs and the tokenizer.
-pub fn write_hf(c: &HfConfig, dir: &Path, shard_bytes: u64) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tensors = tensor_list(c);
-    // Group into shards.
+/// The weight file format of [`write_hf`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HfFormat {
+    /// `pytorch_model-0000N-of-0000M.bin` (`torch.save` zips) + `pytorch_model.bin.index.json`,
+    /// as the 7B release ships.
+    Bin,
+    /// `model-0000N-of-0000M.safetensors` + `model.safetensors.index.json`, as derived
+    /// checkpoints often do.
+    Safetensors,
+}
+
+impl std::str::FromStr for HfFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bin" => Ok(HfFormat::Bin),
+            "safetensors" => Ok(HfFormat::Safetensors),
+            _ => Err(format!("unknown --format {s:?} (bin or safetensors)")),
+        }
+    }
+}
+
+/// Groups tensors (in order) into shards of at most `shard_bytes` of f16 data each (a tensor
+/// larger than that gets a shard of its own), as `save_pretrained(max_shard_size=...)` does.
+fn shard_groups(
+    tensors: Vec<(String, Vec<usize>)>,
+    shard_bytes: u64,
+) -> Vec<Vec<(String, Vec<usize>)>> {
     let mut shards: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
     let mut size = 0u64;
     for (n, s) in tensors {
@@ -227,41 +296,88 @@ pub fn write_hf(c: &HfConfig, dir: &Path, shard_bytes: u64) -> Result<()> {
         size += b;
         shards.last_mut().expect("non-empty").push((n, s));
     }
+    shards
+}
+
+/// One tensor's synthetic values as little-endian f16 bytes.
+fn f16_bytes(name: &str, shape: &[usize]) -> Vec<u8> {
+    let vals = synth_values(name, shape);
+    let mut buf = Vec::with_capacity(vals.len() * 2);
+    for v in vals {
+        buf.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+    }
+    buf
+}
+
+/// Writes one safetensors shard; returns its data size.
+fn write_safetensors_shard(path: &Path, shard: &[(String, Vec<usize>)]) -> Result<u64> {
+    let mut header = serde_json::Map::new();
+    let mut off = 0u64;
+    for (n, s) in shard {
+        let b = s.iter().product::<usize>() as u64 * 2;
+        header.insert(
+            n.clone(),
+            json!({"dtype": "F16", "shape": s, "data_offsets": [off, off + b]}),
+        );
+        off += b;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let f = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
+    w.write_all(&(h.len() as u64).to_le_bytes())?;
+    w.write_all(&h)?;
+    for (n, s) in shard {
+        w.write_all(&f16_bytes(n, s))?;
+    }
+    w.flush()?;
+    Ok(off)
+}
+
+/// Writes one `torch.save` shard; returns its data size.
+fn write_torch_shard(path: &Path, shard: &[(String, Vec<usize>)]) -> Result<u64> {
+    let entries: Vec<TorchEntry> = shard
+        .iter()
+        .map(|(n, s)| TorchEntry {
+            name: n.clone(),
+            dtype: DType::F16,
+            shape: s.clone(),
+        })
+        .collect();
+    torch_writer::write(path, &entries, |i| Ok(f16_bytes(&shard[i].0, &shard[i].1)))?;
+    Ok(entries.iter().map(|e| e.nbytes() as u64).sum())
+}
+
+/// Writes a release-style HF checkpoint: f16 weight shards of at most `shard_bytes` in
+/// `format` with their index JSON, configs and the tokenizer.
+pub fn write_hf(c: &HfConfig, dir: &Path, shard_bytes: u64, format: HfFormat) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let shards = shard_groups(tensor_list(c), shard_bytes);
     let count = shards.len();
     let mut weight_map = serde_json::Map::new();
     let mut total = 0u64;
     for (i, shard) in shards.iter().enumerate() {
-        let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, count);
-        let mut header = serde_json::Map::new();
-        let mut off = 0u64;
-        for (n, s) in shard {
-            let b = s.iter().product::<usize>() as u64 * 2;
-            header.insert(n.clone(), json!({"dtype": "F16", "shape": s, "data_offsets": [off, off + b]}));
-            off += b;
+        let file = match format {
+            HfFormat::Bin => format!("pytorch_model-{:05}-of-{:05}.bin", i + 1, count),
+            HfFormat::Safetensors => format!("model-{:05}-of-{:05}.safetensors", i + 1, count),
+        };
+        let path = dir.join(&file);
+        total += match format {
+            HfFormat::Bin => write_torch_shard(&path, shard)?,
+            HfFormat::Safetensors => write_safetensors_shard(&path, shard)?,
+        };
+        for (n, _) in shard {
             weight_map.insert(n.clone(), json!(file));
         }
-        total += off;
-        let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
-        while h.len() % 8 != 0 {
-            h.push(b' ');
-        }
-        let path = dir.join(&file);
-        let f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
-        let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
-        w.write_all(&(h.len() as u64).to_le_bytes())?;
-        w.write_all(&h)?;
-        for (n, s) in shard {
-            let vals = synth_values(n, s);
-            let mut buf = Vec::with_capacity(vals.len() * 2);
-            for v in vals {
-                buf.extend_from_slice(&f16::from_f32(v).to_le_bytes());
-            }
-            w.write_all(&buf)?;
-        }
-        w.flush()?;
     }
     let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
+    let index_name = match format {
+        HfFormat::Bin => "pytorch_model.bin.index.json",
+        HfFormat::Safetensors => "model.safetensors.index.json",
+    };
+    std::fs::write(dir.join(index_name), serde_json::to_vec_pretty(&index)?)?;
     let v = &c.vision;
     let a = &c.abstractor;
     let config = json!({
@@ -307,11 +423,20 @@ pub fn write_hf(c: &HfConfig, dir: &Path, shard_bytes: u64) -> Result<()> {
         "image_std": owlet::image::CLIP_STD,
         "image_processor_type": "CLIPImageProcessor"
     });
-    std::fs::write(dir.join("preprocessor_config.json"), serde_json::to_vec_pretty(&pre)?)?;
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        serde_json::to_vec_pretty(&pre)?,
+    )?;
     let gen = json!({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6, "max_length": 4096});
-    std::fs::write(dir.join("generation_config.json"), serde_json::to_vec_pretty(&gen)?)?;
+    std::fs::write(
+        dir.join("generation_config.json"),
+        serde_json::to_vec_pretty(&gen)?,
+    )?;
     let tc = json!({"tokenizer_class": "LlamaTokenizer", "add_bos_token": true, "add_eos_token": false, "legacy": false});
-    std::fs::write(dir.join("tokenizer_config.json"), serde_json::to_vec_pretty(&tc)?)?;
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        serde_json::to_vec_pretty(&tc)?,
+    )?;
     std::fs::write(dir.join("tokenizer.model"), TOKENIZER_MODEL)?;
     Ok(())
 }
