@@ -22,12 +22,27 @@ fn committed_demo_model_is_byte_identical_to_a_fresh_conversion() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("owl2-tiny-a-f16.gguf");
     // The same settings as scripts/make_models.sh: --type f16 --vision-type f16.
-    let opts = Options { preset: Preset::F16, vision_type: GgmlType::F16, text_only: false, name: None };
-    convert_dir(&repo("tests/data/owl2-tiny-a/checkpoint"), &out, &opts, true).unwrap();
+    let opts = Options {
+        preset: Preset::F16,
+        vision_type: GgmlType::F16,
+        text_only: false,
+        name: None,
+    };
+    convert_dir(
+        &repo("tests/data/owl2-tiny-a/checkpoint"),
+        &out,
+        &opts,
+        true,
+    )
+    .unwrap();
     let got = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 
-    assert_eq!(got.len(), want.len(), "size differs: re-run scripts/make_models.sh and commit the result");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "size differs: re-run scripts/make_models.sh and commit the result"
+    );
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
         panic!("the committed demo model differs from a fresh conversion at byte {i}: re-run scripts/make_models.sh and commit the result");
     }
