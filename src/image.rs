@@ -505,23 +505,25 @@ fn decoder_limits(limits: &ImageLimits) -> image::Limits {
 }
 
 fn decode_error(name: &str, limits: &ImageLimits, e: image::ImageError) -> Error {
+    // Decoder messages may span lines (some JPEG errors end with '\n'); ours are one line.
+    let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
     match e {
         image::ImageError::Limits(_) => err(
             ErrorKind::BadImage,
             format!(
-                "{name} image exceeds the decoding limits ({}x{}, {} pixels): {e}",
+                "{name} image exceeds the decoding limits ({}x{}, {} pixels): {msg}",
                 limits.max_width, limits.max_height, limits.max_pixels
             ),
         ),
         image::ImageError::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             err(
                 ErrorKind::BadImage,
-                format!("{name} image is truncated: {e}"),
+                format!("{name} image is truncated: {msg}"),
             )
         }
         _ => err(
             ErrorKind::BadImage,
-            format!("cannot decode {name} image: {e}"),
+            format!("cannot decode {name} image: {msg}"),
         ),
     }
 }

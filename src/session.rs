@@ -80,6 +80,13 @@ pub struct Session<'m> {
     n_past: usize,
     /// Chat history and the embeddings of every image attached so far, in order.
     turns: Vec<Turn>,
+    /// Logits of the last prompt position of the latest chat turn (`n_vocab`; empty before).
+    chat_prompt_logits: Vec<f32>,
+    /// Positions of the latest chat turn's prompt taken from the cache.
+    reused: usize,
+    /// Whether everything cached was fed by `chat` (whose images are `images`, in order); a
+    /// public `prefill` may have fed other images behind the same `-200` ids.
+    chat_owned: bool,
     images: Vec<ImageEmbedding>,
     /// Ids generated or prompted so far (for the repetition penalty).
     history: Vec<u32>,
@@ -111,6 +118,9 @@ impl<'m> Session<'m> {
             cached: Vec::new(),
             n_past: 0,
             turns: Vec::new(),
+            chat_prompt_logits: Vec::new(),
+            reused: 0,
+            chat_owned: true,
             images: Vec::new(),
             history: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
@@ -130,8 +140,29 @@ impl<'m> Session<'m> {
         self.kv.n_ctx
     }
 
+    /// The ids whose keys and values the cache holds, in order (`-200` marks an image, whose
+    /// other positions follow implicitly): the prompt as it was fed, plus every generated
+    /// token that was fed back.
+    pub fn cached_ids(&self) -> &[i64] {
+        &self.cached
+    }
+
+    /// The logits (`n_vocab`) at the last position of the latest [`Session::chat`] turn's
+    /// prompt, i.e. what chose the answer's first token; empty before the first turn.
+    pub fn chat_prompt_logits(&self) -> &[f32] {
+        &self.chat_prompt_logits
+    }
+
+    /// How many positions of the latest [`Session::chat`] turn's prompt were reused from the KV
+    /// cache instead of being recomputed.
+    pub fn reused_positions(&self) -> usize {
+        self.reused
+    }
+
     /// A flag that, once set from any thread, stops the running generation before its next
-    /// token. It is cleared when the next call starts.
+    /// token: at most the token being computed when it is set still comes out. It is cleared
+    /// when the next [`Session::prefill`] or [`Session::chat`] starts (not by
+    /// [`Session::generate`], so a cancel set between a prefill and its generation holds).
     pub fn cancel_handle(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
     }
@@ -141,6 +172,9 @@ impl<'m> Session<'m> {
         self.cached.clear();
         self.n_past = 0;
         self.turns.clear();
+        self.chat_prompt_logits.clear();
+        self.reused = 0;
+        self.chat_owned = true;
         self.images.clear();
         self.history.clear();
     }
@@ -173,6 +207,29 @@ impl<'m> Session<'m> {
         ImageEmbedding { rows }
     }
 
+    /// Checks, before any compute (image encoding included), that `ids` (with `-200`
+    /// sentinels) fit in the context after the current position. The error names both numbers.
+    pub fn check_prompt(&self, ids: &[i64]) -> Result<()> {
+        self.check_fits(ids, self.n_past).map(|_| ())
+    }
+
+    /// The positions `ids` take (each image sentinel counts as the model's image rows), checked
+    /// against the context when feeding starts at position `start`.
+    fn check_fits(&self, ids: &[i64], start: usize) -> Result<usize> {
+        let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        let n_img = self.model.config.image_tokens;
+        let total = ids.len() - n_sent + n_sent * n_img;
+        if start + total > self.kv.n_ctx {
+            bail_kind!(
+                BadPrompt,
+                "the prompt needs {total} positions (with {n_sent} image(s) of {n_img}) but only {} of the context's {} are free",
+                self.kv.n_ctx.saturating_sub(start),
+                self.kv.n_ctx
+            );
+        }
+        Ok(total)
+    }
+
     /// Splices ids (with `-200` image sentinels) and image rows into embeddings + modalities.
     fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<u8>)> {
         let m = self.model;
@@ -186,15 +243,7 @@ impl<'m> Session<'m> {
             );
         }
         let n_img = m.config.image_tokens;
-        let total = ids.len() - n_sent + n_sent * n_img;
-        if self.n_past + total > self.kv.n_ctx {
-            bail_kind!(
-                BadPrompt,
-                "the prompt needs {total} positions (with {n_sent} image(s) of {n_img}) but only {} of the context's {} are free",
-                self.kv.n_ctx - self.n_past,
-                self.kv.n_ctx
-            );
-        }
+        let total = self.check_fits(ids, self.n_past)?;
         let mut x = Vec::with_capacity(total * d);
         let mut modality = Vec::with_capacity(total);
         let mut next_image = images.iter();
@@ -222,8 +271,21 @@ impl<'m> Session<'m> {
 
     /// Feeds ids (with `-200` sentinels, one per image in `images`) at the current position.
     /// Returns the logits of every new position (`T × n_vocab`) when `all_logits`, else of the
-    /// last one only.
+    /// last one only. Clears the cancel flag (see [`Session::cancel_handle`]).
     pub fn prefill(
+        &mut self,
+        ids: &[i64],
+        images: &[&ImageEmbedding],
+        all_logits: bool,
+        trace: Option<&mut TextTrace>,
+    ) -> Result<Vec<f32>> {
+        self.cancel.store(false, Ordering::Relaxed);
+        self.chat_owned = false;
+        self.feed(ids, images, all_logits, trace)
+    }
+
+    /// [`Session::prefill`] without touching the cancel flag (used inside a generation).
+    fn feed(
         &mut self,
         ids: &[i64],
         images: &[&ImageEmbedding],
@@ -279,7 +341,7 @@ impl<'m> Session<'m> {
                 stop = StopReason::Eos;
                 // The end-of-turn token belongs to the conversation: cache it too.
                 if self.n_past < self.kv.n_ctx {
-                    self.prefill(&[id as i64], &[], false, None)?;
+                    self.feed(&[id as i64], &[], false, None)?;
                 }
                 break;
             }
@@ -293,7 +355,7 @@ impl<'m> Session<'m> {
                 stop = StopReason::ContextFull;
                 break;
             }
-            logits = self.prefill(&[id as i64], &[], false, None)?;
+            logits = self.feed(&[id as i64], &[], false, None)?;
         }
         Ok(Generation { ids, text, stop })
     }
@@ -310,17 +372,21 @@ impl<'m> Session<'m> {
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
         self.cancel.store(false, Ordering::Relaxed);
-        let mut embs = Vec::with_capacity(new_images.len());
-        for img in new_images {
-            embs.push(self.embed_image(img, mode)?);
-        }
+        opts.sampling.validate().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         let mut turns = self.turns.clone();
         turns.push(Turn { role: Role::User, text: user_text.to_string(), images: new_images.len() });
         let segs = prompt::render_chat(&turns, true)?;
         let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
+        // The whole conversation must fit; refuse before encoding any image.
+        self.check_fits(&ids, 0)?;
+        let mut embs = Vec::with_capacity(new_images.len());
+        for img in new_images {
+            embs.push(self.embed_image(img, mode)?);
+        }
         let mut all_images: Vec<ImageEmbedding> = self.images.clone();
         all_images.extend(embs);
         let logits = self.feed_conversation(&ids, &all_images)?;
+        self.chat_prompt_logits.clone_from(&logits);
         let gen = self.generate(logits, opts, on_token)?;
         turns.push(Turn { role: Role::Assistant, text: gen.text.clone(), images: 0 });
         self.turns = turns;
@@ -328,20 +394,35 @@ impl<'m> Session<'m> {
         Ok(gen)
     }
 
-    /// Makes the cache hold exactly `ids` (with all conversation images), reusing the cached
-    /// prefix when it matches; returns the last position's logits.
+    /// Makes the cache hold exactly `ids` (with all conversation images), reusing the longest
+    /// cached prefix that matches and recomputing the rest; returns the last position's logits.
+    ///
+    /// The cache may hold more than the common prefix: generated tokens that the re-rendered
+    /// conversation tokenizes differently (upstream re-tokenizes the whole history every turn).
+    /// Those positions are dropped by rewinding; attention only reads positions below the
+    /// current one, so their stale keys and values are overwritten before they are used.
     fn feed_conversation(&mut self, ids: &[i64], images: &[ImageEmbedding]) -> Result<Vec<f32>> {
-        let common = self.cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
-        // Reuse only when everything cached is a prefix and something new remains.
-        if common == self.cached.len() && common < ids.len() {
-            let used = ids[..common].iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
-            let refs: Vec<&ImageEmbedding> = images[used..].iter().collect();
-            return self.prefill(&ids[common..], &refs, false, None);
+        let mut common = self.cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        // At least one id must be fed to get logits.
+        if common == ids.len() {
+            common = common.saturating_sub(1);
         }
-        self.cached.clear();
-        self.n_past = 0;
-        self.history.clear();
-        let refs: Vec<&ImageEmbedding> = images.iter().collect();
-        self.prefill(ids, &refs, false, None)
+        if !self.chat_owned {
+            common = 0;
+        }
+        self.chat_owned = true;
+        self.rewind(common);
+        self.reused = self.n_past;
+        let used = ids[..common].iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        let refs: Vec<&ImageEmbedding> = images.get(used..).unwrap_or(&[]).iter().collect();
+        self.feed(&ids[common..], &refs, false, None)
+    }
+
+    /// Keeps only the first `n_ids` cached ids (and their positions).
+    fn rewind(&mut self, n_ids: usize) {
+        self.cached.truncate(n_ids);
+        let n_img = self.model.config.image_tokens;
+        self.n_past = self.cached.iter().map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 }).sum();
+        self.history = self.cached.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
     }
 }

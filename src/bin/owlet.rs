@@ -42,6 +42,9 @@ struct ModelArgs {
     /// KV cache type: f16 or f32.
     #[arg(long = "kv-type", default_value = "f16")]
     kv_type: String,
+    /// Context length in positions (default: the model's); generation stops when it is full.
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -159,6 +162,7 @@ fn session<'m>(m: &'m Model, a: &ModelArgs) -> Res<Session<'m>> {
         o.threads = t;
     }
     o.kv_type = a.kv_type.parse::<KvType>()?;
+    o.n_ctx = a.ctx_size;
     Session::new(m, o).map_err(|e| e.to_string())
 }
 
@@ -199,6 +203,8 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
             inp.images.len()
         ));
     }
+    // Refuse a prompt that cannot fit before encoding any image.
+    s.check_prompt(&ids).map_err(|e| e.to_string())?;
     let mode = aspect(&inp.image_mode)?;
     let mut embs = Vec::new();
     for p in &inp.images {
@@ -208,8 +214,9 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     Ok((ids, embs))
 }
 
-fn gen_options(g: &GenArgs) -> GenerateOptions {
-    GenerateOptions {
+/// Generation settings, checked before the model is loaded.
+fn gen_options(g: &GenArgs) -> Res<GenerateOptions> {
+    let o = GenerateOptions {
         max_tokens: g.n_predict,
         sampling: SamplingParams {
             temperature: g.temp,
@@ -219,12 +226,15 @@ fn gen_options(g: &GenArgs) -> GenerateOptions {
             seed: g.seed,
         },
         ignore_eos: g.ignore_eos,
-    }
+    };
+    o.sampling.validate()?;
+    Ok(o)
 }
 
 fn run(cmd: Command) -> Res<()> {
     match cmd {
         Command::Run { model, input, gen, print_ids } => {
+            let opts = gen_options(&gen)?;
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
@@ -233,7 +243,7 @@ fn run(cmd: Command) -> Res<()> {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let g = s
-                .generate(logits, &gen_options(&gen), &mut |_, piece| {
+                .generate(logits, &opts, &mut |_, piece| {
                     let _ = out.write_all(piece.as_bytes());
                     let _ = out.flush();
                     true
@@ -339,10 +349,10 @@ fn run(cmd: Command) -> Res<()> {
 }
 
 fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()> {
+    let opts = gen_options(gen)?;
+    let mode = aspect(image_mode)?;
     let m = load_model(&model.model)?;
     let mut s = session(&m, model)?;
-    let mode = aspect(image_mode)?;
-    let opts = gen_options(gen);
     let mut pending = Vec::new();
     eprintln!("owlet chat: type a message; /image PATH attaches an image, /reset, /quit");
     let stdin = std::io::stdin();

@@ -56,8 +56,8 @@ impl Model {
     /// `llama` file for text only). Every tensor the graph uses is checked for presence, type
     /// and shape before any compute.
     pub fn load(path: &Path) -> Result<Model> {
-        let gguf = Gguf::open(path)
-            .map_err(|e| Error::new(ErrorKind::BadModel, format!("{}: {e}", path.display())))?;
+        // The reader's errors already name the path; a missing file stays an Io error.
+        let gguf = Gguf::open(path).map_err(Error::from)?;
         Model::from_gguf(gguf).map_err(|e| {
             Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
         })

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Rebuilds the committed demo model models/owl2-tiny-a-f16.gguf (the default `-m` of the
+# `owlet` CLI) from the tiny random-weight fixture checkpoint in tests/data/owl2-tiny-a.
+#
+# The conversion is deterministic: convert/tests/demo_model.rs converts again and checks that
+# the committed file is byte-identical, so run this script whenever that test fails after a
+# deliberate change to the converter or the file format.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cargo build --quiet -p owlet-convert
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p models
+"$target_dir/debug/owlet-convert" tests/data/owl2-tiny-a/checkpoint \
+    -o models/owl2-tiny-a-f16.gguf --type f16 --vision-type f16 --quiet
+ls -l models/owl2-tiny-a-f16.gguf

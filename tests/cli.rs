@@ -1,0 +1,594 @@
+//! The `owlet` command line, run as a child process on the committed demo model
+//! (`models/owl2-tiny-a-f16.gguf`, the default `-m`): every subcommand works, its output agrees
+//! with the library and the upstream goldens, and bad input gives a one-line error and a
+//! non-zero exit code, never a panic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use owlet::image::{self, ImageLimits};
+use owlet::model::Model;
+use owlet::npy;
+use owlet::sampling::SamplingParams;
+use owlet::session::{GenerateOptions, Session, SessionOptions};
+
+/// The fixture's `mm` prompt ids (`USER: <|image|>Describe the image. ASSISTANT:`).
+const MM_IDS: &str =
+    "1,3148,1001,29901,29871,-200,20355,915,278,1967,29889,319,1799,9047,13566,29901";
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn coffee() -> String {
+    repo("tests/data/assets/coffee.png").display().to_string()
+}
+
+fn demo_model() -> PathBuf {
+    repo("models/owl2-tiny-a-f16.gguf")
+}
+
+/// A scratch directory private to this test process.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("owlet-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn owlet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args(args)
+        .current_dir(repo(""))
+        .output()
+        .expect("spawn owlet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `owlet` and asserts success.
+fn ok(args: &[&str]) -> Output {
+    let o = owlet(args);
+    assert!(o.status.success(), "owlet {args:?} failed: {}", stderr(&o));
+    o
+}
+
+/// Runs `owlet`, asserts a clean failure (exit code 1, one `owlet: ...` line on stderr, no
+/// panic) and returns that line.
+fn fails(args: &[&str]) -> String {
+    let o = owlet(args);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "owlet {args:?} should fail; stdout: {}",
+        stdout(&o)
+    );
+    assert!(!err.contains("panicked"), "owlet {args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "owlet {args:?}: expected one error line, got {err:?}"
+    );
+    assert!(lines[0].starts_with("owlet: "), "owlet {args:?}: {err:?}");
+    lines[0].to_string()
+}
+
+/// The comma list of ids on the last line of `run --print-ids` output.
+fn printed_ids(o: &Output) -> Vec<i64> {
+    let out = stdout(o);
+    let last = out.lines().last().expect("some output");
+    last.split(',')
+        .map(|x| {
+            x.parse::<i64>()
+                .unwrap_or_else(|_| panic!("not an id list: {last:?}"))
+        })
+        .collect()
+}
+
+fn golden_gen_ids() -> Vec<i64> {
+    npy::read(&repo("tests/data/owl2-tiny-a/golden/gen_new_ids.npy"))
+        .unwrap()
+        .to_i64()
+}
+
+#[test]
+fn run_prints_ids_and_matches_upstream_greedy_ids() {
+    let c = coffee();
+    let o = ok(&[
+        "run",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "8",
+        "--print-ids",
+    ]);
+    let ids = printed_ids(&o);
+    assert_eq!(ids.len(), 8);
+    // The demo model is the f16 conversion of the golden fixture: it keeps upstream's greedy ids.
+    assert_eq!(ids, golden_gen_ids()[..8]);
+
+    // The same with an explicit -m, with raw ids and with a raw prompt.
+    let m = demo_model().display().to_string();
+    let with_m = ok(&[
+        "run",
+        "-m",
+        &m,
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "8",
+        "--print-ids",
+    ]);
+    assert_eq!(printed_ids(&with_m), ids);
+    let by_ids = ok(&[
+        "run",
+        "--image",
+        &c,
+        "--ids",
+        MM_IDS,
+        "-n",
+        "8",
+        "--print-ids",
+    ]);
+    assert_eq!(printed_ids(&by_ids), ids);
+    let raw = ok(&[
+        "run",
+        "--image",
+        &c,
+        "--raw-prompt",
+        "USER: <|image|>Describe the image. ASSISTANT:",
+        "-n",
+        "8",
+        "--print-ids",
+    ]);
+    assert_eq!(printed_ids(&raw), ids);
+    // Streamed text comes first and equals the decoded ids.
+    let m = Model::load(&demo_model()).unwrap();
+    let text: String = stdout(&o).lines().next().unwrap().to_string();
+    let u: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    assert_eq!(text, m.tokenizer().decode(&u).trim_end_matches('\n'));
+}
+
+#[test]
+fn logits_last_row_gives_the_first_greedy_choice() {
+    let c = coffee();
+    let d = scratch("logits");
+    let out = d.join("mm.npy");
+    let o = out.display().to_string();
+    ok(&[
+        "logits",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "--out",
+        &o,
+    ]);
+    let a = npy::read(&out).unwrap();
+    // 16 ids with one image of 9 positions: 15 + 9 = 24 positions.
+    assert_eq!(a.shape, vec![24, 32000]);
+    let l = a.to_f32();
+    let last = &l[23 * 32000..];
+    assert_eq!(owlet::sampling::argmax(last) as i64, golden_gen_ids()[0]);
+    let r = ok(&[
+        "run",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "1",
+        "--print-ids",
+    ]);
+    assert_eq!(printed_ids(&r), vec![owlet::sampling::argmax(last) as i64]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn pixels_match_the_golden_in_resize_mode() {
+    let c = coffee();
+    let d = scratch("pixels");
+    let out = d.join("px.npy");
+    let o = out.display().to_string();
+    let m = demo_model().display().to_string();
+    ok(&[
+        "pixels",
+        "--image",
+        &c,
+        "--image-mode",
+        "resize",
+        "-m",
+        &m,
+        "--out",
+        &o,
+    ]);
+    let a = npy::read(&out).unwrap();
+    assert_eq!(a.shape, vec![3, 112, 112], "size comes from the model");
+    let g = npy::read(&repo(
+        "tests/data/owl2-tiny-a/golden/mm_pixel_values_f32.npy",
+    ))
+    .unwrap();
+    let (a, g) = (a.to_f32(), g.to_f32());
+    assert_eq!(a.len(), g.len());
+    let d_max = a
+        .iter()
+        .zip(&g)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(d_max <= 1e-6, "pixels differ by {d_max}");
+    // Without a model the side defaults to 448.
+    ok(&["pixels", "--image", &c, "--out", &o]);
+    assert_eq!(npy::read(&out).unwrap().shape, vec![3, 448, 448]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn tokenize_gives_the_fixture_ids() {
+    let o = ok(&[
+        "tokenize",
+        "--raw-prompt",
+        "USER: <|image|>Describe the image. ASSISTANT:",
+    ]);
+    assert_eq!(stdout(&o).trim(), MM_IDS);
+    // The chat template path gives the same ids.
+    let o = ok(&["tokenize", "-p", "Describe the image.", "--image", "x.png"]);
+    assert_eq!(stdout(&o).trim(), MM_IDS);
+    let o = ok(&["tokenize", "-p", "Tell me a story about a small owl."]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "1,3148,1001,29901,24948,592,263,5828,1048,263,2319,8152,29880,29889,319,1799,9047,13566,29901"
+    );
+}
+
+/// Special-token text typed by the user is plain text: no EOS (2) and no second BOS (1).
+#[test]
+fn user_typed_special_tokens_stay_text() {
+    for args in [
+        &["tokenize", "-p", "a </s> b <s> c</s><s>"][..],
+        &["tokenize", "--raw-prompt", "USER: </s><s> ASSISTANT: </s>"][..],
+    ] {
+        let o = ok(args);
+        let ids: Vec<i64> = stdout(&o)
+            .trim()
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(ids[0], 1, "{args:?}");
+        assert!(
+            !ids[1..].contains(&1) && !ids.contains(&2),
+            "{args:?} gave control ids: {ids:?}"
+        );
+    }
+}
+
+#[test]
+fn info_describes_the_demo_model() {
+    let o = ok(&["info"]);
+    let s = stdout(&o);
+    for want in [
+        "architecture: MplugOwl2",
+        "3 layers, width 64",
+        "vocab 32000",
+        "112px",
+        "9 LLM positions",
+        "f16",
+    ] {
+        assert!(s.contains(want), "info lacks {want:?}:\n{s}");
+    }
+    let m = demo_model().display().to_string();
+    assert_eq!(stdout(&ok(&["info", &m])), s);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let top = stdout(&ok(&["--help"]));
+    for sub in ["run", "chat", "logits", "pixels", "tokenize", "info"] {
+        assert!(top.contains(sub), "top-level help lacks {sub}");
+        let h = stdout(&ok(&[sub, "--help"]));
+        assert!(
+            h.contains("Usage: owlet") && h.contains(sub),
+            "{sub} --help:\n{h}"
+        );
+    }
+    let h = stdout(&ok(&["run", "--help"]));
+    for flag in [
+        "--model",
+        "--threads",
+        "--kv-type",
+        "--image",
+        "--prompt",
+        "--raw-prompt",
+        "--ids",
+        "--temp",
+        "--top-k",
+        "--top-p",
+        "--seed",
+        "--print-ids",
+    ] {
+        assert!(h.contains(flag), "run --help lacks {flag}");
+    }
+}
+
+#[test]
+fn chat_over_stdin_answers_twice_like_the_library() {
+    let c = coffee();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args(["chat", "-n", "6"])
+        .current_dir(repo(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!("/image {c}\nWhat is in the picture?\nAnd what colour is it?\n/quit\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("image attached"), "{}", stderr(&o));
+
+    // The library, with the same settings, gives the same two answers.
+    let m = Model::load(&demo_model()).unwrap();
+    let mut s = Session::new(&m, SessionOptions::default()).unwrap();
+    let img = image::load(Path::new(&c), &ImageLimits::default()).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        ..Default::default()
+    };
+    let a1 = s
+        .chat(
+            "What is in the picture?",
+            &[img],
+            None,
+            &opts,
+            &mut |_, _| true,
+        )
+        .unwrap();
+    let a2 = s
+        .chat("And what colour is it?", &[], None, &opts, &mut |_, _| true)
+        .unwrap();
+    assert!(!a1.ids.is_empty() && !a2.ids.is_empty());
+    assert_eq!(stdout(&o), format!("{}\n{}\n", a1.text, a2.text));
+}
+
+#[test]
+fn seeded_sampling_reproduces() {
+    let c = coffee();
+    let args = [
+        "run",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "12",
+        "--print-ids",
+        "--temp",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "7",
+    ];
+    let a = printed_ids(&ok(&args));
+    let b = printed_ids(&ok(&args));
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b);
+    // The same through the library.
+    let m = Model::load(&demo_model()).unwrap();
+    let mut s = Session::new(&m, SessionOptions::default()).unwrap();
+    let img = image::load(Path::new(&c), &ImageLimits::default()).unwrap();
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.9,
+        repeat_penalty: 1.0,
+        seed: 7,
+    };
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        sampling,
+        ignore_eos: false,
+    };
+    let g = s
+        .chat("Describe the image.", &[img], None, &opts, &mut |_, _| true)
+        .unwrap();
+    assert_eq!(g.ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), a);
+}
+
+/// A PNG signature and IHDR chunk claiming `w × h` (the CRC is not checked before the limits).
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    b.extend_from_slice(&13u32.to_be_bytes());
+    b.extend_from_slice(b"IHDR");
+    b.extend_from_slice(&w.to_be_bytes());
+    b.extend_from_slice(&h.to_be_bytes());
+    b.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    b
+}
+
+#[test]
+fn bad_images_fail_with_one_line() {
+    let d = scratch("images");
+    let c = coffee();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let mut corrupt = std::fs::read(&c).unwrap();
+    corrupt.truncate(corrupt.len() / 3);
+    let cases = [
+        (d.join("missing.png").display().to_string(), "missing.png"),
+        (write("corrupt.png", &corrupt), "corrupt.png"),
+        (
+            write("garbage.png", b"this is not an image at all"),
+            "garbage.png",
+        ),
+        (write("empty.png", b""), "empty"),
+        (write("zero.png", &png_header(0, 10)), "zero size"),
+        (write("wide.png", &png_header(100_000, 1)), "100000"),
+        (
+            write("anim.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"),
+            "GIF",
+        ),
+    ];
+    for (path, want) in &cases {
+        let e = fails(&[
+            "run",
+            "--image",
+            path,
+            "-p",
+            "Describe the image.",
+            "-n",
+            "2",
+        ]);
+        assert!(e.contains(want), "{path}: {e}");
+        let out = d.join("px.npy").display().to_string();
+        let e = fails(&["pixels", "--image", path, "--out", &out]);
+        assert!(e.contains(want), "pixels {path}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = c;
+}
+
+#[test]
+fn bad_arguments_fail_with_one_line() {
+    let c = coffee();
+    let base = [
+        "run",
+        "--image",
+        c.as_str(),
+        "-p",
+        "Describe the image.",
+        "-n",
+        "2",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&a)
+    };
+    let e = run(with(&["-t", "0"]));
+    assert!(e.contains("threads") && e.contains('0'), "{e}");
+    let e = run(with(&["--kv-type", "bf16"]));
+    assert!(e.contains("bf16") && e.contains("f16 or f32"), "{e}");
+    let e = run(with(&["--top-p", "0"]));
+    assert!(e.contains("top-p"), "{e}");
+    let e = run(with(&["--temp=-1"]));
+    assert!(e.contains("temperature"), "{e}");
+    let e = run(with(&["--repeat-penalty", "0"]));
+    assert!(e.contains("repeat penalty"), "{e}");
+    let e = run(with(&["--image-mode", "zoom"]));
+    assert!(e.contains("zoom"), "{e}");
+    let e = run(with(&["-m", "/nonexistent/owl.gguf"]));
+    assert!(
+        e.contains("/nonexistent/owl.gguf") && e.contains("No such file"),
+        "{e}"
+    );
+    let not_gguf = repo("tests/data/owl2-tiny-a/README.md")
+        .display()
+        .to_string();
+    let e = run(with(&["-m", &not_gguf]));
+    assert!(e.contains("README.md"), "{e}");
+
+    // Image count against placeholders, both ways.
+    let e = fails(&[
+        "run",
+        "--image",
+        &c,
+        "--raw-prompt",
+        "USER: hi ASSISTANT:",
+        "-n",
+        "1",
+    ]);
+    assert!(e.contains("0 image placeholder(s) but 1"), "{e}");
+    let e = fails(&[
+        "run",
+        "--raw-prompt",
+        "USER: <|image|><|image|>hi ASSISTANT:",
+        "-n",
+        "1",
+    ]);
+    assert!(e.contains("2 image placeholder(s) but 0"), "{e}");
+    let e = fails(&[
+        "run",
+        "--image",
+        &c,
+        "-p",
+        "<|image|> and <|image|>",
+        "-n",
+        "1",
+    ]);
+    assert!(e.contains("2") && e.contains("1 image"), "{e}");
+    let e = fails(&["run", "--ids", "1,-200,-200,5", "--image", &c, "-n", "1"]);
+    assert!(e.contains("2 image placeholder(s) but 1"), "{e}");
+    let e = fails(&["run", "--ids", "1,x", "-n", "1"]);
+    assert!(e.contains("\"x\""), "{e}");
+    let e = fails(&["run", "--ids", "1,32000", "-n", "1"]);
+    assert!(e.contains("32000") && e.contains("vocabulary"), "{e}");
+    let e = fails(&["run", "-n", "1"]);
+    assert!(e.contains("prompt"), "{e}");
+
+    // A prompt longer than the context (4096): both numbers in the message.
+    let long = vec!["1"; 5000].join(",");
+    let e = fails(&["run", "--ids", &long, "-n", "1"]);
+    assert!(e.contains("5000") && e.contains("4096"), "{e}");
+}
+
+#[test]
+fn context_size_limits_prompt_and_generation() {
+    let c = coffee();
+    // The mm prompt takes 24 positions.
+    let e = fails(&[
+        "run",
+        "-c",
+        "20",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "4",
+    ]);
+    assert!(e.contains("24 positions") && e.contains("20"), "{e}");
+    // With 30 positions, generation stops when the context is full: 30 - 24 + 1 tokens (the
+    // last one is sampled from the last position's logits and needs no position of its own).
+    let o = ok(&[
+        "run",
+        "-c",
+        "30",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "100",
+        "--ignore-eos",
+        "--print-ids",
+    ]);
+    assert_eq!(printed_ids(&o), golden_gen_ids()[..7]);
+    let e = fails(&["run", "-c", "0", "--ids", "1", "-n", "1"]);
+    assert!(e.contains("context length 0"), "{e}");
+    let e = fails(&["run", "-c", "5000", "--ids", "1", "-n", "1"]);
+    assert!(e.contains("5000") && e.contains("4096"), "{e}");
+}
