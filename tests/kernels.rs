@@ -347,3 +347,54 @@ fn available_lists_generic_last_and_names_resolve() {
         assert_eq!(v[0].name, "avx2");
     }
 }
+
+/// The attention row primitives in use agree with the scalar ones.
+#[test]
+fn row_ops_match_scalar() {
+    use owlet::kernels::rows::{row_ops, SCALAR};
+    let ops = row_ops();
+    let mut rng = Rng(11);
+    for n in [0, 1, 7, 8, 9, 64, 127, 128, 1000] {
+        let a = values(Kind::Heavy, n, &mut rng);
+        let b = values(Kind::Random, n, &mut rng);
+        let bh: Vec<half::f16> = b.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let scale: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| (x as f64 * y as f64).abs())
+            .sum();
+        let tol = 1e-6 * scale + 1e-30;
+        let (d32, r32) = ((ops.dot_f32)(&a, &b), (SCALAR.dot_f32)(&a, &b));
+        assert!(
+            ((d32 - r32) as f64).abs() <= tol,
+            "{} dot_f32 n={n}: {d32} vs {r32}",
+            ops.name
+        );
+        let (d16, r16) = ((ops.dot_f16)(&a, &bh), (SCALAR.dot_f16)(&a, &bh));
+        assert!(
+            ((d16 - r16) as f64).abs() <= tol,
+            "{} dot_f16 n={n}: {d16} vs {r16}",
+            ops.name
+        );
+        let (mut o1, mut o2) = (a.clone(), a.clone());
+        (ops.axpy_f32)(0.3, &b, &mut o1);
+        (SCALAR.axpy_f32)(0.3, &b, &mut o2);
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!(
+                (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
+                "{} axpy_f32",
+                ops.name
+            );
+        }
+        let (mut o1, mut o2) = (a.clone(), a.clone());
+        (ops.axpy_f16)(-1.7, &bh, &mut o1);
+        (SCALAR.axpy_f16)(-1.7, &bh, &mut o2);
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!(
+                (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
+                "{} axpy_f16",
+                ops.name
+            );
+        }
+    }
+}

@@ -22,8 +22,10 @@
 
 use std::arch::x86_64::*;
 
+use super::rows::RowOps;
 use super::{generic, tiles, Kernels, TILE};
 use crate::quant::{read_bf16, read_f16, read_f32};
+use half::f16;
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -32,6 +34,19 @@ pub(super) fn detect() -> Option<&'static Kernels> {
         && is_x86_feature_detected!("f16c");
     ok.then_some(&AVX2)
 }
+
+/// The AVX2 attention row primitives, if this CPU has AVX2, FMA and F16C.
+pub(super) fn detect_rows() -> Option<&'static RowOps> {
+    detect().map(|_| &AVX2_ROWS)
+}
+
+static AVX2_ROWS: RowOps = RowOps {
+    name: "avx2",
+    dot_f32: row_dot_f32,
+    dot_f16: row_dot_f16,
+    axpy_f32: row_axpy_f32,
+    axpy_f16: row_axpy_f16,
+};
 
 static AVX2: Kernels = Kernels {
     name: "avx2",
@@ -559,4 +574,61 @@ float_dot!(
         _mm_loadu_si128(p.cast())
     ))),
     |b| read_bf16(b, 0)
+);
+
+fn row_dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    // SAFETY: AVX2/FMA/F16C were detected before this table could be obtained; both slices
+    // hold at least `n` f32 (4 bytes each).
+    unsafe { f32_body(n, b.as_ptr().cast(), a.as_ptr()) }
+}
+
+fn row_dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    let n = a.len().min(b.len());
+    // SAFETY: as above; `f16` is a 2-byte little-endian half, so `b` is 2n readable bytes.
+    unsafe { f16_body(n, b.as_ptr().cast(), a.as_ptr()) }
+}
+
+/// `out[i] += w·load(v, i)` over 8 lanes at a time, scalar tail.
+macro_rules! axpy {
+    ($name:ident, $body:ident, $t:ty, |$p:ident| $load:expr, |$s:ident| $scalar:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $body(n: usize, w: f32, v: *const $t, out: *mut f32) {
+            let wv = _mm256_set1_ps(w);
+            let mut i = 0;
+            while i + 8 <= n {
+                let $p = v.add(i);
+                let o = _mm256_fmadd_ps(wv, $load, _mm256_loadu_ps(out.add(i)));
+                _mm256_storeu_ps(out.add(i), o);
+                i += 8;
+            }
+            while i < n {
+                let $s = *v.add(i);
+                *out.add(i) += w * $scalar;
+                i += 1;
+            }
+        }
+
+        fn $name(w: f32, v: &[$t], out: &mut [f32]) {
+            let n = v.len().min(out.len());
+            // SAFETY: AVX2/FMA/F16C were detected before this table could be obtained; both
+            // slices hold at least `n` elements.
+            unsafe { $body(n, w, v.as_ptr(), out.as_mut_ptr()) }
+        }
+    };
+}
+
+axpy!(
+    row_axpy_f32,
+    axpy_f32_body,
+    f32,
+    |p| _mm256_loadu_ps(p),
+    |s| s
+);
+axpy!(
+    row_axpy_f16,
+    axpy_f16_body,
+    f16,
+    |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+    |s| s.to_f32()
 );

@@ -21,6 +21,7 @@ use crate::quant::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod generic;
+pub mod rows;
 pub mod tiles;
 
 /// Quantized weight row · quantized activation row.
