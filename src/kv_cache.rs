@@ -64,13 +64,7 @@ impl KvRows for StoreRows<'_> {
         let s = pos * self.width + off;
         match self.store {
             KvStore::F32(d) => crate::ops::matmul::dot_f32(q, &d[s..s + q.len()]),
-            KvStore::F16(d) => {
-                let mut acc = 0f32;
-                for (a, b) in q.iter().zip(&d[s..s + q.len()]) {
-                    acc += a * b.to_f32();
-                }
-                acc
-            }
+            KvStore::F16(d) => (crate::kernels::rows::row_ops().dot_f16)(q, &d[s..s + q.len()]),
         }
     }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
@@ -83,10 +77,7 @@ impl KvRows for StoreRows<'_> {
                 }
             }
             KvStore::F16(d) => {
-                let n = out.len();
-                for (o, v) in out.iter_mut().zip(&d[s..s + n]) {
-                    *o += w * v.to_f32();
-                }
+                (crate::kernels::rows::row_ops().axpy_f16)(w, &d[s..s + out.len()], out)
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - [`image`], [`tokenizer`], [`prompt`]: inputs.
 //! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`].
 
+pub mod bench;
 pub mod error;
 pub mod gguf;
 pub mod image;

@@ -142,6 +142,26 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Measure speed: load, image encoding, prefill 64/512, decode 128, peak RSS, bandwidth.
+    Bench {
+        #[arg(short = 'm', long = "model")]
+        model: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(short = 't', long = "threads")]
+        threads: Option<usize>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Tokens to decode.
+        #[arg(long = "decode", default_value_t = 128)]
+        decode: usize,
+        /// Prompt lengths to prefill, comma separated.
+        #[arg(long = "prefill", value_delimiter = ',', default_values_t = [64, 512])]
+        prefill: Vec<usize>,
+        /// Bandwidth probe size in MiB (0 skips it).
+        #[arg(long = "bandwidth-mib", default_value_t = 1024)]
+        bandwidth_mib: usize,
+    },
     /// Print a model's configuration.
     Info {
         /// GGUF model file (default: the bundled demo model).
@@ -307,6 +327,20 @@ fn run(cmd: Command) -> Res<()> {
             };
             let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             println!("{}", list.join(","));
+            Ok(())
+        }
+        Command::Bench { model, threads, json, decode, prefill, bandwidth_mib } => {
+            let mut o = owlet::bench::BenchOptions::default();
+            o.threads = threads.unwrap_or(o.threads);
+            o.decode_tokens = decode;
+            o.prefill_lens = prefill;
+            o.bandwidth_bytes = bandwidth_mib << 20;
+            let r = owlet::bench::run(&model, &o).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", r.to_json());
+            } else {
+                print!("{}", r.to_text());
+            }
             Ok(())
         }
         Command::Info { model } => {

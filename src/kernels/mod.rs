@@ -18,12 +18,29 @@
 
 use crate::quant::GgmlType;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod generic;
+pub mod rows;
+pub mod tiles;
 
 /// Quantized weight row · quantized activation row.
 pub type QuantDot = fn(usize, &[u8], &[u8]) -> f32;
 /// Float weight row (raw little-endian bytes) · f32 activation row.
 pub type FloatDot = fn(usize, &[u8], &[f32]) -> f32;
+/// A tile of dot products: `out[r * a.len() + c] = dot(n, w[r], a[c])` for up to
+/// [`TILE`] weight rows `w` and up to [`TILE`] activation rows `a` (quantized blocks, as for
+/// [`QuantDot`]). One call runs the whole row length, so each loaded activation block is
+/// reused across the weight rows and each unpacked weight block across the activation rows.
+///
+/// Contract shared by every variant: each output is bitwise the same number whatever the tile
+/// shape it was computed in (the per-block integer sums are exact and the f32 scaling follows
+/// one fixed formula per block), so matmul results do not depend on how work is tiled or split
+/// over threads.
+pub type QuantTile = fn(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]);
+
+/// The largest tile side a [`QuantTile`] accepts.
+pub const TILE: usize = 4;
 
 /// One implementation of every kernel.
 pub struct Kernels {
@@ -40,6 +57,16 @@ pub struct Kernels {
     pub f16_f32: FloatDot,
     pub bf16_f32: FloatDot,
     pub f32_f32: FloatDot,
+    /// Tiled forms of the quantized dots (see [`QuantTile`]); each equals its dot above
+    /// bitwise, element by element.
+    pub q4_0_q8_0_tile: QuantTile,
+    pub q4_1_q8_1_tile: QuantTile,
+    pub q5_0_q8_0_tile: QuantTile,
+    pub q5_1_q8_1_tile: QuantTile,
+    pub q8_0_q8_0_tile: QuantTile,
+    pub q4_k_q8_k_tile: QuantTile,
+    pub q5_k_q8_k_tile: QuantTile,
+    pub q6_k_q8_k_tile: QuantTile,
 }
 
 impl Kernels {
@@ -54,6 +81,21 @@ impl Kernels {
             GgmlType::Q4_K => self.q4_k_q8_k,
             GgmlType::Q5_K => self.q5_k_q8_k,
             GgmlType::Q6_K => self.q6_k_q8_k,
+            _ => return None,
+        })
+    }
+
+    /// The tiled integer dot product for a quantized weight type.
+    pub fn quant_tile(&self, w: GgmlType) -> Option<QuantTile> {
+        Some(match w {
+            GgmlType::Q4_0 => self.q4_0_q8_0_tile,
+            GgmlType::Q4_1 => self.q4_1_q8_1_tile,
+            GgmlType::Q5_0 => self.q5_0_q8_0_tile,
+            GgmlType::Q5_1 => self.q5_1_q8_1_tile,
+            GgmlType::Q8_0 => self.q8_0_q8_0_tile,
+            GgmlType::Q4_K => self.q4_k_q8_k_tile,
+            GgmlType::Q5_K => self.q5_k_q8_k_tile,
+            GgmlType::Q6_K => self.q6_k_q8_k_tile,
             _ => return None,
         })
     }
@@ -83,11 +125,25 @@ pub static GENERIC: Kernels = Kernels {
     f16_f32: generic::vec_dot_f16_f32,
     bf16_f32: generic::vec_dot_bf16_f32,
     f32_f32: generic::vec_dot_f32,
+    q4_0_q8_0_tile: tiles::q4_0_q8_0,
+    q4_1_q8_1_tile: tiles::q4_1_q8_1,
+    q5_0_q8_0_tile: tiles::q5_0_q8_0,
+    q5_1_q8_1_tile: tiles::q5_1_q8_1,
+    q8_0_q8_0_tile: tiles::q8_0_q8_0,
+    q4_k_q8_k_tile: tiles::q4_k_q8_k,
+    q5_k_q8_k_tile: tiles::q5_k_q8_k,
+    q6_k_q8_k_tile: tiles::q6_k_q8_k,
 };
 
 /// Every variant this CPU can run, best first (the generic one last).
 pub fn available() -> Vec<&'static Kernels> {
-    vec![&GENERIC]
+    let mut v: Vec<&'static Kernels> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx2::detect() {
+        v.push(k);
+    }
+    v.push(&GENERIC);
+    v
 }
 
 /// The variant named `name`, if this CPU can run it.

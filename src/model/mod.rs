@@ -56,15 +56,28 @@ impl Model {
     /// `llama` file for text only). Every tensor the graph uses is checked for presence, type
     /// and shape before any compute.
     pub fn load(path: &Path) -> Result<Model> {
+        let kernels = kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        Model::load_with_kernels(path, kernels)
+    }
+
+    /// [`Model::load`] with an explicit kernel variant (one of [`kernels::available`]) instead
+    /// of the `OWLET_KERNELS`/best-available choice: lets tests and benchmarks compare variants
+    /// in one process.
+    pub fn load_with_kernels(path: &Path, kernels: &'static Kernels) -> Result<Model> {
         // The reader's errors already name the path; a missing file stays an Io error.
         let gguf = Gguf::open(path).map_err(Error::from)?;
-        Model::from_gguf(gguf).map_err(|e| {
+        Model::build(gguf, kernels).map_err(|e| {
             Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
         })
     }
 
     /// Builds a model over an already parsed file.
     pub fn from_gguf(gguf: Gguf) -> Result<Model> {
+        let kernels = kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        Model::build(gguf, kernels)
+    }
+
+    fn build(gguf: Gguf, kernels: &'static Kernels) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
         let tokenizer = load_tokenizer(&gguf)?;
         if tokenizer.vocab_size() != config.text.n_vocab {
@@ -84,7 +97,6 @@ impl Model {
             ),
             _ => (None, None),
         };
-        let kernels = kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         Ok(Model { config, gguf, tokenizer, text, vision, abstractor, kernels })
     }
 

@@ -1,9 +1,10 @@
 //! Scaled dot-product attention, one query row at a time (never an n×n score matrix beyond
-//! one row per head), softmax in f32.
+//! one row per head), softmax in f32. Dots and `axpy`s over key/value rows go through the
+//! process's row primitives ([`crate::kernels::rows::row_ops`]: AVX2/F16C where available).
 
 use rayon::prelude::*;
 
-use super::matmul::dot_f32;
+use crate::kernels::rows::row_ops;
 
 /// Rows of keys or values: `row(i)` is one position's `n_kv_heads × head_dim` vector.
 /// Implemented for plain f32 matrices and for the f16/f32 KV cache.
@@ -23,14 +24,11 @@ pub struct F32Rows<'a> {
 impl KvRows for F32Rows<'_> {
     fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32 {
         let s = pos * self.width + off;
-        dot_f32(q, &self.data[s..s + q.len()])
+        (row_ops().dot_f32)(q, &self.data[s..s + q.len()])
     }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
         let s = pos * self.width + off;
-        let n = out.len();
-        for (o, v) in out.iter_mut().zip(&self.data[s..s + n]) {
-            *o += w * *v;
-        }
+        (row_ops().axpy_f32)(w, &self.data[s..s + out.len()], out)
     }
 }
 
@@ -54,16 +52,28 @@ pub struct AttnShape {
 pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &mut [f32]) {
     let width = s.n_head * s.head_dim;
     let group = s.n_head / s.n_head_kv;
-    out.par_chunks_mut(width).zip(q.par_chunks(width)).enumerate().for_each(|(i, (o, qi))| {
-        let n_keys = if s.causal { s.first_pos + i + 1 } else { s.n_keys };
-        let mut scores = vec![0f32; n_keys];
+    // One score buffer per rayon work split (not per row), grown to the longest row it sees.
+    let rows = out
+        .par_chunks_mut(width)
+        .zip(q.par_chunks(width))
+        .enumerate();
+    rows.for_each_init(Vec::new, |buf: &mut Vec<f32>, (i, (o, qi))| {
+        let n_keys = if s.causal {
+            s.first_pos + i + 1
+        } else {
+            s.n_keys
+        };
+        if buf.len() < n_keys {
+            buf.resize(n_keys, 0.0);
+        }
+        let scores = &mut buf[..n_keys];
         for h in 0..s.n_head {
             let qh = &qi[h * s.head_dim..(h + 1) * s.head_dim];
             let koff = (h / group) * s.head_dim;
             for (p, sc) in scores.iter_mut().enumerate() {
                 *sc = k.dot(p, koff, qh) * s.scale;
             }
-            super::softmax(&mut scores);
+            super::softmax(scores);
             let oh = &mut o[h * s.head_dim..(h + 1) * s.head_dim];
             oh.fill(0.0);
             for (p, &w) in scores.iter().enumerate() {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, QuantTile, TILE};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -71,90 +71,251 @@ pub fn supported(w: GgmlType) -> bool {
     )
 }
 
-/// Weight rows handled by one parallel task.
-const ROWS_PER_TASK: usize = 16;
+/// Reusable per-thread buffers: quantized activations and the transposed output of a
+/// many-row product. They grow to the largest call seen and are then reused, so steady-state
+/// decoding allocates nothing here.
+#[derive(Default)]
+struct Scratch {
+    xq: Vec<u8>,
+    yt: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (or a fresh one if it is already in use, which only a
+/// re-entrant call from inside a parallel section could cause).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Weight rows per parallel task: about eight tasks per thread, a multiple of the tile height,
+/// at least 16 rows. Results do not depend on it (every output is computed whole by one
+/// kernel call whose value does not depend on the tile shape), only speed does.
+fn rows_per_task(n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per = n.div_ceil(8 * threads).max(16);
+    per.div_ceil(TILE) * TILE
+}
 
 /// `y[i][j] = Σ_c x[i][c] · W[j][c]`: `x` is `m × cols`, `y` is `m × rows`.
+///
+/// Quantized weights: `x` is quantized once per call into per-thread scratch, then each task
+/// takes a fixed band of weight rows and sweeps the activation rows in
+/// [`TILE`]×[`TILE`] tiles (4 weight rows × up to 4 activation rows per kernel call, the whole
+/// row length inside the call). Decode (`m = 1`) is the same loop with 4-row × 1 tiles, so each
+/// loaded activation block feeds four weight rows. Float weights: one float dot per output.
+/// Every output element is computed by exactly one kernel call, so results are identical for
+/// every thread count.
 pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
     let (n, kdim) = (w.rows, w.cols);
+    if kdim == 0 || n == 0 {
+        y.fill(0.0);
+        return;
+    }
     let m = x.len() / kdim;
     debug_assert_eq!(x.len(), m * kdim);
     debug_assert_eq!(y.len(), m * n);
-    // Outputs are computed transposed (weight row major) so each task owns a contiguous slice.
-    let mut yt = if m == 1 { Vec::new() } else { vec![0f32; m * n] };
-    let out: &mut [f32] = if m == 1 { y } else { &mut yt };
+    let band = rows_per_task(n);
+    with_scratch(|scratch| {
+        let Scratch { xq, yt } = scratch;
+        // Outputs of many-row products are computed transposed (weight row major) so that each
+        // task owns one contiguous slice; decode writes `y` directly.
+        let out: &mut [f32] = if m == 1 {
+            y
+        } else {
+            if yt.len() < m * n {
+                yt.resize(m * n, 0.0);
+            }
+            &mut yt[..m * n]
+        };
+        match activation_type(w.typ) {
+            None => float_product(k, w, x, m, band, out),
+            Some(at) => {
+                let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
+                if xq.len() < m * arb {
+                    xq.resize(m * arb, 0);
+                }
+                let xq = &mut xq[..m * arb];
+                quantize_rows(at, x, kdim, arb, xq);
+                let Some(tile) = k.quant_tile(w.typ) else {
+                    unreachable!("no integer dot product for {}", w.typ);
+                };
+                quant_product(tile, w, xq, arb, m, band, out);
+            }
+        }
+        if m > 1 {
+            transpose_into(yt, m, n, y);
+        }
+    });
+}
 
-    match activation_type(w.typ) {
-        None => {
-            let f32_weights = (w.typ == GgmlType::F32).then(|| f32_view(w.data)).flatten();
-            out.par_chunks_mut(m * ROWS_PER_TASK).enumerate().for_each(|(t, chunk)| {
-                let mut buf = vec![0f32; if f32_weights.is_some() { 0 } else { kdim }];
-                for (jj, outs) in chunk.chunks_exact_mut(m).enumerate() {
-                    let j = t * ROWS_PER_TASK + jj;
-                    let wrow: &[f32] = match f32_weights {
-                        Some(all) => &all[j * kdim..(j + 1) * kdim],
-                        None => {
-                            w.dequantize_row(j, &mut buf);
-                            &buf
-                        }
-                    };
-                    for (i, o) in outs.iter_mut().enumerate() {
-                        *o = dot_f32(wrow, &x[i * kdim..(i + 1) * kdim]);
-                    }
-                }
-            });
+/// Quantizes the `m` activation rows of `x` (each `kdim` floats) into `xq` (`arb` bytes each).
+fn quantize_rows(at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]) {
+    let one = |(q, row): (&mut [u8], &[f32])| {
+        if let Err(e) = quant::quantize_row(at, row, q) {
+            unreachable!("activation row of {kdim} cannot be quantized to {at}: {e:?}");
         }
-        Some(at) => {
-            let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
-            let mut xq = vec![0u8; m * arb];
-            xq.par_chunks_mut(arb).zip(x.par_chunks(kdim)).for_each(|(q, row)| {
-                if let Err(e) = quant::quantize_row(at, row, q) {
-                    unreachable!("activation row of {kdim} cannot be quantized to {at}: {e:?}");
-                }
-            });
-            let Some(dot) = k.quant_dot(w.typ) else {
-                unreachable!("no integer dot product for {}", w.typ);
-            };
-            out.par_chunks_mut(m * ROWS_PER_TASK).enumerate().for_each(|(t, chunk)| {
-                for (jj, outs) in chunk.chunks_exact_mut(m).enumerate() {
-                    let wrow = w.row(t * ROWS_PER_TASK + jj);
-                    for (i, o) in outs.iter_mut().enumerate() {
-                        *o = dot(kdim, wrow, &xq[i * arb..(i + 1) * arb]);
-                    }
-                }
-            });
-        }
+    };
+    if xq.len() <= arb {
+        xq.chunks_mut(arb).zip(x.chunks(kdim)).for_each(one);
+    } else {
+        xq.par_chunks_mut(arb).zip(x.par_chunks(kdim)).for_each(one);
     }
-    if m > 1 {
-        for j in 0..n {
-            for i in 0..m {
-                y[i * n + j] = yt[j * m + i];
+}
+
+/// The quantized product into `out` (`n × m`, weight row major; for `m = 1` simply `n`).
+fn quant_product(
+    tile: QuantTile,
+    w: MatRef<'_>,
+    xq: &[u8],
+    arb: usize,
+    m: usize,
+    band: usize,
+    out: &mut [f32],
+) {
+    let kdim = w.cols;
+    out.par_chunks_mut(m * band)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let j_start = t * band;
+            let n_rows = chunk.len() / m;
+            let mut res = [0f32; TILE * TILE];
+            // Activation tiles outside, weight tiles inside: the band's weight rows stay in cache
+            // while each activation tile is swept over them.
+            for i0 in (0..m).step_by(TILE) {
+                let na = TILE.min(m - i0);
+                let mut a: [&[u8]; TILE] = [&[]; TILE];
+                for (c, slot) in a.iter_mut().enumerate().take(na) {
+                    *slot = &xq[(i0 + c) * arb..(i0 + c + 1) * arb];
+                }
+                for r0 in (0..n_rows).step_by(TILE) {
+                    let nw = TILE.min(n_rows - r0);
+                    let mut wr: [&[u8]; TILE] = [&[]; TILE];
+                    for (r, slot) in wr.iter_mut().enumerate().take(nw) {
+                        *slot = w.row(j_start + r0 + r);
+                    }
+                    tile(kdim, &wr[..nw], &a[..na], &mut res);
+                    for r in 0..nw {
+                        for c in 0..na {
+                            chunk[(r0 + r) * m + i0 + c] = res[r * na + c];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The float-weight product into `out` (`n × m`, weight row major), one float dot per output.
+fn float_product(k: &Kernels, w: MatRef<'_>, x: &[f32], m: usize, band: usize, out: &mut [f32]) {
+    let kdim = w.cols;
+    let Some(dot) = k.float_dot(w.typ) else {
+        unreachable!("no float dot product for {}", w.typ);
+    };
+    let rb = w.row_bytes();
+    out.par_chunks_mut(m * band)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for (jj, outs) in chunk.chunks_exact_mut(m).enumerate() {
+                let j = t * band + jj;
+                let wrow = &w.data[j * rb..(j + 1) * rb];
+                for (i, o) in outs.iter_mut().enumerate() {
+                    *o = dot(kdim, wrow, &x[i * kdim..(i + 1) * kdim]);
+                }
+            }
+        });
+}
+
+/// `y[i][j] = yt[j][i]` for `yt` of `n × m`, in parallel over blocks of `y` rows.
+fn transpose_into(yt: &[f32], m: usize, n: usize, y: &mut [f32]) {
+    y.par_chunks_mut(n * 16).enumerate().for_each(|(b, rows)| {
+        let i0 = b * 16;
+        for (ii, row) in rows.chunks_exact_mut(n).enumerate() {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = yt[j * m + i0 + ii];
+            }
+        }
+    });
+}
+
+/// f32 dot product (the process's attention row primitive: AVX2 FMA lanes where available,
+/// else eight scalar accumulators; a fixed order either way, so deterministic).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    (crate::kernels::rows::row_ops().dot_f32)(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed as f32) * 0.37).sin() * (1.0 + (i % 7) as f32))
+            .collect()
+    }
+
+    /// Every output equals the single dot of its weight row and quantized activation row,
+    /// bitwise, for odd shapes (rows not a multiple of the tile, 1..9 activation rows), and the
+    /// thread count changes nothing.
+    #[test]
+    fn tiled_product_equals_dots_for_any_shape_and_threads() {
+        for k in crate::kernels::available() {
+            for typ in [
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+                GgmlType::Q5_0,
+            ] {
+                let (n, kdim) = (13, 512);
+                let wf = values(n * kdim, 1);
+                let mut data = vec![0u8; n * typ.row_bytes(kdim as u64).unwrap() as usize];
+                quant::quantize_row(typ, &wf, &mut data).unwrap();
+                let w = MatRef {
+                    typ,
+                    rows: n,
+                    cols: kdim,
+                    data: &data,
+                };
+                let at = activation_type(typ).unwrap();
+                let arb = at.row_bytes(kdim as u64).unwrap() as usize;
+                for m in [1, 2, 3, 4, 5, 9] {
+                    let x = values(m * kdim, 2 + m as u32);
+                    let mut xq = vec![0u8; m * arb];
+                    for (q, row) in xq.chunks_mut(arb).zip(x.chunks(kdim)) {
+                        quant::quantize_row(at, row, q).unwrap();
+                    }
+                    let dot = k.quant_dot(typ).unwrap();
+                    let mut first: Option<Vec<f32>> = None;
+                    for threads in [1, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let mut y = vec![0f32; m * n];
+                        pool.install(|| matmul(k, w, &x, &mut y));
+                        for i in 0..m {
+                            for j in 0..n {
+                                let want = dot(kdim, w.row(j), &xq[i * arb..(i + 1) * arb]);
+                                assert_eq!(
+                                    y[i * n + j].to_bits(),
+                                    want.to_bits(),
+                                    "{} {typ} m={m} ({i},{j})",
+                                    k.name
+                                );
+                            }
+                        }
+                        match &first {
+                            None => first = Some(y),
+                            Some(f) => assert_eq!(f, &y),
+                        }
+                    }
+                }
             }
         }
     }
-}
-
-/// An f32 view of little-endian f32 bytes, when they are suitably aligned.
-fn f32_view(bytes: &[u8]) -> Option<&[f32]> {
-    if cfg!(target_endian = "little") {
-        bytemuck::try_cast_slice(bytes).ok()
-    } else {
-        None
-    }
-}
-
-/// f32 dot product with eight independent accumulators (fixed order: deterministic).
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
 }

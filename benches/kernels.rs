@@ -1,0 +1,135 @@
+//! `cargo bench --bench kernels`: matmul speed per kernel variant at the 7B shapes.
+//!
+//! For each weight type and each variant this CPU can run (best first, generic last), on one
+//! thread (set `OWLET_BENCH_THREADS` for more): GEMV (one activation row, as in decode) in GB/s
+//! of weights streamed and GFLOP/s, and GEMM with `OWLET_BENCH_M` activation rows (default 64,
+//! as in prefill) in GFLOP/s. Shapes are `rows × cols` of the weight matrix (outputs × inputs).
+//! Weights are random block bytes with sane scales: speed depends on shapes and types only.
+
+use std::time::Instant;
+
+use owlet::kernels::{self, Kernels};
+use owlet::ops::{matmul, MatRef};
+use owlet::quant::GgmlType;
+
+const SHAPES: [(usize, usize); 5] = [
+    (4096, 4096),
+    (11008, 4096),
+    (4096, 11008),
+    (1024, 1024),
+    (4096, 1024),
+];
+const TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::F16,
+];
+
+fn random_weights(t: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let bytes = rows * t.row_bytes(cols as u64).unwrap() as usize;
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut w: Vec<u8> = (0..bytes)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect();
+    let halves: &[usize] = match t {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    let d = half::f16::from_f32(0.01).to_le_bytes();
+    if t == GgmlType::F16 {
+        for h in w.chunks_exact_mut(2) {
+            h[1] &= 0x3B; // small finite halves
+        }
+    }
+    for block in w.chunks_exact_mut(t.type_size()) {
+        for &o in halves {
+            block[o..o + 2].copy_from_slice(&d);
+        }
+    }
+    w
+}
+
+/// Seconds per call: the best of `reps` after one warm-up.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn bench(
+    k: &Kernels,
+    t: GgmlType,
+    rows: usize,
+    cols: usize,
+    w: &[u8],
+    m: usize,
+) -> (f64, f64, f64) {
+    let mat = MatRef {
+        typ: t,
+        rows,
+        cols,
+        data: w,
+    };
+    let x1: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.01).sin()).collect();
+    let mut y1 = vec![0f32; rows];
+    let generic = k.name == "generic";
+    let gemv = time(if generic { 1 } else { 5 }, || matmul(k, mat, &x1, &mut y1));
+    let xm: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.003).cos()).collect();
+    let mut ym = vec![0f32; m * rows];
+    let gemm = time(if generic { 1 } else { 2 }, || matmul(k, mat, &xm, &mut ym));
+    let flop = 2.0 * rows as f64 * cols as f64;
+    (
+        w.len() as f64 / gemv / 1e9,
+        flop / gemv / 1e9,
+        m as f64 * flop / gemm / 1e9,
+    )
+}
+
+fn main() {
+    let threads: usize = std::env::var("OWLET_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let m: usize = std::env::var("OWLET_BENCH_M")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    println!("threads {threads}, GEMM rows {m}; GEMV: GB/s of weights, GFLOP/s; GEMM: GFLOP/s");
+    println!("| type | shape | variant | GEMV GB/s | GEMV GFLOP/s | GEMM GFLOP/s |");
+    println!("|---|---|---|---|---|---|");
+    for t in TYPES {
+        if only.as_deref().is_some_and(|o| o != t.name()) {
+            continue;
+        }
+        for (rows, cols) in SHAPES {
+            let w = random_weights(t, rows, cols);
+            for k in kernels::available() {
+                let (gbs, gf1, gfm) = pool.install(|| bench(k, t, rows, cols, &w, m));
+                println!(
+                    "| {} | {rows}x{cols} | {} | {gbs:.1} | {gf1:.1} | {gfm:.1} |",
+                    t.name(),
+                    k.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! `owlet bench`: end-to-end speed of one model file on this machine.
+//!
+//! Measures, in this order: load time; image preprocessing, vision encoder and abstractor on a
+//! synthetic 640×480 image (models with vision); prompt prefill at each requested length from an
+//! empty context; greedy decoding of `decode_tokens` tokens after a one-token prompt (as
+//! llama-bench's `tg` does); peak RSS (`VmHWM`); and last, so that its buffer does not count in
+//! the peak RSS, a read-bandwidth probe (a multi-threaded sum over a large buffer). Decode is
+//! reported against the bandwidth floor: text-path weight bytes per token ÷ read bandwidth.
+//!
+//! Token ids are pseudo-random ids from the vocabulary; speed depends only on shapes and types.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::image::{self, RgbImage};
+use crate::kv_cache::KvType;
+use crate::model::names::VIS_SUFFIX;
+use crate::model::Model;
+use crate::session::{Session, SessionOptions};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub threads: usize,
+    /// Prompt lengths to prefill (each from an empty context).
+    pub prefill_lens: Vec<usize>,
+    /// Tokens to decode.
+    pub decode_tokens: usize,
+    /// Size of the bandwidth probe's buffer (0 skips the probe).
+    pub bandwidth_bytes: usize,
+    /// Skip the vision encoder and abstractor.
+    pub skip_vision: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            prefill_lens: vec![64, 512],
+            decode_tokens: 128,
+            bandwidth_bytes: 1 << 30,
+            skip_vision: false,
+        }
+    }
+}
+
+/// The measurements (times in milliseconds).
+#[derive(Clone, Debug, Default)]
+pub struct BenchReport {
+    pub model: String,
+    pub cpu: String,
+    pub kernel: String,
+    pub threads: usize,
+    pub load_ms: f64,
+    pub preprocess_ms: Option<f64>,
+    pub vision_encode_ms: Option<f64>,
+    pub abstractor_ms: Option<f64>,
+    /// `(prompt length, tokens/s)` per prefill run.
+    pub prefill: Vec<(usize, f64)>,
+    pub decode_tokens: usize,
+    pub decode_tokens_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub file_bytes: u64,
+    /// Bytes of weights one decoded token streams (text path, without the embedding table and
+    /// the visual MAM copies).
+    pub text_weight_bytes_per_token: u64,
+    pub read_bandwidth_gb_s: Option<f64>,
+}
+
+impl BenchReport {
+    /// Tokens/s of the longest prefill run (512 with the defaults).
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefill.iter().max_by_key(|p| p.0).map_or(0.0, |p| p.1)
+    }
+
+    /// Decode floor in tokens/s (bandwidth ÷ bytes per token), when the probe ran.
+    pub fn decode_floor_tokens_per_s(&self) -> Option<f64> {
+        let bw = self.read_bandwidth_gb_s?;
+        (self.text_weight_bytes_per_token > 0)
+            .then(|| bw * 1e9 / self.text_weight_bytes_per_token as f64)
+    }
+
+    /// Human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        s += &format!("model            {}\n", self.model);
+        s += &format!("cpu              {}\n", self.cpu);
+        s += &format!(
+            "kernel           {}   threads {}\n",
+            self.kernel, self.threads
+        );
+        s += &format!("load             {:.1} ms\n", self.load_ms);
+        s += &format!("image preprocess {}\n", opt(self.preprocess_ms));
+        s += &format!("vision encoder   {}\n", opt(self.vision_encode_ms));
+        s += &format!("abstractor       {}\n", opt(self.abstractor_ms));
+        for (n, tps) in &self.prefill {
+            s += &format!("prefill {n:<8} {tps:.2} tokens/s\n");
+        }
+        s += &format!(
+            "decode {:<9} {:.2} tokens/s\n",
+            self.decode_tokens, self.decode_tokens_per_s
+        );
+        s += &format!(
+            "peak RSS         {:.1} MiB\n",
+            self.peak_rss_bytes as f64 / 1048576.0
+        );
+        s += &format!(
+            "weights/token    {:.3} GB (file {:.3} GB)\n",
+            self.text_weight_bytes_per_token as f64 / 1e9,
+            self.file_bytes as f64 / 1e9
+        );
+        if let (Some(bw), Some(floor)) =
+            (self.read_bandwidth_gb_s, self.decode_floor_tokens_per_s())
+        {
+            s += &format!("read bandwidth   {bw:.1} GB/s\n");
+            s += &format!(
+                "decode floor     {floor:.2} tokens/s (decode at {:.0}% of it)\n",
+                100.0 * self.decode_tokens_per_s / floor
+            );
+        }
+        s
+    }
+
+    /// One JSON object (hand-written: the runtime has no serde).
+    pub fn to_json(&self) -> String {
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.4}")
+            } else {
+                "null".to_string()
+            }
+        };
+        let opt = |v: Option<f64>| v.map_or("null".to_string(), num);
+        let prefill: Vec<String> = self
+            .prefill
+            .iter()
+            .map(|(n, t)| format!("\"{n}\":{}", num(*t)))
+            .collect();
+        let floor = self.decode_floor_tokens_per_s();
+        let pct = floor.map(|f| 100.0 * self.decode_tokens_per_s / f);
+        format!(
+            concat!(
+                "{{\"model\":{},\"cpu\":{},\"kernel\":{},\"threads\":{},\"load_ms\":{},",
+                "\"preprocess_ms\":{},\"vision_encode_ms\":{},\"abstractor_ms\":{},",
+                "\"prefill_tokens_per_s\":{},\"prefill\":{{{}}},\"decode_tokens\":{},",
+                "\"decode_tokens_per_s\":{},\"peak_rss_bytes\":{},\"file_bytes\":{},",
+                "\"text_weight_bytes_per_token\":{},\"read_bandwidth_gb_s\":{},",
+                "\"decode_floor_tokens_per_s\":{},\"decode_pct_of_floor\":{}}}"
+            ),
+            json_str(&self.model),
+            json_str(&self.cpu),
+            json_str(&self.kernel),
+            self.threads,
+            num(self.load_ms),
+            opt(self.preprocess_ms),
+            opt(self.vision_encode_ms),
+            opt(self.abstractor_ms),
+            num(self.prefill_tokens_per_s()),
+            prefill.join(","),
+            self.decode_tokens,
+            num(self.decode_tokens_per_s),
+            self.peak_rss_bytes,
+            self.file_bytes,
+            self.text_weight_bytes_per_token,
+            opt(self.read_bandwidth_gb_s),
+            opt(floor),
+            opt(pct),
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The CPU's model name from /proc/cpuinfo (or the architecture where that is unavailable).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Peak resident set size (`VmHWM`) in bytes, 0 where /proc is unavailable.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Weight bytes one decoded token streams: every text-decoder tensor except the embedding
+/// table (one row is gathered) and the visual MAM copies (read only for image positions).
+pub fn text_weight_bytes_per_token(m: &Model) -> u64 {
+    let tied = m.gguf().tensor("output.weight").is_none();
+    m.gguf()
+        .tensors()
+        .iter()
+        .filter(|t| {
+            let n = t.name.as_str();
+            (n.starts_with("blk.") && !n.contains(VIS_SUFFIX))
+                || n.starts_with("output")
+                || (tied && n == "token_embd.weight")
+        })
+        .map(|t| t.size)
+        .sum()
+}
+
+/// Read bandwidth in GB/s: the best of three multi-threaded sums over `bytes` of memory.
+pub fn read_bandwidth_gb_s(pool: &rayon::ThreadPool, bytes: usize) -> f64 {
+    let words = bytes / 8;
+    let buf: Vec<u64> = pool.install(|| {
+        let mut v = vec![0u64; words];
+        v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+            for (j, x) in c.iter_mut().enumerate() {
+                *x = (i as u64) << 20 ^ j as u64;
+            }
+        });
+        v
+    });
+    let threads = pool.current_num_threads().max(1);
+    let per = words.div_ceil(threads).max(1);
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sum: u64 = pool.install(|| {
+            buf.par_chunks(per)
+                .map(|c| {
+                    // Four independent lanes so the loop is load-bound, not add-latency-bound.
+                    let mut acc = [0u64; 4];
+                    for q in c.chunks_exact(4) {
+                        for l in 0..4 {
+                            acc[l] = acc[l].wrapping_add(q[l]);
+                        }
+                    }
+                    acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                })
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Pseudo-random token ids in `3..vocab` (past the usual specials).
+fn token_ids(n: usize, vocab: usize, seed: u64) -> Vec<i64> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (3 + s % (vocab.max(4) as u64 - 3)) as i64
+        })
+        .collect()
+}
+
+/// A deterministic 640×480 test image.
+fn test_image() -> RgbImage {
+    let (w, h) = (640u32, 480u32);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            data.extend_from_slice(&[(x % 256) as u8, (y % 256) as u8, ((x ^ y) % 256) as u8]);
+        }
+    }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+/// Runs the benchmark on the model at `path`.
+pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
+    if o.threads == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "threads must be at least 1",
+        ));
+    }
+    let mut r = BenchReport {
+        model: path.display().to_string(),
+        cpu: cpu_model(),
+        threads: o.threads,
+        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let m = Model::load(path)?;
+    r.load_ms = ms(t);
+    r.kernel = m.kernels().name.to_string();
+    r.text_weight_bytes_per_token = text_weight_bytes_per_token(&m);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(o.threads)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("thread pool: {e}")))?;
+    let sopts = |n_ctx: usize| SessionOptions {
+        threads: o.threads,
+        kv_type: KvType::F16,
+        n_ctx: Some(n_ctx.min(m.config.text.n_ctx)),
+    };
+
+    if m.has_vision() && !o.skip_vision {
+        let s = Session::new(&m, sopts(16))?;
+        let p = s.preprocess_config(None)?;
+        let img = test_image();
+        let t = Instant::now();
+        let px = image::preprocess(&img, &p);
+        r.preprocess_ms = Some(ms(t));
+        let t = Instant::now();
+        let feats = pool.install(|| m.encode_image(&px));
+        r.vision_encode_ms = Some(ms(t));
+        let t = Instant::now();
+        let rows = pool.install(|| m.abstract_image(&feats));
+        r.abstractor_ms = Some(ms(t));
+        std::hint::black_box(rows);
+    }
+
+    let vocab = m.config.text.n_vocab;
+    for &n in &o.prefill_lens {
+        let mut s = Session::new(&m, sopts(n + 1))?;
+        let ids = token_ids(n, vocab, n as u64);
+        let t = Instant::now();
+        let logits = s.prefill(&ids, &[], false, None)?;
+        r.prefill.push((n, n as f64 / t.elapsed().as_secs_f64()));
+        std::hint::black_box(logits);
+    }
+
+    if o.decode_tokens > 0 {
+        let mut s = Session::new(&m, sopts(o.decode_tokens + 2))?;
+        let mut logits = s.prefill(&[1], &[], false, None)?;
+        let t = Instant::now();
+        for _ in 0..o.decode_tokens {
+            let id = crate::sampling::argmax(&logits) as i64;
+            logits = s.prefill(&[id], &[], false, None)?;
+        }
+        r.decode_tokens = o.decode_tokens;
+        r.decode_tokens_per_s = o.decode_tokens as f64 / t.elapsed().as_secs_f64();
+    }
+    r.peak_rss_bytes = peak_rss_bytes();
+    if o.bandwidth_bytes > 0 {
+        r.read_bandwidth_gb_s = Some(read_bandwidth_gb_s(&pool, o.bandwidth_bytes));
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_one_object_with_the_required_keys() {
+        let r = BenchReport {
+            model: "a \"b\"\\c".into(),
+            prefill: vec![(64, 10.0), (512, 8.5)],
+            read_bandwidth_gb_s: Some(40.0),
+            text_weight_bytes_per_token: 4_000_000_000,
+            decode_tokens_per_s: 5.0,
+            ..Default::default()
+        };
+        let j = r.to_json();
+        assert!(j.starts_with('{') && j.ends_with('}'));
+        for k in [
+            "decode_tokens_per_s",
+            "prefill_tokens_per_s\":8.5000",
+            "vision_encode_ms\":null",
+            "abstractor_ms",
+            "load_ms",
+            "peak_rss_bytes",
+            "threads",
+            "kernel",
+            "cpu",
+            "decode_floor_tokens_per_s\":10.0000",
+            "decode_pct_of_floor\":50.0000",
+            "\"a \\\"b\\\"\\\\c\"",
+        ] {
+            assert!(j.contains(k), "{k} missing in {j}");
+        }
+    }
+
+    #[test]
+    fn bandwidth_probe_and_proc_readers_work() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert!(read_bandwidth_gb_s(&pool, 1 << 20) > 0.0);
+        assert!(!cpu_model().is_empty());
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_bytes() > 0);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Scalar tiles ([`super::QuantTile`]) and the scalar twins of the SIMD K-quant formulas.
+//!
+//! - `q4_0_q8_0`, ... : the generic table's tiles, one [`super::generic`] dot per output, so a
+//!   tile equals the generic dot bitwise.
+//! - [`q4_k_q8_k_exact`], [`q6_k_q8_k_exact`]: the formula the SIMD K-quant kernels compute.
+//!   ggml's scalar code keeps eight f32 lane sums per row; SIMD code cannot reproduce those
+//!   lanes cheaply, so the SIMD variants instead sum each super-block exactly in one i32 and
+//!   scale it once: `acc += (d_w·d_a)·Σ` (and `acc -= (dmin_w·d_a)·Σmins` for Q4_K). These
+//!   functions are that formula in scalar code; the SIMD kernels equal them bitwise, and they
+//!   differ from the generic dots only by f32 rounding.
+
+use super::generic;
+use crate::quant::{read_f16, read_f32, unpack_scale_min_k4, QK_K};
+
+/// A tile made of one `dot` call per output.
+#[inline]
+fn by_dot(dot: super::QuantDot, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    let na = a.len();
+    for (r, wr) in w.iter().enumerate() {
+        for (c, ac) in a.iter().enumerate() {
+            out[r * na + c] = dot(n, wr, ac);
+        }
+    }
+}
+
+macro_rules! dot_tiles {
+    ($($name:ident => $dot:path),* $(,)?) => {$(
+        #[doc = concat!("Tile of [`", stringify!($dot), "`] (one call per output).")]
+        pub fn $name(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+            by_dot($dot, n, w, a, out)
+        }
+    )*};
+}
+
+dot_tiles! {
+    q4_0_q8_0 => generic::vec_dot_q4_0_q8_0,
+    q4_1_q8_1 => generic::vec_dot_q4_1_q8_1,
+    q5_0_q8_0 => generic::vec_dot_q5_0_q8_0,
+    q5_1_q8_1 => generic::vec_dot_q5_1_q8_1,
+    q8_0_q8_0 => generic::vec_dot_q8_0_q8_0,
+    q4_k_q8_k => generic::vec_dot_q4_k_q8_k,
+    q5_k_q8_k => generic::vec_dot_q5_k_q8_k,
+    q6_k_q8_k => generic::vec_dot_q6_k_q8_k,
+    q4_k_q8_k_exact_tile => q4_k_q8_k_exact,
+    q6_k_q8_k_exact_tile => q6_k_q8_k_exact,
+}
+
+/// Q8_K quant `i` of an activation block.
+#[inline]
+fn q8(y: &[u8], i: usize) -> i32 {
+    y[4 + i] as i8 as i32
+}
+
+/// Sum of the 16 Q8_K quants of group `g` (the stored bsum).
+#[inline]
+fn bsum(y: &[u8], g: usize) -> i32 {
+    i16::from_le_bytes([y[260 + 2 * g], y[261 + 2 * g]]) as i32
+}
+
+/// Q4_K · Q8_K with one exact integer sum per super-block:
+/// `acc += (d_w·d_a)·Σ_j sc_j Σ_i q_i a_i;  acc −= (dmin_w·d_a)·Σ_g m_{g/2}·bsum_g`.
+pub fn q4_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = (n / QK_K).min(w.len() / 144).min(a.len() / 292);
+    let mut acc = 0f32;
+    for b in 0..nb {
+        let (x, y) = (&w[b * 144..(b + 1) * 144], &a[b * 292..(b + 1) * 292]);
+        let packed = &x[4..16];
+        let mut isum = 0i32;
+        for j in 0..8 {
+            let (sc, _) = unpack_scale_min_k4(j, packed);
+            let (chunk, high) = (j / 2, j % 2 == 1);
+            let mut s = 0i32;
+            for l in 0..32 {
+                let byte = x[16 + 32 * chunk + l];
+                let q = if high { byte >> 4 } else { byte & 0xF } as i32;
+                s += q * q8(y, 32 * j + l);
+            }
+            isum += sc as i32 * s;
+        }
+        let msum: i32 = (0..16)
+            .map(|g| bsum(y, g) * unpack_scale_min_k4(g / 2, packed).1 as i32)
+            .sum();
+        let yd = read_f32(y, 0);
+        acc += (read_f16(x, 0) * yd) * isum as f32;
+        acc -= (read_f16(x, 2) * yd) * msum as f32;
+    }
+    acc
+}
+
+/// Q6_K · Q8_K with one exact integer sum per super-block:
+/// `acc += (d_w·d_a)·(Σ_j sc_j Σ_i q_i a_i − 32·Σ_j sc_j·bsum_j)`, q unsigned 0..64.
+pub fn q6_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = (n / QK_K).min(w.len() / 210).min(a.len() / 292);
+    let mut acc = 0f32;
+    for b in 0..nb {
+        let (x, y) = (&w[b * 210..(b + 1) * 210], &a[b * 292..(b + 1) * 292]);
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for j in 0..16 {
+            let sc = x[192 + j] as i8 as i32;
+            let mut s = 0i32;
+            for i in 16 * j..16 * j + 16 {
+                let (h, quarter, l) = (i / 128, (i % 128) / 32, i % 32);
+                let ql = &x[64 * h..64 * h + 64];
+                let qh = &x[128 + 32 * h..128 + 32 * h + 32];
+                let q = crate::quant::q6_k_quant(ql, qh, quarter, l) as i32 + 32;
+                s += q * q8(y, i);
+            }
+            isum += sc * s;
+            msum += sc * bsum(y, j);
+        }
+        acc += (read_f16(x, 208) * read_f32(y, 0)) * (isum - 32 * msum) as f32;
+    }
+    acc
+}

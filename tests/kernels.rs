@@ -1,0 +1,400 @@
+//! Twins tests: every kernel variant this CPU can run against the scalar reference, on random
+//! and edge-case inputs, plus the tile contract (a tile equals the single dot bitwise).
+
+use owlet::kernels::{self, tiles, Kernels, GENERIC, TILE};
+use owlet::quant::{quantize_row, vec_dot_type, GgmlType};
+
+const QUANT_TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// xorshift64*
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// The kinds of rows the kernels are tried on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Random,
+    Heavy,
+    AllEqual,
+    Zeros,
+    MaxMagnitude,
+    Alternating,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind::Random,
+    Kind::Heavy,
+    Kind::AllEqual,
+    Kind::Zeros,
+    Kind::MaxMagnitude,
+    Kind::Alternating,
+];
+
+fn values(kind: Kind, n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|i| match kind {
+            Kind::Random => rng.f(),
+            Kind::Heavy => {
+                let u = rng.f();
+                u * u * u * 30.0 + 0.1 * u
+            }
+            Kind::AllEqual => 0.75,
+            Kind::Zeros => 0.0,
+            Kind::MaxMagnitude => {
+                // Every quant at its extreme level (±127, nibble 0/15); the float magnitude is
+                // kept so that Q8_1's f16 block sum d·Σq stays finite.
+                if rng.next() & 1 == 0 {
+                    1.0e3
+                } else {
+                    -1.0e3
+                }
+            }
+            Kind::Alternating => {
+                if i % 2 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+        })
+        .collect()
+}
+
+fn quantized(typ: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut q = vec![0u8; typ.row_bytes(x.len() as u64).unwrap() as usize];
+    quantize_row(typ, x, &mut q).unwrap();
+    q
+}
+
+/// Row lengths to try for a weight type: single blocks, odd block counts, a 7B row.
+fn lengths(t: GgmlType) -> Vec<usize> {
+    if t.block_size() == 256 {
+        vec![256, 256 * 3, 256 * 7, 4096]
+    } else {
+        vec![32, 64, 32 * 7, 64 * 7, 256 * 3, 4096]
+    }
+}
+
+fn variants() -> Vec<&'static Kernels> {
+    kernels::available()
+}
+
+/// |got − want| ≤ 2e-6 · Σ|w·a| (the scale of the sum) + tiny absolute slack.
+fn close(got: f32, want: f32, scale: f64) -> bool {
+    got == want || ((got - want) as f64).abs() <= 2e-6 * scale + 1e-30
+}
+
+/// Σ |dequantized w · dequantized a|, the natural scale for a dot's rounding error.
+fn abs_scale(wt: GgmlType, w: &[u8], a: &[u8], n: usize) -> f64 {
+    let at = vec_dot_type(wt);
+    let (mut dw, mut da) = (vec![0f32; n], vec![0f32; n]);
+    owlet::quant::dequantize_row(wt, w, &mut dw).unwrap();
+    owlet::quant::dequantize_row(at, a, &mut da).unwrap();
+    dw.iter()
+        .zip(&da)
+        .map(|(&x, &y)| (x as f64 * y as f64).abs())
+        .sum()
+}
+
+#[test]
+fn quantized_dots_match_generic() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for k in variants() {
+        for wt in QUANT_TYPES {
+            let at = vec_dot_type(wt);
+            let (dot, reference) = (k.quant_dot(wt).unwrap(), GENERIC.quant_dot(wt).unwrap());
+            for n in lengths(wt) {
+                for wk in KINDS {
+                    for ak in [
+                        Kind::Random,
+                        Kind::Heavy,
+                        Kind::MaxMagnitude,
+                        Kind::AllEqual,
+                    ] {
+                        let w = quantized(wt, &values(wk, n, &mut rng));
+                        let a = quantized(at, &values(ak, n, &mut rng));
+                        let (got, want) = (dot(n, &w, &a), reference(n, &w, &a));
+                        let scale = abs_scale(wt, &w, &a, n);
+                        assert!(
+                            close(got, want, scale),
+                            "{}: {wt} n={n} w={wk:?} a={ak:?}: {got} vs generic {want} (scale {scale:e})",
+                            k.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Arbitrary block bytes (every nibble/bit pattern, Q8_0 weights of −128, K-quant scales at
+/// their 6-bit maxima) with sane f16 scales.
+fn random_blocks(wt: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let bytes = wt.row_bytes(n as u64).unwrap() as usize;
+    let mut w: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+    let ts = wt.type_size();
+    // f16 fields: offsets of each block's scales (d, m/dmin) that must not be inf/NaN.
+    let halves: &[usize] = match wt {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    for block in w.chunks_exact_mut(ts) {
+        for &o in halves {
+            let v = half::f16::from_f32(rng.f() * 0.01);
+            block[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    w
+}
+
+#[test]
+fn quantized_dots_match_generic_on_arbitrary_blocks() {
+    let mut rng = Rng(77);
+    for k in variants() {
+        for wt in QUANT_TYPES {
+            let at = vec_dot_type(wt);
+            for n in lengths(wt) {
+                let w = random_blocks(wt, n, &mut rng);
+                let a = quantized(at, &values(Kind::Heavy, n, &mut rng));
+                let got = k.quant_dot(wt).unwrap()(n, &w, &a);
+                let want = GENERIC.quant_dot(wt).unwrap()(n, &w, &a);
+                let scale = abs_scale(wt, &w, &a, n);
+                assert!(
+                    close(got, want, scale),
+                    "{}: {wt} n={n}: {got} vs {want}",
+                    k.name
+                );
+            }
+        }
+    }
+}
+
+/// A tile of any shape gives, element by element, exactly the single dot's number.
+#[test]
+fn tiles_equal_dots_bitwise() {
+    let mut rng = Rng(99);
+    for k in variants() {
+        for wt in QUANT_TYPES {
+            let at = vec_dot_type(wt);
+            let n = if wt.block_size() == 256 { 768 } else { 224 };
+            let ws: Vec<Vec<u8>> = (0..TILE)
+                .map(|_| quantized(wt, &values(Kind::Heavy, n, &mut rng)))
+                .collect();
+            let as_: Vec<Vec<u8>> = (0..TILE)
+                .map(|_| quantized(at, &values(Kind::Random, n, &mut rng)))
+                .collect();
+            let (dot, tile) = (k.quant_dot(wt).unwrap(), k.quant_tile(wt).unwrap());
+            for nw in 1..=TILE {
+                for na in 1..=TILE {
+                    let w: Vec<&[u8]> = ws[..nw].iter().map(|v| v.as_slice()).collect();
+                    let a: Vec<&[u8]> = as_[..na].iter().map(|v| v.as_slice()).collect();
+                    let mut out = vec![f32::NAN; nw * na];
+                    tile(n, &w, &a, &mut out);
+                    for r in 0..nw {
+                        for c in 0..na {
+                            let want = dot(n, w[r], a[c]);
+                            assert_eq!(
+                                out[r * na + c].to_bits(),
+                                want.to_bits(),
+                                "{}: {wt} tile {nw}x{na} at ({r},{c})",
+                                k.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The AVX2 kernels equal their scalar twins bitwise: the generic dots for the 32-blocks, the
+/// exact-sum K-quant formulas for Q4_K/Q6_K.
+#[test]
+fn avx2_equals_scalar_twins_bitwise() {
+    let Some(k) = kernels::by_name("avx2") else {
+        eprintln!("no AVX2 on this CPU: skipped");
+        return;
+    };
+    let mut rng = Rng(5);
+    type Dot = fn(usize, &[u8], &[u8]) -> f32;
+    let twins: [(GgmlType, Dot); 4] = [
+        (GgmlType::Q4_0, owlet::kernels::generic::vec_dot_q4_0_q8_0),
+        (GgmlType::Q8_0, owlet::kernels::generic::vec_dot_q8_0_q8_0),
+        (GgmlType::Q4_K, tiles::q4_k_q8_k_exact),
+        (GgmlType::Q6_K, tiles::q6_k_q8_k_exact),
+    ];
+    for (wt, twin) in twins {
+        let at = vec_dot_type(wt);
+        for n in lengths(wt) {
+            for wk in KINDS {
+                let w = quantized(wt, &values(wk, n, &mut rng));
+                let a = quantized(at, &values(Kind::Heavy, n, &mut rng));
+                let (got, want) = (k.quant_dot(wt).unwrap()(n, &w, &a), twin(n, &w, &a));
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{wt} n={n} {wk:?}: {got} vs {want}"
+                );
+            }
+            let w = random_blocks(wt, n, &mut rng);
+            let a = quantized(at, &values(Kind::MaxMagnitude, n, &mut rng));
+            let (got, want) = (k.quant_dot(wt).unwrap()(n, &w, &a), twin(n, &w, &a));
+            assert_eq!(got.to_bits(), want.to_bits(), "{wt} n={n} arbitrary blocks");
+        }
+    }
+}
+
+#[test]
+fn float_dots_match_generic() {
+    let mut rng = Rng(3);
+    for k in variants() {
+        for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for n in [0, 1, 7, 8, 9, 31, 32, 33, 63, 999, 4096] {
+                for kind in KINDS {
+                    let w = quantized(wt, &values(kind, n, &mut rng));
+                    let x = values(Kind::Heavy, n, &mut rng);
+                    let (dot, reference) =
+                        (k.float_dot(wt).unwrap(), GENERIC.float_dot(wt).unwrap());
+                    let (got, want) = (dot(n, &w, &x), reference(n, &w, &x));
+                    let mut dw = vec![0f32; n];
+                    owlet::quant::dequantize_row(wt, &w, &mut dw).unwrap();
+                    let scale: f64 = dw
+                        .iter()
+                        .zip(&x)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    assert!(
+                        ((got - want) as f64).abs() <= 1e-6 * scale + 1e-30,
+                        "{}: {wt} n={n} {kind:?}: {got} vs {want}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Too-short rows never read out of bounds or panic: missing blocks are skipped.
+#[test]
+fn short_rows_are_skipped_not_read() {
+    // (The generic kernels assert full rows in debug builds; the SIMD wrappers clamp.)
+    for k in variants().into_iter().filter(|k| k.name != "generic") {
+        for wt in QUANT_TYPES {
+            let at = vec_dot_type(wt);
+            // The types with SIMD bodies (the others forward to the generic kernels).
+            if !matches!(
+                wt,
+                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
+            ) {
+                continue;
+            }
+            let n = 2 * wt.block_size();
+            let w = quantized(wt, &vec![0.5; n]);
+            let a = quantized(at, &vec![0.5; n]);
+            let one_w = &w[..wt.type_size()];
+            let got = k.quant_dot(wt).unwrap()(n, one_w, &a);
+            let want = GENERIC.quant_dot(wt).unwrap()(n / 2, one_w, &a[..at.type_size()]);
+            assert!(
+                (got - want).abs() <= 1e-3 * want.abs(),
+                "{}: {wt}: {got} vs {want}",
+                k.name
+            );
+            let mut out = [0f32; 1];
+            k.quant_tile(wt).unwrap()(n, &[one_w], &[&a], &mut out);
+            assert_eq!(out[0].to_bits(), got.to_bits(), "{}: {wt}", k.name);
+        }
+        let got = (k.f32_f32)(8, &[0u8; 12], &[1.0; 8]);
+        assert_eq!(got, 0.0);
+    }
+}
+
+#[test]
+fn available_lists_generic_last_and_names_resolve() {
+    let v = kernels::available();
+    assert_eq!(v.last().unwrap().name, "generic");
+    for k in &v {
+        assert_eq!(kernels::by_name(k.name).unwrap().name, k.name);
+    }
+    assert!(kernels::by_name("no-such-variant").is_none());
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        assert_eq!(v[0].name, "avx2");
+    }
+}
+
+/// The attention row primitives in use agree with the scalar ones.
+#[test]
+fn row_ops_match_scalar() {
+    use owlet::kernels::rows::{row_ops, SCALAR};
+    let ops = row_ops();
+    let mut rng = Rng(11);
+    for n in [0, 1, 7, 8, 9, 64, 127, 128, 1000] {
+        let a = values(Kind::Heavy, n, &mut rng);
+        let b = values(Kind::Random, n, &mut rng);
+        let bh: Vec<half::f16> = b.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let scale: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| (x as f64 * y as f64).abs())
+            .sum();
+        let tol = 1e-6 * scale + 1e-30;
+        let (d32, r32) = ((ops.dot_f32)(&a, &b), (SCALAR.dot_f32)(&a, &b));
+        assert!(
+            ((d32 - r32) as f64).abs() <= tol,
+            "{} dot_f32 n={n}: {d32} vs {r32}",
+            ops.name
+        );
+        let (d16, r16) = ((ops.dot_f16)(&a, &bh), (SCALAR.dot_f16)(&a, &bh));
+        assert!(
+            ((d16 - r16) as f64).abs() <= tol,
+            "{} dot_f16 n={n}: {d16} vs {r16}",
+            ops.name
+        );
+        let (mut o1, mut o2) = (a.clone(), a.clone());
+        (ops.axpy_f32)(0.3, &b, &mut o1);
+        (SCALAR.axpy_f32)(0.3, &b, &mut o2);
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!(
+                (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
+                "{} axpy_f32",
+                ops.name
+            );
+        }
+        let (mut o1, mut o2) = (a.clone(), a.clone());
+        (ops.axpy_f16)(-1.7, &bh, &mut o1);
+        (SCALAR.axpy_f16)(-1.7, &bh, &mut o2);
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!(
+                (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
+                "{} axpy_f16",
+                ops.name
+            );
+        }
+    }
+}
