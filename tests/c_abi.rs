@@ -602,3 +602,50 @@ fn a_panic_in_every_entry_point_is_caught() {
     unsafe { owlet_session_free(s) };
     unsafe { owlet_model_free(m) };
 }
+
+/// Every `extern "C" fn` in src/ffi is declared in the checked-in header, and every function
+/// the header declares exists (a check that needs no cbindgen; scripts/ci/header.sh compares
+/// the whole header with cbindgen's output).
+#[test]
+fn header_declares_every_exported_function() {
+    let src = std::fs::read_to_string(repo("src/ffi/mod.rs")).unwrap();
+    let header = std::fs::read_to_string(repo("include/owlet.h")).unwrap();
+    let exported: Vec<&str> = src
+        .split("extern \"C\" fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    assert!(exported.len() >= 15, "{exported:?}");
+    for name in &exported {
+        assert!(
+            header.contains(&format!(" {name}(")) || header.contains(&format!("*{name}(")),
+            "{name} is exported but not in include/owlet.h (run scripts/ci/header.sh --write)"
+        );
+    }
+    // Identifiers right before a '(' outside comments: the declared functions.
+    let code: String = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let declared: Vec<&str> = code
+        .split('(')
+        .filter_map(|before| {
+            before
+                .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+        })
+        .filter(|n| n.starts_with("owlet_"))
+        .collect();
+    for name in &declared {
+        assert!(
+            exported.contains(name),
+            "the header declares {name}, which src/ffi does not export"
+        );
+    }
+    assert_eq!(
+        declared.len(),
+        exported.len(),
+        "{declared:?} vs {exported:?}"
+    );
+}
