@@ -10,9 +10,11 @@
 //!   MAM LLaMA decoder.
 //! - [`image`], [`tokenizer`], [`prompt`]: inputs.
 //! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`].
+//! - [`ffi`]: the C ABI (`include/owlet.h`) over sessions.
 
 pub mod bench;
 pub mod error;
+pub mod ffi;
 pub mod gguf;
 pub mod image;
 pub mod kernels;

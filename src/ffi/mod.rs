@@ -1,0 +1,809 @@
+//! The C ABI: opaque model and session handles, integer status codes and a thread-local
+//! error message. `include/owlet.h` is generated from this file by cbindgen
+//! (`scripts/ci/header.sh`); the doc comments below become the header's comments, so they are
+//! written for C callers.
+//!
+//! Rules every entry point follows:
+//! - its body runs inside [`std::panic::catch_unwind`]: a panic never crosses the boundary, it
+//!   becomes `OWLET_ERR_PANIC` with the panic message in `owlet_last_error()`;
+//! - null pointers and invalid UTF-8 are `OWLET_ERR_INVALID_ARGUMENT`, never a crash;
+//! - the thread-local error message is cleared when a call starts and set when it fails.
+//!
+//! Lifetimes: a model handle owns an `Arc<Model>`; each session clones it, so a model may be
+//! freed before its sessions. A session is one `Session<'static>` built over the model that
+//! the same handle keeps alive (see [`owlet_session`]). All session state sits behind a mutex,
+//! so every function takes the handle by shared reference and `owlet_session_cancel` can run
+//! on another thread while `owlet_session_generate` runs, without aliasing a `&mut`.
+
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+
+use crate::error::{Error, ErrorKind};
+use crate::image::{self, ImageLimits, RgbImage};
+use crate::kv_cache::KvType;
+use crate::model::Model;
+use crate::prompt::{self, Role, Turn};
+use crate::sampling::SamplingParams;
+use crate::session::{GenerateOptions, Session, SessionOptions, StopReason};
+
+#[cfg(feature = "ffi-panic-test")]
+pub mod panic_hook;
+
+/// A status code: `OWLET_OK` (0) or one of the `OWLET_ERR_*` codes (all positive).
+pub type owlet_status = i32;
+
+/// Success.
+pub const OWLET_OK: owlet_status = 0;
+/// A null pointer, invalid UTF-8, an out-of-range parameter, or a session already busy in
+/// another call.
+pub const OWLET_ERR_INVALID_ARGUMENT: owlet_status = 1;
+/// The model file is malformed, foreign or inconsistent.
+pub const OWLET_ERR_BAD_MODEL: owlet_status = 2;
+/// An image cannot be decoded, is too large, or its buffer description is wrong.
+pub const OWLET_ERR_BAD_IMAGE: owlet_status = 3;
+/// The prompt cannot be used: too long for the context, images on a text-only model, an
+/// image-placeholder count that differs from the images added, or no prompt given.
+pub const OWLET_ERR_BAD_PROMPT: owlet_status = 4;
+/// Reading a file failed (missing, unreadable).
+pub const OWLET_ERR_IO: owlet_status = 5;
+/// Generation was stopped by `owlet_session_cancel`.
+pub const OWLET_ERR_CANCELLED: owlet_status = 6;
+/// A bug: an internal invariant failed.
+pub const OWLET_ERR_INTERNAL: owlet_status = 7;
+/// A bug: owlet panicked inside this call. The process is intact; the session (if any) that
+/// was running is unusable and should be freed.
+pub const OWLET_ERR_PANIC: owlet_status = 8;
+
+/// KV cache element type: 16-bit floats (default, half the memory).
+pub const OWLET_KV_F16: i32 = 0;
+/// KV cache element type: 32-bit floats.
+pub const OWLET_KV_F32: i32 = 1;
+
+/// Why `owlet_session_generate` stopped: the model wrote its end-of-sequence token.
+pub const OWLET_STOP_EOS: i32 = 0;
+/// Why generation stopped: `max_tokens` were generated.
+pub const OWLET_STOP_MAX_TOKENS: i32 = 1;
+/// Why generation stopped: the context is full.
+pub const OWLET_STOP_CONTEXT_FULL: i32 = 2;
+/// Why generation stopped: the token callback returned nonzero.
+pub const OWLET_STOP_CALLBACK: i32 = 3;
+/// Why generation stopped: `owlet_session_cancel` was called.
+pub const OWLET_STOP_CANCELLED: i32 = 4;
+
+/// How to load a model. Get the defaults from `owlet_model_params_default()` and change
+/// fields, so that code keeps working when fields are added.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct owlet_model_params {
+    /// Worker threads of each session's matmuls; 0 = all cores.
+    pub threads: i32,
+    /// `OWLET_KV_F16` or `OWLET_KV_F32`.
+    pub kv_type: i32,
+    /// Context length of each session; 0 = the model's.
+    pub n_ctx: i32,
+}
+
+/// How to generate. Get the defaults from `owlet_generate_params_default()` (greedy,
+/// 256 tokens).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct owlet_generate_params {
+    /// Most new tokens (>= 0).
+    pub max_tokens: i32,
+    /// 0 = greedy; otherwise softmax temperature.
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: i32,
+    /// Nucleus sampling mass in (0, 1]; 1 disables.
+    pub top_p: f32,
+    /// Repetition penalty (> 0); 1 disables.
+    pub repeat_penalty: f32,
+    /// Random seed: the same seed gives the same text on every machine.
+    pub seed: u64,
+    /// Nonzero: keep going past the end-of-sequence token.
+    pub ignore_eos: i32,
+}
+
+/// Receives each generated token: its id and its text piece (UTF-8, NUL-terminated, valid
+/// only during the call; empty while a multi-byte character is incomplete). Return 0 to go on,
+/// nonzero to stop. Called on the thread that called `owlet_session_generate`.
+pub type owlet_token_callback =
+    Option<unsafe extern "C" fn(user: *mut c_void, id: i32, piece: *const c_char) -> i32>;
+
+/// A loaded model (opaque). Immutable: it may be shared by any number of sessions on any
+/// threads.
+pub struct owlet_model {
+    model: Arc<Model>,
+    opts: SessionOptions,
+}
+
+/// One conversation over a model (opaque).
+///
+/// `session` borrows the model that `model` keeps alive: its `'static` lifetime is a promise
+/// kept by this struct (the `Arc` is declared after `inner`, so it is dropped after the
+/// session, and neither is ever moved out).
+pub struct owlet_session {
+    cancel: Arc<AtomicBool>,
+    inner: Mutex<SessionState>,
+    model: Arc<Model>,
+}
+
+/// The mutable part of a session.
+struct SessionState {
+    session: Session<'static>,
+    /// Images added since the last turn.
+    images: Vec<RgbImage>,
+    /// The user text given by `owlet_session_prompt`, waiting for `owlet_session_generate`.
+    prompt: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and the catch-all wrapper
+// ---------------------------------------------------------------------------------------------
+
+thread_local! {
+    /// The message of the last failed call on this thread (empty after a successful one).
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(msg: &str) {
+    // Interior NULs cannot go into a C string: show them escaped.
+    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        if !e.borrow().is_empty() {
+            *e.borrow_mut() = CString::default();
+        }
+    });
+}
+
+fn status_of(kind: ErrorKind) -> owlet_status {
+    match kind {
+        ErrorKind::InvalidArgument => OWLET_ERR_INVALID_ARGUMENT,
+        ErrorKind::BadModel => OWLET_ERR_BAD_MODEL,
+        ErrorKind::BadImage => OWLET_ERR_BAD_IMAGE,
+        ErrorKind::BadPrompt => OWLET_ERR_BAD_PROMPT,
+        ErrorKind::Io => OWLET_ERR_IO,
+        ErrorKind::Cancelled => OWLET_ERR_CANCELLED,
+        ErrorKind::Internal => OWLET_ERR_INTERNAL,
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidArgument, msg)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// Runs one entry point's body: clears the last error, catches panics, and turns the result
+/// into a status code (recording the message on failure).
+fn guard(name: &str, body: impl FnOnce() -> Result<(), Error>) -> owlet_status {
+    clear_last_error();
+    // The body only touches state through handles whose mutexes poison on panic, so observing
+    // a half-updated value after a caught panic is impossible; AssertUnwindSafe is sound here.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        test_panic_point(name);
+        body()
+    }));
+    match r {
+        Ok(Ok(())) => OWLET_OK,
+        Ok(Err(e)) => {
+            set_last_error(e.message());
+            status_of(e.kind())
+        }
+        Err(p) => {
+            set_last_error(&format!("internal panic in {name}: {}", panic_message(&*p)));
+            OWLET_ERR_PANIC
+        }
+    }
+}
+
+/// With the `ffi-panic-test` feature, panics when the test hook asks for it (so tests can show
+/// that no entry point lets a panic escape); otherwise nothing.
+#[inline]
+fn test_panic_point(name: &str) {
+    #[cfg(feature = "ffi-panic-test")]
+    panic_hook::maybe_panic(name);
+    #[cfg(not(feature = "ffi-panic-test"))]
+    let _ = name;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A borrowed C string as UTF-8.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated string valid for the call.
+unsafe fn utf8_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string alive for the call.
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str()
+        .map_err(|e| invalid(format!("{what} is not valid UTF-8 ({e})")))
+}
+
+/// A handle reference, or an error naming the argument.
+///
+/// # Safety
+/// `p` is null or a live handle created by this library and not yet freed.
+unsafe fn handle<'a, T>(p: *const T, what: &str) -> Result<&'a T, Error> {
+    // SAFETY: the caller promises a live handle (or null, which `as_ref` maps to None).
+    unsafe { p.as_ref() }.ok_or_else(|| invalid(format!("{what} is NULL")))
+}
+
+/// Writes `v` through an out-pointer that was checked to be non-null.
+fn check_out<T>(p: *mut T, what: &str) -> Result<(), Error> {
+    if p.is_null() {
+        Err(invalid(format!("{what} (output pointer) is NULL")))
+    } else {
+        Ok(())
+    }
+}
+
+fn session_options(p: &owlet_model_params) -> Result<SessionOptions, Error> {
+    let mut o = SessionOptions::default();
+    if p.threads < 0 {
+        return Err(invalid(format!("threads must be >= 0 (got {})", p.threads)));
+    }
+    if p.threads > 0 {
+        o.threads = p.threads as usize;
+    }
+    o.kv_type = match p.kv_type {
+        OWLET_KV_F16 => KvType::F16,
+        OWLET_KV_F32 => KvType::F32,
+        k => {
+            return Err(invalid(format!(
+                "kv_type must be OWLET_KV_F16 or OWLET_KV_F32 (got {k})"
+            )))
+        }
+    };
+    o.n_ctx = match p.n_ctx {
+        0 => None,
+        n if n > 0 => Some(n as usize),
+        n => return Err(invalid(format!("n_ctx must be >= 0 (got {n})"))),
+    };
+    Ok(o)
+}
+
+fn generate_options(p: &owlet_generate_params) -> Result<GenerateOptions, Error> {
+    if p.max_tokens < 0 {
+        return Err(invalid(format!(
+            "max_tokens must be >= 0 (got {})",
+            p.max_tokens
+        )));
+    }
+    if p.top_k < 0 {
+        return Err(invalid(format!("top_k must be >= 0 (got {})", p.top_k)));
+    }
+    let sampling = SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+        repeat_penalty: p.repeat_penalty,
+        seed: p.seed,
+    };
+    sampling.validate().map_err(invalid)?;
+    Ok(GenerateOptions {
+        max_tokens: p.max_tokens as usize,
+        sampling,
+        ignore_eos: p.ignore_eos != 0,
+    })
+}
+
+/// The bytes of a caller's pixel buffer: `stride * (height - 1) + width * bpp`.
+///
+/// # Safety
+/// `data` is null or points to at least that many readable bytes.
+unsafe fn pixel_buffer<'a>(
+    data: *const u8,
+    width: u32,
+    height: u32,
+    stride: usize,
+    bpp: usize,
+) -> Result<&'a [u8], Error> {
+    if data.is_null() {
+        return Err(invalid("pixel data is NULL"));
+    }
+    let bad = |m: String| Error::new(ErrorKind::BadImage, m);
+    if width == 0 || height == 0 {
+        return Err(bad(format!("image has zero size ({width}x{height})")));
+    }
+    let row = (width as usize)
+        .checked_mul(bpp)
+        .ok_or_else(|| bad("image row is too large".into()))?;
+    if stride < row {
+        return Err(bad(format!(
+            "stride {stride} is smaller than a row of {width} pixels ({row} bytes)"
+        )));
+    }
+    let len = stride
+        .checked_mul(height as usize - 1)
+        .and_then(|n| n.checked_add(row))
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| {
+            bad(format!(
+                "image of {width}x{height} with stride {stride} is too large"
+            ))
+        })?;
+    // SAFETY: non-null; the caller promises `len` readable bytes (the documented buffer size);
+    // `len` fits in isize as from_raw_parts requires.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+impl owlet_session {
+    /// Locks the session state; a second concurrent call (or a call from inside the token
+    /// callback) is refused rather than deadlocking.
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, SessionState>, Error> {
+        match self.inner.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::WouldBlock) => Err(invalid(
+                "the session is busy in another call (sessions are not reentrant)",
+            )),
+            Err(TryLockError::Poisoned(_)) => Err(Error::new(
+                ErrorKind::Internal,
+                "the session is unusable after an internal panic; free it",
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library
+// ---------------------------------------------------------------------------------------------
+
+/// The library version, e.g. "0.1.0" (static string). Thread-safe.
+#[no_mangle]
+pub extern "C" fn owlet_version() -> *const c_char {
+    static VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"",
+        };
+    let mut out = c"".as_ptr();
+    guard("owlet_version", || {
+        out = VERSION.as_ptr();
+        Ok(())
+    });
+    out
+}
+
+/// The message of the last failed call on this thread ("" if the last call succeeded). Never
+/// NULL. Valid until the next owlet call on the same thread. Thread-safe (per-thread state).
+#[no_mangle]
+pub extern "C" fn owlet_last_error() -> *const c_char {
+    let r = catch_unwind(|| {
+        test_panic_point("owlet_last_error");
+        LAST_ERROR.with(|e| e.borrow().as_ptr())
+    });
+    r.unwrap_or(c"internal panic in owlet_last_error".as_ptr())
+}
+
+/// Default model parameters: all cores, f16 KV cache, the model's context length.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn owlet_model_params_default() -> owlet_model_params {
+    guard("owlet_model_params_default", || Ok(()));
+    default_model_params()
+}
+
+fn default_model_params() -> owlet_model_params {
+    owlet_model_params {
+        threads: 0,
+        kv_type: OWLET_KV_F16,
+        n_ctx: 0,
+    }
+}
+
+/// Default generation parameters: greedy, 256 tokens, no penalty, seed 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn owlet_generate_params_default() -> owlet_generate_params {
+    guard("owlet_generate_params_default", || Ok(()));
+    default_generate_params()
+}
+
+fn default_generate_params() -> owlet_generate_params {
+    let d = GenerateOptions::default();
+    owlet_generate_params {
+        max_tokens: i32::try_from(d.max_tokens).unwrap_or(i32::MAX),
+        temperature: d.sampling.temperature,
+        top_k: i32::try_from(d.sampling.top_k).unwrap_or(0),
+        top_p: d.sampling.top_p,
+        repeat_penalty: d.sampling.repeat_penalty,
+        seed: d.sampling.seed,
+        ignore_eos: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------------------------
+
+/// Memory-maps and validates a GGUF model. `params` may be NULL for the defaults. On success
+/// `*out` is a new handle to free with `owlet_model_free`; on failure `*out` is set to NULL.
+/// Thread-safe.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `params` is NULL or points to an
+/// `owlet_model_params`; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_model_load(
+    path: *const c_char,
+    params: *const owlet_model_params,
+    out: *mut *mut owlet_model,
+) -> owlet_status {
+    guard("owlet_model_load", || {
+        check_out(out, "out")?;
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's contract for `path`.
+        let path = unsafe { utf8_arg(path, "path") }?;
+        // SAFETY: the caller promises `params` is NULL or valid.
+        let p = unsafe { params.as_ref() }
+            .copied()
+            .unwrap_or_else(default_model_params);
+        let opts = session_options(&p)?;
+        let model = Model::load(Path::new(path))?;
+        let h = Box::new(owlet_model {
+            model: Arc::new(model),
+            opts,
+        });
+        // SAFETY: checked non-null above.
+        unsafe { *out = Box::into_raw(h) };
+        Ok(())
+    })
+}
+
+/// The kernel variant the model uses ("generic", "avx2", "neon", "neon-dotprod", ...;
+/// static string). NULL if `model` is NULL. Thread-safe.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_model_kernels(model: *const owlet_model) -> *const c_char {
+    let mut out: *const c_char = std::ptr::null();
+    guard("owlet_model_kernels", || {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        // Kernel names are short static ASCII; keep one C copy per name for the process.
+        static NAMES: Mutex<Vec<CString>> = Mutex::new(Vec::new());
+        let name = m.model.kernels().name;
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = names.iter().find(|c| c.to_bytes() == name.as_bytes()) {
+            out = c.as_ptr();
+        } else {
+            let c =
+                CString::new(name).map_err(|_| Error::new(ErrorKind::Internal, "kernel name"))?;
+            // The CString's heap buffer does not move when the Vec grows.
+            out = c.as_ptr();
+            names.push(c);
+        }
+        Ok(())
+    });
+    out
+}
+
+/// Frees a model handle. Sessions created from it stay valid (they keep the model alive).
+/// NULL is ignored. Not to be called twice on the same handle.
+///
+/// # Safety
+/// `model` is NULL or a live handle from `owlet_model_load`, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_model_free(model: *mut owlet_model) {
+    guard("owlet_model_free", || {
+        if !model.is_null() {
+            // SAFETY: the caller hands back ownership of a handle made by Box::into_raw.
+            drop(unsafe { Box::from_raw(model) });
+        }
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+// ---------------------------------------------------------------------------------------------
+
+/// Creates a conversation over `model` with the model's load parameters (threads, KV type,
+/// context). `*out` gets a handle to free with `owlet_session_free` (NULL on failure).
+/// Thread-safe: any number of sessions may run at once on one model.
+///
+/// # Safety
+/// `model` is NULL or a live handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_new(
+    model: *const owlet_model,
+    out: *mut *mut owlet_session,
+) -> owlet_status {
+    guard("owlet_session_new", || {
+        check_out(out, "out")?;
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        let model = Arc::clone(&m.model);
+        // SAFETY: the Model lives in the Arc's heap allocation, which does not move and is not
+        // freed while `owlet_session::model` holds a reference count. The session that borrows
+        // it is stored in the same struct, declared before `model`, so it is dropped first, and
+        // the `'static` reference never leaves the struct (SessionState is private).
+        let model_ref: &'static Model = unsafe { &*Arc::as_ptr(&model) };
+        let session = Session::new(model_ref, m.opts.clone())?;
+        let h = Box::new(owlet_session {
+            cancel: session.cancel_handle(),
+            inner: Mutex::new(SessionState {
+                session,
+                images: Vec::new(),
+                prompt: None,
+            }),
+            model,
+        });
+        // SAFETY: checked non-null above.
+        unsafe { *out = Box::into_raw(h) };
+        Ok(())
+    })
+}
+
+/// Adds an image (JPEG or PNG file) to the next user turn. The file is decoded now (size
+/// limits: 16384 px per side, 64 Mpx, 256 MiB); it is encoded by the next
+/// `owlet_session_generate`. Not thread-safe per session (a concurrent call on the same session
+/// fails with OWLET_ERR_INVALID_ARGUMENT).
+///
+/// # Safety
+/// `session` is NULL or a live handle; `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_add_image_file(
+    session: *const owlet_session,
+    path: *const c_char,
+) -> owlet_status {
+    guard("owlet_session_add_image_file", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller's contract.
+        let path = unsafe { utf8_arg(path, "path") }?;
+        let mut st = s.state()?;
+        check_vision(&s.model)?;
+        let img = image::load(Path::new(path), &ImageLimits::default())?;
+        st.images.push(img);
+        Ok(())
+    })
+}
+
+/// Adds an image from 8-bit RGB pixels (rows top to bottom, `stride` bytes apart,
+/// `stride >= width * 3`; the buffer holds `stride * (height - 1) + width * 3` bytes). The
+/// pixels are copied. Same threading rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `data` is NULL or points to that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_add_image_rgb(
+    session: *const owlet_session,
+    data: *const u8,
+    width: u32,
+    height: u32,
+    stride: usize,
+) -> owlet_status {
+    guard("owlet_session_add_image_rgb", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller's contract for `data`.
+        let buf = unsafe { pixel_buffer(data, width, height, stride, 3) }?;
+        let mut st = s.state()?;
+        check_vision(&s.model)?;
+        let row = width as usize * 3;
+        let mut packed = Vec::with_capacity(row * height as usize);
+        for y in 0..height as usize {
+            packed.extend_from_slice(&buf[y * stride..y * stride + row]);
+        }
+        st.images.push(image::from_rgb(width, height, &packed)?);
+        Ok(())
+    })
+}
+
+/// Adds an image from 8-bit RGBA pixels (alpha is dropped, not blended; rows `stride` bytes
+/// apart, `stride >= width * 4`; the buffer holds `stride * (height - 1) + width * 4` bytes).
+/// Same threading rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `data` is NULL or points to that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_add_image_rgba(
+    session: *const owlet_session,
+    data: *const u8,
+    width: u32,
+    height: u32,
+    stride: usize,
+) -> owlet_status {
+    guard("owlet_session_add_image_rgba", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller's contract for `data`.
+        let buf = unsafe { pixel_buffer(data, width, height, stride, 4) }?;
+        let mut st = s.state()?;
+        check_vision(&s.model)?;
+        st.images
+            .push(image::from_rgba(width, height, stride, buf)?);
+        Ok(())
+    })
+}
+
+fn check_vision(m: &Model) -> Result<(), Error> {
+    if m.has_vision() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::BadPrompt,
+            "this model is text-only: it cannot take images",
+        ))
+    }
+}
+
+/// Sets the next user turn's text (UTF-8). The images added since the last turn go in front
+/// of it, or where the text has `<|image|>` placeholders (their count must equal the images').
+/// The turn is run by the next `owlet_session_generate`; calling this again replaces the text.
+/// Same threading rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `utf8` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_prompt(
+    session: *const owlet_session,
+    utf8: *const c_char,
+) -> owlet_status {
+    guard("owlet_session_prompt", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller's contract.
+        let text = unsafe { utf8_arg(utf8, "prompt") }?;
+        let mut st = s.state()?;
+        // Check the placeholders now, so the error comes from the call that caused it.
+        let turn = Turn {
+            role: Role::User,
+            text: text.to_string(),
+            images: st.images.len(),
+        };
+        prompt::render_chat(std::slice::from_ref(&turn), true)?;
+        st.prompt = Some(text.to_string());
+        Ok(())
+    })
+}
+
+/// Runs the pending user turn (`owlet_session_prompt` plus the images added since the last
+/// turn) and generates the answer, calling `callback(user, id, piece)` for each token (the
+/// end-of-sequence token is not passed). `params` may be NULL for the defaults; `callback` may
+/// be NULL; `stop_reason` may be NULL, else it receives an `OWLET_STOP_*` value. The answer
+/// joins the conversation, so the next turn continues it (the KV cache is reused).
+/// Returns OWLET_ERR_CANCELLED if `owlet_session_cancel` stopped it (the partial answer is
+/// kept). Same threading rule as `owlet_session_add_image_file`; the callback runs on this
+/// thread and must not call functions on this session except `owlet_session_cancel`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `params` NULL or valid; `stop_reason` NULL or
+/// writable; `callback` NULL or a function safe to call with `user`.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_generate(
+    session: *const owlet_session,
+    params: *const owlet_generate_params,
+    callback: owlet_token_callback,
+    user: *mut c_void,
+    stop_reason: *mut i32,
+) -> owlet_status {
+    guard("owlet_session_generate", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller promises `params` is NULL or valid.
+        let p = unsafe { params.as_ref() }
+            .copied()
+            .unwrap_or_else(default_generate_params);
+        let opts = generate_options(&p)?;
+        let mut guard = s.state()?;
+        let st = &mut *guard;
+        let Some(text) = st.prompt.clone() else {
+            return Err(Error::new(
+                ErrorKind::BadPrompt,
+                "no prompt: call owlet_session_prompt before owlet_session_generate",
+            ));
+        };
+        let mut on_token = |id: u32, piece: &str| -> bool {
+            let Some(cb) = callback else { return true };
+            // A NUL byte (a byte-fallback token) cannot go into a C string: drop it.
+            let c = CString::new(piece.replace('\0', "")).unwrap_or_default();
+            // SAFETY: the caller promises `cb` may be called with `user`; `c` outlives the call.
+            let r = unsafe { cb(user, id as i32, c.as_ptr()) };
+            r == 0
+        };
+        let images = std::mem::take(&mut st.images);
+        let result = st.session.chat(&text, &images, None, &opts, &mut on_token);
+        let g = match result {
+            Ok(g) => g,
+            Err(e) => {
+                // Keep the turn's inputs so the caller can fix the options and retry.
+                st.images = images;
+                return Err(e);
+            }
+        };
+        st.prompt = None;
+        let reason = match g.stop {
+            StopReason::Eos => OWLET_STOP_EOS,
+            StopReason::MaxTokens => OWLET_STOP_MAX_TOKENS,
+            StopReason::ContextFull => OWLET_STOP_CONTEXT_FULL,
+            StopReason::Callback => OWLET_STOP_CALLBACK,
+            StopReason::Cancelled => OWLET_STOP_CANCELLED,
+        };
+        if !stop_reason.is_null() {
+            // SAFETY: non-null and the caller promises it is writable.
+            unsafe { *stop_reason = reason };
+        }
+        if g.stop == StopReason::Cancelled {
+            return Err(Error::new(ErrorKind::Cancelled, "generation was cancelled"));
+        }
+        Ok(())
+    })
+}
+
+/// Asks a running `owlet_session_generate` on this session to stop before its next token.
+/// Thread-safe: meant to be called from another thread (or from the token callback). A cancel
+/// that arrives when no generation runs is forgotten when the next one starts.
+///
+/// # Safety
+/// `session` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_cancel(session: *const owlet_session) -> owlet_status {
+    guard("owlet_session_cancel", || {
+        // SAFETY: the caller's contract. Only the atomic flag is touched, never the mutex.
+        let s = unsafe { handle(session, "session") }?;
+        s.cancel.store(true, Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+/// Forgets the conversation: history, KV cache, pending prompt and images. Same threading rule
+/// as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_reset(session: *const owlet_session) -> owlet_status {
+    guard("owlet_session_reset", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        let mut st = s.state()?;
+        st.session.reset();
+        st.images.clear();
+        st.prompt = None;
+        Ok(())
+    })
+}
+
+/// Frees a session. NULL is ignored. Must not run while another thread uses the session.
+///
+/// # Safety
+/// `session` is NULL or a live handle from `owlet_session_new`, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_free(session: *mut owlet_session) {
+    guard("owlet_session_free", || {
+        if !session.is_null() {
+            // SAFETY: the caller hands back ownership of a handle made by Box::into_raw.
+            drop(unsafe { Box::from_raw(session) });
+        }
+        Ok(())
+    });
+}
