@@ -236,6 +236,9 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     let name = format_name(format);
     if let Some((w, h)) = header_dimensions(bytes, format) {
         check_dimensions(w, h, limits, name)?;
+        if format == ImageFormat::Png {
+            check_png_size_floor(bytes, w, h)?;
+        }
     }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
@@ -471,6 +474,35 @@ fn header_dimensions(b: &[u8], format: ImageFormat) -> Option<(u32, u32)> {
 }
 
 /// Refuses zero-sized images and images over the limits.
+/// Deflate cannot compress better than about 1032:1 (258-byte matches in ~2 bits), so a PNG
+/// whose whole file is smaller than 1/1032 of its filtered pixel data cannot be complete. The
+/// decoder allocates the full output before reading IDAT, so without this a 100-byte file
+/// declaring 8192×8192 16-bit RGBA (within the pixel budget) costs a 512 MiB allocation.
+fn check_png_size_floor(b: &[u8], w: u32, h: u32) -> Result<()> {
+    let (Some(&depth), Some(&color)) = (b.get(24), b.get(25)) else {
+        return Ok(()); // a truncated IHDR: the decoder reports it
+    };
+    let channels: u64 = match color {
+        0 | 3 => 1,
+        4 => 2,
+        2 => 3,
+        6 => 4,
+        _ => return Ok(()), // invalid: the decoder reports it
+    };
+    let row_bits = u64::from(w) * channels * u64::from(depth);
+    let raw = u64::from(h) * (1 + row_bits.div_ceil(8));
+    let floor = raw / 1032;
+    if (b.len() as u64) < floor {
+        bail_kind!(
+            BadImage,
+            "PNG file of {} bytes is too small for its {w}x{h} pixels (needs at least {floor} \
+             bytes even at deflate's best ratio): truncated or a decompression bomb",
+            b.len()
+        );
+    }
+    Ok(())
+}
+
 fn check_dimensions(w: u32, h: u32, limits: &ImageLimits, name: &str) -> Result<()> {
     if w == 0 || h == 0 {
         bail_kind!(BadImage, "{name} image has zero size ({w}x{h})");

@@ -122,33 +122,51 @@ fn parse_header(header: &[u8], data_len: u64, shown: &str) -> Result<Vec<SafeTen
     let mut tensors = Vec::with_capacity(map.len());
     for (name, entry) in &map {
         if name == "__metadata__" {
-            if !entry.is_object() {
-                bail!("{shown}: __metadata__ is not an object");
+            let all_strings = entry
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string));
+            if !all_strings {
+                bail!("{shown}: __metadata__ is not an object of strings");
             }
             continue;
         }
         tensors.push(parse_entry(name, entry, data_len, shown)?);
     }
     tensors.sort_by_key(|t| (t.begin, t.len));
+    // As in the reference implementation, the tensors must tile the data section exactly: no
+    // overlaps, no holes, nothing after the last one. Holes and trailing bytes could hide a
+    // second payload (polyglot files); a tensor name given twice in the JSON (serde keeps the
+    // last) also shows up here as a hole.
     let mut prev: Option<&SafeTensorInfo> = None;
+    let mut covered = 0u64;
     for t in &tensors {
-        if let Some(p) = prev {
-            let p_end = p.begin + p.len as u64;
-            if t.begin < p_end {
-                bail!(
-                    "{shown}: tensors {} [{}, {}) and {} [{}, {}) overlap",
-                    p.name,
-                    p.begin,
-                    p_end,
-                    t.name,
-                    t.begin,
-                    t.begin + t.len as u64
-                );
-            }
+        if t.begin < covered {
+            let p = prev.map_or(("?", 0), |p| (p.name.as_str(), p.begin));
+            bail!(
+                "{shown}: tensors {} [{}, {covered}) and {} [{}, {}) overlap",
+                p.0,
+                p.1,
+                t.name,
+                t.begin,
+                t.begin + t.len as u64
+            );
+        }
+        if t.begin > covered {
+            bail!(
+                "{shown}: no tensor covers bytes [{covered}, {}) of the data section (holes are \
+                 not allowed; a tensor name given twice also leaves one)",
+                t.begin
+            );
         }
         if t.len > 0 {
             prev = Some(t);
+            covered = t.begin + t.len as u64;
         }
+    }
+    if covered != data_len {
+        bail!(
+            "{shown}: bytes [{covered}, {data_len}) after the last tensor are not part of any tensor"
+        );
     }
     Ok(tensors)
 }

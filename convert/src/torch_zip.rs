@@ -68,6 +68,11 @@ impl TorchZip {
                 .by_index_raw(i)
                 .map_err(|e| anyhow!("bad zip entry #{i} in {shown} (truncated?): {e}"))?;
             let name = entry.name().to_owned();
+            // Nothing is ever extracted to disk, but a name that would escape a directory has
+            // no place in a torch.save archive.
+            if name.starts_with('/') || name.contains('\\') || name.split('/').any(|c| c == "..") {
+                bail!("unsafe zip entry name {name:?} in {shown} (absolute or with ../)");
+            }
             let record = entry_record(&entry, file_len)
                 .with_context(|| format!("zip entry {name} in {shown}"))?;
             records.insert(name, record);

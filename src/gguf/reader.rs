@@ -215,6 +215,14 @@ fn parse_metadata(
     for i in 0..n_kv {
         let at = cur.pos;
         let key = cur.string(&format!("key of metadata entry {i}"))?;
+        // llama.cpp refuses empty keys (its lookup asserts on them); so do we, so that a file
+        // accepted here is accepted there.
+        if key.is_empty() {
+            return Err(GgufError::malformed(
+                at,
+                format!("empty metadata key (entry {i})"),
+            ));
+        }
         if index.contains_key(&key) {
             return Err(GgufError::malformed(
                 at,

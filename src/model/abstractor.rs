@@ -61,7 +61,9 @@ impl AbstractorWeights {
         let ln = |i: usize, name: &str, n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
             Ok((ld.vec(&ablk(i, name, "weight"), n)?, ld.vec(&ablk(i, name, "bias"), n)?))
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
+        // loop stops at the first missing layer anyway.
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             layers.push(AbstractorLayer {
                 ln_q: ln(i, ablk::LN_Q, d)?,

@@ -156,15 +156,38 @@ fn load_tokenizer(gguf: &Gguf) -> Result<Tokenizer> {
             None => bail_kind!(BadModel, "{} must hold strings", gkey::TOK_TOKENS),
         }
     }
+    // Mistyped arrays (scores declared i8, types as strings, a type past i32) are refused
+    // rather than read as defaults or truncated: in llama.cpp the same type confusion was a
+    // memory-safety bug, here it would silently change the tokenization.
     let scores: Vec<f32> = match gguf.get(gkey::TOK_SCORES) {
-        Some(_) => arr(gkey::TOK_SCORES)?.iter().map(|v| v.as_f32().unwrap_or(0.0)).collect(),
+        Some(_) => {
+            let mut out = Vec::new();
+            for v in arr(gkey::TOK_SCORES)? {
+                match v.as_f32() {
+                    Some(x) => out.push(x),
+                    None => bail_kind!(BadModel, "{} must hold floats", gkey::TOK_SCORES),
+                }
+            }
+            out
+        }
         None => vec![0.0; tokens.len()],
     };
     let types: Vec<i32> = match gguf.get(gkey::TOK_TYPES) {
-        Some(_) => arr(gkey::TOK_TYPES)?
-            .iter()
-            .map(|v| v.as_i64().unwrap_or(1) as i32)
-            .collect(),
+        Some(_) => {
+            let mut out = Vec::new();
+            for (i, v) in arr(gkey::TOK_TYPES)?.iter().enumerate() {
+                match (v.as_i64(), v.as_i64().and_then(|t| i32::try_from(t).ok())) {
+                    (_, Some(t)) => out.push(t),
+                    (Some(t), None) => bail_kind!(
+                        BadModel,
+                        "{}[{i}] = {t} is not a known token type",
+                        gkey::TOK_TYPES
+                    ),
+                    (None, _) => bail_kind!(BadModel, "{} must hold integers", gkey::TOK_TYPES),
+                }
+            }
+            out
+        }
         None => vec![1; tokens.len()],
     };
     let id = |k: &str, default: u32| gguf.get(k).and_then(Value::as_u32).unwrap_or(default);

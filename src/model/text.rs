@@ -41,7 +41,9 @@ impl TextWeights {
         let c = &cfg.text;
         let (d, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);
         let mam = cfg.arch == Arch::MplugOwl2;
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
+        // loop stops at the first missing layer anyway.
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             let both_vec = |name: &str| -> Result<[Vec<f32>; 2]> {
                 let t = ld.vec(&names::blk(i, name, false), d)?;

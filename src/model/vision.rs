@@ -46,7 +46,9 @@ impl VisionWeights {
                 b: ld.vec(&vblk(i, name, "bias"), rows)?,
             })
         };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
+        // loop stops at the first missing layer anyway.
+        let mut layers = Vec::new();
         for i in 0..c.n_layer {
             layers.push(VisionLayer {
                 ln1: ln(ld, &format!("v.blk.{i}.{}", names::vblk::LN1), d)?,
