@@ -70,7 +70,7 @@ fn job(m: &Model, i: usize, img: &RgbImage) -> (Generation, Generation) {
         seed: 1000 + i as u64,
     };
     let g = GenerateOptions {
-        max_tokens: 10,
+        max_tokens: 6,
         sampling,
         ignore_eos: true,
     };
