@@ -152,7 +152,7 @@ fn three_turns_feed_the_whole_conversation_and_reuse_the_cache() {
     let g1 = s
         .chat(
             &turns[0].text,
-            &[coffee.clone()],
+            std::slice::from_ref(&coffee),
             None,
             &gen_opts(),
             &mut |_, _| true,
@@ -181,7 +181,7 @@ fn three_turns_feed_the_whole_conversation_and_reuse_the_cache() {
     let g3 = s
         .chat(
             "And this one?",
-            &[chelsea.clone()],
+            std::slice::from_ref(&chelsea),
             None,
             &gen_opts(),
             &mut |_, _| true,
@@ -202,7 +202,7 @@ fn three_turns_feed_the_whole_conversation_and_reuse_the_cache() {
     let again = s
         .chat(
             "What is in this picture?",
-            &[coffee.clone()],
+            std::slice::from_ref(&coffee),
             None,
             &gen_opts(),
             &mut |_, _| true,

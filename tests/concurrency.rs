@@ -77,7 +77,7 @@ fn job(m: &Model, i: usize, img: &RgbImage) -> (Generation, Generation) {
     let a = s
         .chat(
             &format!("Question {i}: what is shown?"),
-            &[img.clone()],
+            std::slice::from_ref(img),
             Some(mode),
             &g,
             &mut |_, _| true,
@@ -233,7 +233,7 @@ fn generation_stops_cleanly_at_the_context_end() {
     let gen = s
         .chat(
             "Describe the image.",
-            &[img.clone()],
+            std::slice::from_ref(&img),
             None,
             &g,
             &mut |_, _| true,

@@ -271,13 +271,8 @@ fn run(cmd: Command) -> Res<()> {
             let mode: AspectMode = image_mode
                 .parse()
                 .map_err(|_| format!("unknown --image-mode {image_mode:?} (resize, pad or crop)"))?;
-            let mut p = Preprocess {
-                size: size.unwrap_or(448),
-                mean: [0.48145466, 0.4578275, 0.40821073],
-                std: [0.26862954, 0.26130258, 0.27577711],
-                mode,
-                pad_color: [122, 116, 104],
-            };
+            // Without a model: the 7B's side and OpenAI CLIP's normalisation.
+            let mut p = Preprocess::clip(size.unwrap_or(448), mode);
             if let Some(mp) = &model {
                 let m = load_model(&Some(mp.clone()))?;
                 let v = m.config.vision.as_ref().ok_or("this model has no vision tower")?;
