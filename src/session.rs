@@ -196,15 +196,25 @@ impl<'m> Session<'m> {
     /// Preprocesses, encodes and abstracts one image.
     pub fn embed_image(&self, img: &RgbImage, mode: Option<AspectMode>) -> Result<ImageEmbedding> {
         let p = self.preprocess_config(mode)?;
+        img.validate()?;
         let pixels = image::preprocess(img, &p);
-        Ok(self.embed_pixels(&pixels))
+        self.embed_pixels(&pixels)
     }
 
-    /// Encodes already preprocessed pixels (`[3, S, S]`).
-    pub fn embed_pixels(&self, pixels: &[f32]) -> ImageEmbedding {
+    /// Encodes already preprocessed pixels (`[3, S, S]`, `S` the model's image size).
+    pub fn embed_pixels(&self, pixels: &[f32]) -> Result<ImageEmbedding> {
+        let s = self.preprocess_config(None)?.size as usize;
+        if pixels.len() != 3 * s * s {
+            bail_kind!(
+                BadImage,
+                "preprocessed pixels hold {} values, but this model takes [3, {s}, {s}] = {}",
+                pixels.len(),
+                3 * s * s
+            );
+        }
         let m = self.model;
         let rows = self.pool.install(|| m.abstract_image(&m.encode_image(pixels)));
-        ImageEmbedding { rows }
+        Ok(ImageEmbedding { rows })
     }
 
     /// Checks, before any compute (image encoding included), that `ids` (with `-200`

@@ -515,3 +515,54 @@ fn broken_model_files_are_refused_at_load() {
     );
     let _ = std::fs::remove_dir_all(scratch());
 }
+
+/// Hand-made images and pixel buffers that do not hold what they claim are refused, not
+/// encoded.
+#[test]
+fn invalid_images_and_pixels_are_refused_by_the_session() {
+    let s = session(demo());
+    let bad = [
+        RgbImage {
+            width: 0,
+            height: 4,
+            data: vec![],
+        },
+        RgbImage {
+            width: 4,
+            height: 4,
+            data: vec![0; 47],
+        },
+    ];
+    for img in &bad {
+        check(
+            &s.embed_image(img, None).unwrap_err(),
+            ErrorKind::BadImage,
+            &["image"],
+        );
+    }
+    check(
+        &s.embed_pixels(&[0.0; 100]).unwrap_err(),
+        ErrorKind::BadImage,
+        &["100", "112"],
+    );
+    assert_eq!(
+        s.embed_pixels(&vec![0.0; 3 * 112 * 112])
+            .unwrap()
+            .rows
+            .len(),
+        9 * 64
+    );
+    // 1×1 and 1×10000 images work in every aspect mode.
+    for mode in [
+        image::AspectMode::Resize,
+        image::AspectMode::Pad,
+        image::AspectMode::Crop,
+    ] {
+        for (w, h) in [(1, 1), (1, 10_000), (10_000, 1)] {
+            let e = s
+                .embed_image(&RgbImage::filled(w, h, [9, 99, 199]), Some(mode))
+                .unwrap();
+            assert!(e.rows.iter().all(|v| v.is_finite()), "{mode} {w}x{h}");
+        }
+    }
+}

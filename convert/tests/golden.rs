@@ -72,7 +72,7 @@ fn image_for_case(s: &Session<'_>, case: &str, file: &str, mode: AspectMode) -> 
     assert_stage(&format!("{case} vit"), &feats, &golden(&format!("{case}_vit_last_hidden_f32")));
     let rows = m.abstract_image(&feats);
     assert_stage(&format!("{case} abstractor"), &rows, &golden(&format!("{case}_image_features_f32")));
-    s.embed_pixels(&px)
+    s.embed_pixels(&px).unwrap()
 }
 
 /// Runs a case's ids and checks embeddings, layers, final norm and logits.

@@ -291,13 +291,8 @@ fn run(cmd: Command) -> Res<()> {
             let mode: AspectMode = image_mode
                 .parse()
                 .map_err(|_| format!("unknown --image-mode {image_mode:?} (resize, pad or crop)"))?;
-            let mut p = Preprocess {
-                size: size.unwrap_or(448),
-                mean: owlet::image::CLIP_MEAN,
-                std: owlet::image::CLIP_STD,
-                mode,
-                pad_color: [122, 116, 104],
-            };
+            // Without a model: the 7B's side and OpenAI CLIP's normalisation.
+            let mut p = Preprocess::clip(size.unwrap_or(448), mode);
             if let Some(mp) = &model {
                 let m = load_model(&Some(mp.clone()))?;
                 let v = m.config.vision.as_ref().ok_or("this model has no vision tower")?;
