@@ -67,9 +67,9 @@ impl TextWeights {
                 down: ld.mat(&names::blk(i, blk::FFN_DOWN, false), d, ff)?,
             });
         }
-        // Some llama.cpp files tie the output to the embedding and omit output.weight.
-        let output_name =
-            if ld.has(names::OUTPUT) { names::OUTPUT } else { names::TOKEN_EMBD };
+        // Some llama.cpp files tie the output to the embedding and omit output.weight; an
+        // mplug-owl2 file always has its own (the LM head is untied).
+        let output_name = if mam || ld.has(names::OUTPUT) { names::OUTPUT } else { names::TOKEN_EMBD };
         Ok(TextWeights {
             token_embd: ld.mat(names::TOKEN_EMBD, c.n_vocab, d)?,
             layers,
