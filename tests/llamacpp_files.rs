@@ -56,8 +56,9 @@ fn f32_file_matches_llama_cpp_logits_and_greedy_ids() {
     assert_eq!(got, greedy);
 }
 
-/// owlet quantizes activations the way llama.cpp does, so on a quantized file its logits are
-/// much closer to llama.cpp's than llama.cpp's own quantized logits are to its f32 ones.
+/// owlet quantizes activations the way llama.cpp does and uses the same integer block sums, so
+/// on a quantized file its logits equal llama.cpp's up to f32 rounding (measured: ≤ 2e-6), a
+/// thousand times below llama.cpp's own quantization error (0.16 for Q8_0 to 2.0 for Q4_0).
 #[test]
 fn quantized_files_track_llama_cpp() {
     let f32_ref = npy::read(&dir().join("logits-f32.npy")).unwrap().to_f32();
@@ -68,7 +69,7 @@ fn quantized_files_track_llama_cpp() {
         let llama_quant_err = max_abs(&theirs, &f32_ref);
         eprintln!("{t}: max abs owlet vs llama.cpp {to_llama:.2e}; llama.cpp vs its f32 {llama_quant_err:.2e}");
         assert!(
-            to_llama <= 0.1 * llama_quant_err,
+            to_llama <= 1e-4 && to_llama <= 1e-3 * llama_quant_err,
             "{t}: |owlet − llama.cpp| {to_llama} vs llama.cpp's own quantization error {llama_quant_err}"
         );
     }
