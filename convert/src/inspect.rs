@@ -8,7 +8,11 @@ use owlet::gguf::{Gguf, Value};
 
 fn show(v: &Value, full: bool) -> String {
     match v {
-        Value::Str(s) if !full && s.len() > 120 => format!("{:?}… ({} bytes)", &s[..s.floor_char_boundary(100)], s.len()),
+        Value::Str(s) if !full && s.len() > 120 => {
+            // str::floor_char_boundary needs Rust 1.91; the MSRV is 1.85.
+            let cut = (0..=100).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            format!("{:?}… ({} bytes)", &s[..cut], s.len())
+        }
         Value::Str(s) => format!("{s:?}"),
         Value::Array(a) => {
             let n = a.items.len();
