@@ -9,6 +9,7 @@ use owlet::gguf::{Gguf, Value};
 fn show(v: &Value, full: bool) -> String {
     match v {
         Value::Str(s) if !full && s.len() > 120 => {
+            // str::floor_char_boundary needs Rust 1.91; the MSRV is 1.85.
             let cut = (0..=100).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
             format!("{:?}… ({} bytes)", &s[..cut], s.len())
         }
