@@ -19,6 +19,10 @@
 use crate::quant::GgmlType;
 
 pub mod generic;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_dotprod;
 
 /// Quantized weight row · quantized activation row.
 pub type QuantDot = fn(usize, &[u8], &[u8]) -> f32;
@@ -87,7 +91,15 @@ pub static GENERIC: Kernels = Kernels {
 
 /// Every variant this CPU can run, best first (the generic one last).
 pub fn available() -> Vec<&'static Kernels> {
-    vec![&GENERIC]
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static Kernels> = Vec::new();
+    // aarch64: NEON is baseline; the dot-product variant only when detected.
+    #[cfg(target_arch = "aarch64")]
+    v.extend(neon_dotprod::detected());
+    #[cfg(target_arch = "aarch64")]
+    v.push(&neon::NEON);
+    v.push(&GENERIC);
+    v
 }
 
 /// The variant named `name`, if this CPU can run it.
