@@ -13,9 +13,12 @@ fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// The tiny f16 model: the committed one, or a fresh conversion of the fixture checkpoint
-/// (built once per test binary into the target dir).
+/// The tiny f16 model: `OWLET_TINY_MODEL` if set (cross-target runs), the committed one, or a
+/// fresh conversion of the fixture checkpoint (built once per test binary into the target dir).
 fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("OWLET_TINY_MODEL") {
+        return PathBuf::from(p);
+    }
     let committed = repo("models/owl2-tiny-a-f16.gguf");
     if committed.exists() {
         return committed;

@@ -21,6 +21,10 @@ use crate::quant::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod generic;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_dotprod;
 pub mod rows;
 pub mod tiles;
 
@@ -137,11 +141,17 @@ pub static GENERIC: Kernels = Kernels {
 
 /// Every variant this CPU can run, best first (the generic one last).
 pub fn available() -> Vec<&'static Kernels> {
+    #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = avx2::detect() {
         v.push(k);
     }
+    // aarch64: NEON is baseline; the dot-product variant only when detected.
+    #[cfg(target_arch = "aarch64")]
+    v.extend(neon_dotprod::detected());
+    #[cfg(target_arch = "aarch64")]
+    v.push(&neon::NEON);
     v.push(&GENERIC);
     v
 }

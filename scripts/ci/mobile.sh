@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds the owlet static library for Android (aarch64-linux-android) and iOS (device
+# aarch64-apple-ios and simulator aarch64-apple-ios-sim) without an NDK or Xcode (the runtime
+# is pure Rust; nothing is linked), and checks with nm that every function declared in
+# include/owlet.h is exported by each library. Linking into an app is not tested here.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+T="$CARGO_TARGET_DIR"
+TARGETS=(aarch64-linux-android aarch64-apple-ios aarch64-apple-ios-sim)
+
+# The simulator's std is not offered by every rustup mirror (this project's returns 404 for
+# rust-std-1.95.0-aarch64-apple-ios-sim): then that target is skipped with a message, unless
+# OWLET_REQUIRE_ALL_MOBILE=1.
+installed=$(rustup target list --installed)
+BUILD=()
+for t in "${TARGETS[@]}"; do
+    if grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null 2>&1; then
+        BUILD+=("$t")
+    elif [[ "$t" == aarch64-apple-ios-sim && "${OWLET_REQUIRE_ALL_MOBILE:-0}" != 1 ]]; then
+        echo "mobile.sh: SKIPPED $t: rustup cannot download its standard library here"
+    else
+        echo "mobile.sh: rustup target add $t failed" >&2
+        exit 1
+    fi
+done
+# binutils nm reads ELF; for Mach-O use llvm-nm (Debian package llvm) when binutils cannot.
+NM_ELF=nm
+command -v nm >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y binutils; }
+NM_MACHO=$(command -v llvm-nm || ls /usr/bin/llvm-nm-* 2>/dev/null | sort -V | tail -n 1 || true)
+if [[ -z "$NM_MACHO" ]]; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y llvm
+    NM_MACHO=$(command -v llvm-nm || ls /usr/bin/llvm-nm-* | sort -V | tail -n 1)
+fi
+
+# The functions the header declares (identifiers right before '(' outside comments).
+grep -v '^ *//' include/owlet.h | grep -oE 'owlet_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$T/owlet-h-functions.txt"
+[[ $(wc -l < "$T/owlet-h-functions.txt") -ge 15 ]] || { echo "mobile.sh: too few functions parsed" >&2; exit 1; }
+
+for t in "${BUILD[@]}"; do
+    start=$SECONDS
+    # --no-default-features: the library without the CLI's argument parser.
+    cargo build -q --release --lib -p owlet --no-default-features --target "$t"
+    lib="$T/$t/release/libowlet.a"
+    case "$t" in *apple*) nm_tool=$NM_MACHO; prefix=_ ;; *) nm_tool=$NM_ELF; prefix= ;; esac
+    # Defined text symbols; Mach-O prefixes C names with '_'.
+    "$nm_tool" -g --defined-only "$lib" 2>/dev/null | awk '$2 == "T" { print $3 }' \
+        | sed -n "s/^${prefix}\(owlet_.*\)/\1/p" | sort -u > "$T/owlet-$t-exports.txt"
+    missing=$(comm -23 "$T/owlet-h-functions.txt" "$T/owlet-$t-exports.txt")
+    if [[ -n "$missing" ]]; then
+        echo "mobile.sh: $t: libowlet.a does not export: $missing" >&2
+        exit 1
+    fi
+    echo "mobile.sh: $t: $(du -h "$lib" | cut -f1) libowlet.a exports all $(wc -l < "$T/owlet-h-functions.txt") header functions ($((SECONDS - start)) s)"
+done
