@@ -93,7 +93,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -189,12 +193,28 @@ fn zlib_bomb_png_of_20000_squared_is_refused_from_the_header() {
 #[test]
 fn header_only_bombs_are_refused_before_pixel_allocation() {
     let empty = zlib_zeros(1);
-    refused("PNG IHDR 65535x65535", &png(65_535, 65_535, 8, 2, &empty), "65535x65535");
-    refused("PNG IHDR 2^31 wide", &png(1 << 31, 1, 8, 2, &empty), "2147483648x1");
+    refused(
+        "PNG IHDR 65535x65535",
+        &png(65_535, 65_535, 8, 2, &empty),
+        "65535x65535",
+    );
+    refused(
+        "PNG IHDR 2^31 wide",
+        &png(1 << 31, 1, 8, 2, &empty),
+        "2147483648x1",
+    );
     // Within the side limits and the pixel budget, but a ~100-byte file cannot hold the
     // 512 MiB of 16-bit RGBA it declares: deflate cannot compress better than 1032:1.
-    refused("PNG 16-bit RGBA 8192x8192 header only", &png(8192, 8192, 16, 6, &empty), "too small");
-    refused("PNG 8-bit RGB 8000x8000 header only", &png(8000, 8000, 8, 2, &empty), "too small");
+    refused(
+        "PNG 16-bit RGBA 8192x8192 header only",
+        &png(8192, 8192, 16, 6, &empty),
+        "too small",
+    );
+    refused(
+        "PNG 8-bit RGB 8000x8000 header only",
+        &png(8000, 8000, 8, 2, &empty),
+        "too small",
+    );
     // JPEG: SOI, SOF0 claiming 65500x65500 (one component), EOI.
     let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x0B, 0x08];
     jpeg.extend(65_500u16.to_be_bytes());
@@ -234,7 +254,9 @@ fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
 #[test]
 fn one_pixel_and_one_by_10000_files_work_in_every_mode() {
     for (w, h) in [(1u32, 1u32), (1, 10_000), (10_000, 1)] {
-        let buf = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 7]));
+        let buf = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, 7])
+        });
         for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
             let bytes = encode(image::DynamicImage::ImageRgb8(buf.clone()), format);
             let img = decode(&bytes, &ImageLimits::default())
@@ -253,7 +275,10 @@ fn one_pixel_and_one_by_10000_files_work_in_every_mode() {
 fn legitimately_flat_pngs_pass_the_size_floor() {
     // A real encoder's output for a flat 2000x2000 image is far above 1/1032 of its raw size.
     let flat = image::RgbImage::from_pixel(2000, 2000, image::Rgb([5, 5, 5]));
-    let bytes = encode(image::DynamicImage::ImageRgb8(flat), image::ImageFormat::Png);
+    let bytes = encode(
+        image::DynamicImage::ImageRgb8(flat),
+        image::ImageFormat::Png,
+    );
     let img = decode(&bytes, &ImageLimits::default()).unwrap();
     assert_eq!((img.width, img.height), (2000, 2000));
 }

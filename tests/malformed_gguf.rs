@@ -373,7 +373,11 @@ fn tensor_table(n_vocab: u64) -> Vec<(String, Vec<u64>, u32)> {
         ("ffn_up", VFF, VD),
         ("ffn_down", VD, VFF),
     ] {
-        add(format!("abstractor.blk.0.{name}.weight"), &[cols, rows], T_F32);
+        add(
+            format!("abstractor.blk.0.{name}.weight"),
+            &[cols, rows],
+            T_F32,
+        );
         add(format!("abstractor.blk.0.{name}.bias"), &[rows], T_F32);
     }
     t
@@ -414,7 +418,11 @@ fn base_metadata() -> Vec<Kv> {
     };
     let u32b = |v: u32| v.to_le_bytes().to_vec();
     let f32b = |v: f32| v.to_le_bytes().to_vec();
-    kv("general.architecture".into(), VT_STR, enc_str(arch.as_bytes()));
+    kv(
+        "general.architecture".into(),
+        VT_STR,
+        enc_str(arch.as_bytes()),
+    );
     kv("general.name".into(), VT_STR, enc_str(b"malformed-base"));
     for (k, v) in [
         ("context_length", 64),
@@ -450,7 +458,11 @@ fn base_metadata() -> Vec<Kv> {
     ] {
         kv(format!("{arch}.{k}"), VT_F32, f32b(v));
     }
-    kv(format!("{arch}.vision.aspect_mode"), VT_STR, enc_str(b"pad"));
+    kv(
+        format!("{arch}.vision.aspect_mode"),
+        VT_STR,
+        enc_str(b"pad"),
+    );
     kv(
         format!("{arch}.vision.image_mean"),
         VT_ARR,
@@ -546,322 +558,879 @@ fn corpus() -> Vec<Case> {
     let u32b = |v: u32| v.to_le_bytes().to_vec();
 
     // ---- preamble and counts
-    case("magic_ggml", "not a GGUF file", "magic GGML instead of GGUF", with(&|s| s.magic = *b"GGML"));
-    case("magic_lowercase", "not a GGUF file", "magic 'gguf'", with(&|s| s.magic = *b"gguf"));
-    case("version_0", "unsupported GGUF version 0", "version 0", with(&|s| s.version = 0));
-    case("version_1", "version 1 is not supported", "version 1 (32-bit counts)", with(&|s| s.version = 1));
-    case("version_4", "unsupported GGUF version 4", "future version", with(&|s| s.version = 4));
-    case("version_u32_max", "unsupported GGUF version 4294967295", "version 2^32-1", with(&|s| s.version = u32::MAX));
-    case("version_byte_swapped", "big-endian", "big-endian file (version 3 byte-swapped)", with(&|s| s.version = 3u32.swap_bytes()));
-    case("n_tensors_u64_max", "cannot fit", "tensor count 2^64-1 (CVE-2024-21836)", with(&|s| s.n_tensors = Some(u64::MAX)));
-    case("n_tensors_i64_min", "cannot fit", "tensor count 2^63 (negative as int64)", with(&|s| s.n_tensors = Some(1 << 63)));
-    case("n_tensors_past_file", "cannot fit", "tensor count larger than the file can hold", with(&|s| s.n_tensors = Some(1 << 20)));
-    case("n_kv_u64_max", "cannot fit", "metadata count 2^64-1 (CVE-2024-23605)", with(&|s| s.n_kv = Some(u64::MAX)));
-    case("n_kv_past_file", "cannot fit", "metadata count larger than the file can hold", with(&|s| s.n_kv = Some(1 << 20)));
-    case("n_kv_overflow_sum", "cannot fit", "counts whose byte estimates overflow when summed", with(&|s| {
-        s.n_kv = Some(u64::MAX / 13);
-        s.n_tensors = Some(u64::MAX / 32);
-    }));
+    case(
+        "magic_ggml",
+        "not a GGUF file",
+        "magic GGML instead of GGUF",
+        with(&|s| s.magic = *b"GGML"),
+    );
+    case(
+        "magic_lowercase",
+        "not a GGUF file",
+        "magic 'gguf'",
+        with(&|s| s.magic = *b"gguf"),
+    );
+    case(
+        "version_0",
+        "unsupported GGUF version 0",
+        "version 0",
+        with(&|s| s.version = 0),
+    );
+    case(
+        "version_1",
+        "version 1 is not supported",
+        "version 1 (32-bit counts)",
+        with(&|s| s.version = 1),
+    );
+    case(
+        "version_4",
+        "unsupported GGUF version 4",
+        "future version",
+        with(&|s| s.version = 4),
+    );
+    case(
+        "version_u32_max",
+        "unsupported GGUF version 4294967295",
+        "version 2^32-1",
+        with(&|s| s.version = u32::MAX),
+    );
+    case(
+        "version_byte_swapped",
+        "big-endian",
+        "big-endian file (version 3 byte-swapped)",
+        with(&|s| s.version = 3u32.swap_bytes()),
+    );
+    case(
+        "n_tensors_u64_max",
+        "cannot fit",
+        "tensor count 2^64-1 (CVE-2024-21836)",
+        with(&|s| s.n_tensors = Some(u64::MAX)),
+    );
+    case(
+        "n_tensors_i64_min",
+        "cannot fit",
+        "tensor count 2^63 (negative as int64)",
+        with(&|s| s.n_tensors = Some(1 << 63)),
+    );
+    case(
+        "n_tensors_past_file",
+        "cannot fit",
+        "tensor count larger than the file can hold",
+        with(&|s| s.n_tensors = Some(1 << 20)),
+    );
+    case(
+        "n_kv_u64_max",
+        "cannot fit",
+        "metadata count 2^64-1 (CVE-2024-23605)",
+        with(&|s| s.n_kv = Some(u64::MAX)),
+    );
+    case(
+        "n_kv_past_file",
+        "cannot fit",
+        "metadata count larger than the file can hold",
+        with(&|s| s.n_kv = Some(1 << 20)),
+    );
+    case(
+        "n_kv_overflow_sum",
+        "cannot fit",
+        "counts whose byte estimates overflow when summed",
+        with(&|s| {
+            s.n_kv = Some(u64::MAX / 13);
+            s.n_tensors = Some(u64::MAX / 32);
+        }),
+    );
 
     // ---- metadata keys and values
-    case("key_len_u64_max", "string length 18446744073709551615", "key length 2^64-1 (CVE-2024-23496)", with(&|s| s.kvs[0].key_len = Some(u64::MAX)));
-    case("key_len_past_end", "string length", "key length one past the end of the file", with(&|s| s.kvs[0].key_len = Some(1 << 30)));
-    case("key_empty", "empty metadata key", "zero-length key", with(&|s| s.kvs[1].key.clear()));
-    case("key_not_utf8", "invalid UTF-8", "key bytes not UTF-8", with(&|s| s.kvs[1].key = b"general.\xff\xfe".to_vec()));
-    case("key_duplicate", "duplicate metadata key 'general.architecture'", "the same key twice", with(&|s| {
-        let k = s.kvs[0].clone();
-        s.kvs.insert(1, k);
-    }));
-    case("value_type_13", "unknown value type id 13", "value type one past the last", with(&|s| s.kvs[1].typ = 13));
-    case("value_type_i32_max", "unknown value type id 2147483647", "value type 0x7fffffff", with(&|s| s.kvs[1].typ = 0x7fff_ffff));
-    case("array_elem_type_unknown", "unknown array element type id 99", "array element type 99", with(&|s| {
-        s.set(&ak("vision.image_mean"), VT_ARR, enc_arr(99, 3, &[0; 12]));
-    }));
-    case("array_nested_3_deep", "nested", "array of array of array", with(&|s| {
-        let inner = enc_arr(VT_ARR, 1, &enc_arr(VT_U8, 0, &[]));
-        s.add("x.nested", VT_ARR, enc_arr(VT_ARR, 1, &inner));
-    }));
-    case("array_len_u64_max", "array length 18446744073709551615", "token array count 2^64-1 (CVE-2024-21825)", with(&|s| {
-        let body = &mut s.kv("tokenizer.ggml.tokens").body;
-        body[4..12].copy_from_slice(&u64::MAX.to_le_bytes());
-    }));
-    case("array_len_2_62", "array length 4611686018427387904", "array count 2^62 of u8", with(&|s| {
-        s.set(&ak("vision.pad_color"), VT_ARR, enc_arr(VT_U8, 1 << 62, &[1, 2, 3]));
-    }));
-    case("string_array_count_past_end", "array length", "string array whose count × 8 exceeds the bytes left", with(&|s| {
-        let body = &mut s.kv("tokenizer.ggml.tokens").body;
-        body[4..12].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    }));
-    case("string_value_len_past_end", "string length", "string value longer than the file", with(&|s| {
-        s.set("general.name", VT_STR, le64(1 << 40));
-    }));
-    case("string_value_not_utf8", "invalid UTF-8", "string value bytes not UTF-8", with(&|s| {
-        s.set("general.name", VT_STR, enc_str(b"\xc3\x28"));
-    }));
-    case("bool_value_2", "bool value 2", "bool byte neither 0 nor 1", with(&|s| {
-        s.set("tokenizer.ggml.add_bos_token", VT_BOOL, vec![2]);
-    }));
-    case("alignment_0", "general.alignment", "alignment 0 (division by zero in other readers)", with(&|s| {
-        s.add("general.alignment", VT_U32, u32b(0));
-    }));
-    case("alignment_3", "general.alignment", "alignment not a power of two", with(&|s| {
-        s.add("general.alignment", VT_U32, u32b(3));
-    }));
-    case("alignment_2_31", "alignment 2147483648", "alignment 2^31: offsets misaligned", with(&|s| {
-        s.add("general.alignment", VT_U32, u32b(1 << 31));
-    }));
-    case("alignment_as_u64", "general.alignment", "alignment typed u64", with(&|s| {
-        s.add("general.alignment", VT_U64, le64(32));
-    }));
-    case("alignment_as_string", "general.alignment", "alignment typed string", with(&|s| {
-        s.add("general.alignment", VT_STR, enc_str(b"32"));
-    }));
+    case(
+        "key_len_u64_max",
+        "string length 18446744073709551615",
+        "key length 2^64-1 (CVE-2024-23496)",
+        with(&|s| s.kvs[0].key_len = Some(u64::MAX)),
+    );
+    case(
+        "key_len_past_end",
+        "string length",
+        "key length one past the end of the file",
+        with(&|s| s.kvs[0].key_len = Some(1 << 30)),
+    );
+    case(
+        "key_empty",
+        "empty metadata key",
+        "zero-length key",
+        with(&|s| s.kvs[1].key.clear()),
+    );
+    case(
+        "key_not_utf8",
+        "invalid UTF-8",
+        "key bytes not UTF-8",
+        with(&|s| s.kvs[1].key = b"general.\xff\xfe".to_vec()),
+    );
+    case(
+        "key_duplicate",
+        "duplicate metadata key 'general.architecture'",
+        "the same key twice",
+        with(&|s| {
+            let k = s.kvs[0].clone();
+            s.kvs.insert(1, k);
+        }),
+    );
+    case(
+        "value_type_13",
+        "unknown value type id 13",
+        "value type one past the last",
+        with(&|s| s.kvs[1].typ = 13),
+    );
+    case(
+        "value_type_i32_max",
+        "unknown value type id 2147483647",
+        "value type 0x7fffffff",
+        with(&|s| s.kvs[1].typ = 0x7fff_ffff),
+    );
+    case(
+        "array_elem_type_unknown",
+        "unknown array element type id 99",
+        "array element type 99",
+        with(&|s| {
+            s.set(&ak("vision.image_mean"), VT_ARR, enc_arr(99, 3, &[0; 12]));
+        }),
+    );
+    case(
+        "array_nested_3_deep",
+        "nested",
+        "array of array of array",
+        with(&|s| {
+            let inner = enc_arr(VT_ARR, 1, &enc_arr(VT_U8, 0, &[]));
+            s.add("x.nested", VT_ARR, enc_arr(VT_ARR, 1, &inner));
+        }),
+    );
+    case(
+        "array_len_u64_max",
+        "array length 18446744073709551615",
+        "token array count 2^64-1 (CVE-2024-21825)",
+        with(&|s| {
+            let body = &mut s.kv("tokenizer.ggml.tokens").body;
+            body[4..12].copy_from_slice(&u64::MAX.to_le_bytes());
+        }),
+    );
+    case(
+        "array_len_2_62",
+        "array length 4611686018427387904",
+        "array count 2^62 of u8",
+        with(&|s| {
+            s.set(
+                &ak("vision.pad_color"),
+                VT_ARR,
+                enc_arr(VT_U8, 1 << 62, &[1, 2, 3]),
+            );
+        }),
+    );
+    case(
+        "string_array_count_past_end",
+        "array length",
+        "string array whose count × 8 exceeds the bytes left",
+        with(&|s| {
+            let body = &mut s.kv("tokenizer.ggml.tokens").body;
+            body[4..12].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        }),
+    );
+    case(
+        "string_value_len_past_end",
+        "string length",
+        "string value longer than the file",
+        with(&|s| {
+            s.set("general.name", VT_STR, le64(1 << 40));
+        }),
+    );
+    case(
+        "string_value_not_utf8",
+        "invalid UTF-8",
+        "string value bytes not UTF-8",
+        with(&|s| {
+            s.set("general.name", VT_STR, enc_str(b"\xc3\x28"));
+        }),
+    );
+    case(
+        "bool_value_2",
+        "bool value 2",
+        "bool byte neither 0 nor 1",
+        with(&|s| {
+            s.set("tokenizer.ggml.add_bos_token", VT_BOOL, vec![2]);
+        }),
+    );
+    case(
+        "alignment_0",
+        "general.alignment",
+        "alignment 0 (division by zero in other readers)",
+        with(&|s| {
+            s.add("general.alignment", VT_U32, u32b(0));
+        }),
+    );
+    case(
+        "alignment_3",
+        "general.alignment",
+        "alignment not a power of two",
+        with(&|s| {
+            s.add("general.alignment", VT_U32, u32b(3));
+        }),
+    );
+    case(
+        "alignment_2_31",
+        "alignment 2147483648",
+        "alignment 2^31: offsets misaligned",
+        with(&|s| {
+            s.add("general.alignment", VT_U32, u32b(1 << 31));
+        }),
+    );
+    case(
+        "alignment_as_u64",
+        "general.alignment",
+        "alignment typed u64",
+        with(&|s| {
+            s.add("general.alignment", VT_U64, le64(32));
+        }),
+    );
+    case(
+        "alignment_as_string",
+        "general.alignment",
+        "alignment typed string",
+        with(&|s| {
+            s.add("general.alignment", VT_STR, enc_str(b"32"));
+        }),
+    );
 
     // ---- tensor descriptions
-    case("tensor_name_len_u64_max", "string length", "tensor name length 2^64-1", with(&|s| s.tensors[0].name_len = Some(u64::MAX)));
-    case("tensor_name_not_utf8", "invalid UTF-8", "tensor name not UTF-8", with(&|s| s.tensors[3].name = b"blk.0.\xff".to_vec()));
-    case("tensor_name_duplicate", "duplicate tensor name", "two tensors with one name", with(&|s| {
-        s.tensors[2].name = s.tensors[1].name.clone();
-    }));
-    case("tensor_name_long", "token_embd.weight is missing", "a 300-byte name in place of token_embd.weight", with(&|s| {
-        s.t("token_embd.weight").name = vec![b'x'; 300];
-    }));
-    case("n_dims_0", "n_dims 0", "a tensor with no dimensions", with(&|s| {
-        let t = s.t("v.class_embd");
-        t.dims.clear();
-    }));
-    case("n_dims_5", "n_dims 5", "n_dims 5 > GGML_MAX_DIMS (CVE-2024-21802)", with(&|s| {
-        s.t("v.class_embd").dims = vec![8, 1, 1, 1, 1];
-    }));
-    case("n_dims_u32_max", "n_dims 4294967295", "n_dims 2^32-1 before the dims", with(&|s| {
-        s.t("v.class_embd").n_dims = Some(u32::MAX);
-    }));
-    case("dim_zero", "dimension 1 is 0", "a zero dimension", with(&|s| {
-        s.t("blk.0.attn_q.weight").dims = vec![8, 0];
-    }));
-    case("dims_element_overflow", "overflow", "dims 2^32 × 2^32 × 2 overflow the element count", with(&|s| {
-        s.t("blk.0.attn_q.weight").dims = vec![1 << 32, 1 << 32, 2];
-    }));
-    case("dims_byte_overflow", "overflow", "2^62 × 2 f32: elements fit u64, bytes do not", with(&|s| {
-        s.t("blk.0.attn_q.weight").dims = vec![1 << 62, 2];
-    }));
-    case("dim_u64_max", "overflow", "a dimension of 2^64-1", with(&|s| {
-        s.t("blk.0.attn_q.weight").dims = vec![u64::MAX, 2];
-    }));
-    case("q8_0_byte_overflow", "overflow", "q8_0 with 2^63 elements: the block byte size wraps (CVE-2026-33298)", with(&|s| {
-        s.t("blk.0.ffn_down.weight").dims = vec![1 << 59, 31];
-    }));
-    case("q8_0_row_not_block_multiple", "block size", "q8_0 row of 31 elements", with(&|s| {
-        s.t("blk.0.ffn_down.weight").dims = vec![31, 8];
-    }));
-    case("type_id_4", "unknown ggml type id 4", "removed ggml type Q4_2", with(&|s| s.tensors[0].typ = 4));
-    case("type_id_iq2_xxs", "unknown ggml type id 16", "a ggml type owlet does not implement", with(&|s| s.tensors[0].typ = 16));
-    case("type_id_u32_max", "unknown ggml type id 4294967295", "type id 2^32-1 (table index)", with(&|s| s.tensors[0].typ = u32::MAX));
-    case("offset_misaligned", "not a multiple of the alignment 32", "offset 8 with alignment 32", with(&|s| {
-        s.t("v.class_embd").offset += 8;
-    }));
-    case("offset_u64_max", "runs past the end", "aligned offset near 2^64 (offset + size wraps)", with(&|s| {
-        s.t("v.class_embd").offset = u64::MAX & !31;
-    }));
-    case("offset_past_eof", "runs past the end", "offset beyond the file (CVE-2026-7482)", with(&|s| {
-        let end = s.data.len() as u64;
-        s.t("v.class_embd").offset = (end + 31) & !31;
-    }));
-    case("data_past_eof", "runs past the end", "last tensor's data one byte short", with(&|s| {
-        s.data.pop();
-    }));
-    case("data_missing", "past the end", "no data section at all", with(&|s| s.data.clear()));
-    case("offset_overlap", "overlaps", "two tensors at the same offset", with(&|s| {
-        let o = s.t("blk.0.attn_q.weight").offset;
-        s.t("blk.0.attn_output.weight").offset = o;
-    }));
-    case("offset_partial_overlap", "overlaps", "a tensor starting inside the previous one", with(&|s| {
-        let o = s.t("token_embd.weight").offset;
-        s.t("blk.0.attn_norm.weight").offset = o + 64;
-    }));
+    case(
+        "tensor_name_len_u64_max",
+        "string length",
+        "tensor name length 2^64-1",
+        with(&|s| s.tensors[0].name_len = Some(u64::MAX)),
+    );
+    case(
+        "tensor_name_not_utf8",
+        "invalid UTF-8",
+        "tensor name not UTF-8",
+        with(&|s| s.tensors[3].name = b"blk.0.\xff".to_vec()),
+    );
+    case(
+        "tensor_name_duplicate",
+        "duplicate tensor name",
+        "two tensors with one name",
+        with(&|s| {
+            s.tensors[2].name = s.tensors[1].name.clone();
+        }),
+    );
+    case(
+        "tensor_name_long",
+        "token_embd.weight is missing",
+        "a 300-byte name in place of token_embd.weight",
+        with(&|s| {
+            s.t("token_embd.weight").name = vec![b'x'; 300];
+        }),
+    );
+    case(
+        "n_dims_0",
+        "n_dims 0",
+        "a tensor with no dimensions",
+        with(&|s| {
+            let t = s.t("v.class_embd");
+            t.dims.clear();
+        }),
+    );
+    case(
+        "n_dims_5",
+        "n_dims 5",
+        "n_dims 5 > GGML_MAX_DIMS (CVE-2024-21802)",
+        with(&|s| {
+            s.t("v.class_embd").dims = vec![8, 1, 1, 1, 1];
+        }),
+    );
+    case(
+        "n_dims_u32_max",
+        "n_dims 4294967295",
+        "n_dims 2^32-1 before the dims",
+        with(&|s| {
+            s.t("v.class_embd").n_dims = Some(u32::MAX);
+        }),
+    );
+    case(
+        "dim_zero",
+        "dimension 1 is 0",
+        "a zero dimension",
+        with(&|s| {
+            s.t("blk.0.attn_q.weight").dims = vec![8, 0];
+        }),
+    );
+    case(
+        "dims_element_overflow",
+        "overflow",
+        "dims 2^32 × 2^32 × 2 overflow the element count",
+        with(&|s| {
+            s.t("blk.0.attn_q.weight").dims = vec![1 << 32, 1 << 32, 2];
+        }),
+    );
+    case(
+        "dims_byte_overflow",
+        "overflow",
+        "2^62 × 2 f32: elements fit u64, bytes do not",
+        with(&|s| {
+            s.t("blk.0.attn_q.weight").dims = vec![1 << 62, 2];
+        }),
+    );
+    case(
+        "dim_u64_max",
+        "overflow",
+        "a dimension of 2^64-1",
+        with(&|s| {
+            s.t("blk.0.attn_q.weight").dims = vec![u64::MAX, 2];
+        }),
+    );
+    case(
+        "q8_0_byte_overflow",
+        "overflow",
+        "q8_0 with 2^63 elements: the block byte size wraps (CVE-2026-33298)",
+        with(&|s| {
+            s.t("blk.0.ffn_down.weight").dims = vec![1 << 59, 31];
+        }),
+    );
+    case(
+        "q8_0_row_not_block_multiple",
+        "block size",
+        "q8_0 row of 31 elements",
+        with(&|s| {
+            s.t("blk.0.ffn_down.weight").dims = vec![31, 8];
+        }),
+    );
+    case(
+        "type_id_4",
+        "unknown ggml type id 4",
+        "removed ggml type Q4_2",
+        with(&|s| s.tensors[0].typ = 4),
+    );
+    case(
+        "type_id_iq2_xxs",
+        "unknown ggml type id 16",
+        "a ggml type owlet does not implement",
+        with(&|s| s.tensors[0].typ = 16),
+    );
+    case(
+        "type_id_u32_max",
+        "unknown ggml type id 4294967295",
+        "type id 2^32-1 (table index)",
+        with(&|s| s.tensors[0].typ = u32::MAX),
+    );
+    case(
+        "offset_misaligned",
+        "not a multiple of the alignment 32",
+        "offset 8 with alignment 32",
+        with(&|s| {
+            s.t("v.class_embd").offset += 8;
+        }),
+    );
+    case(
+        "offset_u64_max",
+        "runs past the end",
+        "aligned offset near 2^64 (offset + size wraps)",
+        with(&|s| {
+            s.t("v.class_embd").offset = u64::MAX - 31;
+        }),
+    );
+    case(
+        "offset_past_eof",
+        "runs past the end",
+        "offset beyond the file (CVE-2026-7482)",
+        with(&|s| {
+            let end = s.data.len() as u64;
+            s.t("v.class_embd").offset = (end + 31) & !31;
+        }),
+    );
+    case(
+        "data_past_eof",
+        "runs past the end",
+        "last tensor's data one byte short",
+        with(&|s| {
+            s.data.pop();
+        }),
+    );
+    case(
+        "data_missing",
+        "past the end",
+        "no data section at all",
+        with(&|s| s.data.clear()),
+    );
+    case(
+        "offset_overlap",
+        "overlaps",
+        "two tensors at the same offset",
+        with(&|s| {
+            let o = s.t("blk.0.attn_q.weight").offset;
+            s.t("blk.0.attn_output.weight").offset = o;
+        }),
+    );
+    case(
+        "offset_partial_overlap",
+        "overlaps",
+        "a tensor starting inside the previous one",
+        with(&|s| {
+            let o = s.t("token_embd.weight").offset;
+            s.t("blk.0.attn_norm.weight").offset = o + 64;
+        }),
+    );
 
     // ---- model-level: architecture and hyperparameters
-    case("arch_missing", "general.architecture is missing", "no general.architecture", with(&|s| {
-        s.remove("general.architecture");
-    }));
-    case("arch_unknown", "unknown architecture \"gpt2\"", "architecture gpt2", with(&|s| {
-        s.set("general.architecture", VT_STR, enc_str(b"gpt2"));
-    }));
-    case("arch_as_u32", "general.architecture", "general.architecture typed u32", with(&|s| {
-        s.set("general.architecture", VT_U32, u32b(7));
-    }));
-    case("block_count_string", "mplug-owl2.block_count must be an unsigned integer", "block_count typed string", with(&|s| {
-        s.set(&ak("block_count"), VT_STR, enc_str(b"1"));
-    }));
-    case("block_count_missing", "mplug-owl2.block_count is missing", "no block_count", with(&|s| {
-        s.remove(&ak("block_count"));
-    }));
-    case("block_count_zero", "block_count must not be 0", "block_count 0", with(&|s| {
-        s.set(&ak("block_count"), VT_U32, u32b(0));
-    }));
-    case("block_count_u32_max", "blk.1.attn_norm.weight is missing", "block_count 2^32-1 with one layer present", with(&|s| {
-        s.set(&ak("block_count"), VT_U32, u32b(u32::MAX));
-    }));
-    case("block_count_too_big", "blk.1.attn_norm.weight is missing", "block_count 2 with one layer present", with(&|s| {
-        s.set(&ak("block_count"), VT_U32, u32b(2));
-    }));
-    case("vision_block_count_u32_max", "v.blk.1.ln1.weight is missing", "vision.block_count 2^32-1", with(&|s| {
-        s.set(&ak("vision.block_count"), VT_U32, u32b(u32::MAX));
-    }));
-    case("abstractor_block_count_u32_max", "abstractor.blk.1.ln_q.weight is missing", "abstractor.block_count 2^32-1", with(&|s| {
-        s.set(&ak("abstractor.block_count"), VT_U32, u32b(u32::MAX));
-    }));
-    case("embedding_length_mismatch", "blk.0.attn_norm.weight has 8 elements", "embedding_length 16 with 8-wide tensors", with(&|s| {
-        s.set(&ak("embedding_length"), VT_U32, u32b(16));
-        s.set(&ak("rope.dimension_count"), VT_U32, u32b(8));
-    }));
-    case("embedding_length_u64_huge", "embedding_length must be an unsigned integer", "embedding_length 2^40 as u64", with(&|s| {
-        s.set(&ak("embedding_length"), VT_U64, le64(1 << 40));
-    }));
-    case("head_count_not_divisor", "inconsistent attention shape", "8 wide, 3 heads", with(&|s| {
-        s.set(&ak("attention.head_count"), VT_U32, u32b(3));
-    }));
-    case("head_count_zero", "head_count must not be 0", "0 heads (division by zero)", with(&|s| {
-        s.set(&ak("attention.head_count"), VT_U32, u32b(0));
-    }));
-    case("rope_dim_partial", "rope.dimension_count 2", "partial RoPE", with(&|s| {
-        s.set(&ak("rope.dimension_count"), VT_U32, u32b(2));
-    }));
-    case("rms_eps_nan", "layer_norm_rms_epsilon must be a finite float", "rms epsilon NaN", with(&|s| {
-        s.set(&ak("attention.layer_norm_rms_epsilon"), VT_F32, f32::NAN.to_le_bytes().to_vec());
-    }));
-    case("rms_eps_negative", "must be positive", "rms epsilon -1", with(&|s| {
-        s.set(&ak("attention.layer_norm_rms_epsilon"), VT_F32, (-1f32).to_le_bytes().to_vec());
-    }));
-    case("context_length_missing", "context_length is missing", "no context_length", with(&|s| {
-        s.remove(&ak("context_length"));
-    }));
-    case("image_size_not_patch_multiple", "inconsistent vision shape", "image 5 px, patch 2", with(&|s| {
-        s.set(&ak("vision.image_size"), VT_U32, u32b(5));
-    }));
-    case("image_size_huge", "inconsistent vision shape", "image 2^31 px", with(&|s| {
-        s.set(&ak("vision.image_size"), VT_U32, u32b(1 << 31));
-    }));
-    case("patch_size_zero", "patch_size must not be 0", "patch 0 (division by zero)", with(&|s| {
-        s.set(&ak("vision.patch_size"), VT_U32, u32b(0));
-    }));
-    case("image_std_zero", "image_std must not contain 0", "a zero std (division by zero)", with(&|s| {
-        s.set(&ak("vision.image_std"), VT_ARR, arr_f32(&[0.27, 0.0, 0.28]));
-    }));
-    case("image_mean_two_items", "array of 3 floats", "image_mean with 2 items", with(&|s| {
-        s.set(&ak("vision.image_mean"), VT_ARR, arr_f32(&[0.5, 0.5]));
-    }));
-    case("image_mean_strings", "must hold 3 finite floats", "image_mean as strings", with(&|s| {
-        s.set(&ak("vision.image_mean"), VT_ARR, arr_strs(&["a", "b", "c"]));
-    }));
-    case("pad_color_300", "3 values 0..=255", "pad colour component 300", with(&|s| {
-        let items: Vec<u8> = [1u32, 300, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
-        s.set(&ak("vision.pad_color"), VT_ARR, enc_arr(VT_U32, 3, &items));
-    }));
-    case("aspect_mode_unknown", "has unknown value \"stretch\"", "aspect mode stretch", with(&|s| {
-        s.set(&ak("vision.aspect_mode"), VT_STR, enc_str(b"stretch"));
-    }));
-    case("abstractor_grid_mismatch", "must match the vision tower", "abstractor grid 3, vision grid 2", with(&|s| {
-        s.set(&ak("abstractor.grid_size"), VT_U32, u32b(3));
-    }));
-    case("abstractor_width_mismatch", "must match the vision tower", "abstractor 16 wide, vision 8", with(&|s| {
-        s.set(&ak("abstractor.embedding_length"), VT_U32, u32b(16));
-    }));
-    case("image_token_count_wrong", "disagrees with abstractor.query_count", "image.token_count 99", with(&|s| {
-        s.set(&ak("image.token_count"), VT_U32, u32b(99));
-    }));
+    case(
+        "arch_missing",
+        "general.architecture is missing",
+        "no general.architecture",
+        with(&|s| {
+            s.remove("general.architecture");
+        }),
+    );
+    case(
+        "arch_unknown",
+        "unknown architecture \"gpt2\"",
+        "architecture gpt2",
+        with(&|s| {
+            s.set("general.architecture", VT_STR, enc_str(b"gpt2"));
+        }),
+    );
+    case(
+        "arch_as_u32",
+        "general.architecture",
+        "general.architecture typed u32",
+        with(&|s| {
+            s.set("general.architecture", VT_U32, u32b(7));
+        }),
+    );
+    case(
+        "block_count_string",
+        "mplug-owl2.block_count must be an unsigned integer",
+        "block_count typed string",
+        with(&|s| {
+            s.set(&ak("block_count"), VT_STR, enc_str(b"1"));
+        }),
+    );
+    case(
+        "block_count_missing",
+        "mplug-owl2.block_count is missing",
+        "no block_count",
+        with(&|s| {
+            s.remove(&ak("block_count"));
+        }),
+    );
+    case(
+        "block_count_zero",
+        "block_count must not be 0",
+        "block_count 0",
+        with(&|s| {
+            s.set(&ak("block_count"), VT_U32, u32b(0));
+        }),
+    );
+    case(
+        "block_count_u32_max",
+        "blk.1.attn_norm.weight is missing",
+        "block_count 2^32-1 with one layer present",
+        with(&|s| {
+            s.set(&ak("block_count"), VT_U32, u32b(u32::MAX));
+        }),
+    );
+    case(
+        "block_count_too_big",
+        "blk.1.attn_norm.weight is missing",
+        "block_count 2 with one layer present",
+        with(&|s| {
+            s.set(&ak("block_count"), VT_U32, u32b(2));
+        }),
+    );
+    case(
+        "vision_block_count_u32_max",
+        "v.blk.1.ln1.weight is missing",
+        "vision.block_count 2^32-1",
+        with(&|s| {
+            s.set(&ak("vision.block_count"), VT_U32, u32b(u32::MAX));
+        }),
+    );
+    case(
+        "abstractor_block_count_u32_max",
+        "abstractor.blk.1.ln_q.weight is missing",
+        "abstractor.block_count 2^32-1",
+        with(&|s| {
+            s.set(&ak("abstractor.block_count"), VT_U32, u32b(u32::MAX));
+        }),
+    );
+    case(
+        "embedding_length_mismatch",
+        "blk.0.attn_norm.weight has 8 elements",
+        "embedding_length 16 with 8-wide tensors",
+        with(&|s| {
+            s.set(&ak("embedding_length"), VT_U32, u32b(16));
+            s.set(&ak("rope.dimension_count"), VT_U32, u32b(8));
+        }),
+    );
+    case(
+        "embedding_length_u64_huge",
+        "embedding_length must be an unsigned integer",
+        "embedding_length 2^40 as u64",
+        with(&|s| {
+            s.set(&ak("embedding_length"), VT_U64, le64(1 << 40));
+        }),
+    );
+    case(
+        "head_count_not_divisor",
+        "inconsistent attention shape",
+        "8 wide, 3 heads",
+        with(&|s| {
+            s.set(&ak("attention.head_count"), VT_U32, u32b(3));
+        }),
+    );
+    case(
+        "head_count_zero",
+        "head_count must not be 0",
+        "0 heads (division by zero)",
+        with(&|s| {
+            s.set(&ak("attention.head_count"), VT_U32, u32b(0));
+        }),
+    );
+    case(
+        "rope_dim_partial",
+        "rope.dimension_count 2",
+        "partial RoPE",
+        with(&|s| {
+            s.set(&ak("rope.dimension_count"), VT_U32, u32b(2));
+        }),
+    );
+    case(
+        "rms_eps_nan",
+        "layer_norm_rms_epsilon must be a finite float",
+        "rms epsilon NaN",
+        with(&|s| {
+            s.set(
+                &ak("attention.layer_norm_rms_epsilon"),
+                VT_F32,
+                f32::NAN.to_le_bytes().to_vec(),
+            );
+        }),
+    );
+    case(
+        "rms_eps_negative",
+        "must be positive",
+        "rms epsilon -1",
+        with(&|s| {
+            s.set(
+                &ak("attention.layer_norm_rms_epsilon"),
+                VT_F32,
+                (-1f32).to_le_bytes().to_vec(),
+            );
+        }),
+    );
+    case(
+        "context_length_missing",
+        "context_length is missing",
+        "no context_length",
+        with(&|s| {
+            s.remove(&ak("context_length"));
+        }),
+    );
+    case(
+        "image_size_not_patch_multiple",
+        "inconsistent vision shape",
+        "image 5 px, patch 2",
+        with(&|s| {
+            s.set(&ak("vision.image_size"), VT_U32, u32b(5));
+        }),
+    );
+    case(
+        "image_size_huge",
+        "inconsistent vision shape",
+        "image 2^31 px",
+        with(&|s| {
+            s.set(&ak("vision.image_size"), VT_U32, u32b(1 << 31));
+        }),
+    );
+    case(
+        "patch_size_zero",
+        "patch_size must not be 0",
+        "patch 0 (division by zero)",
+        with(&|s| {
+            s.set(&ak("vision.patch_size"), VT_U32, u32b(0));
+        }),
+    );
+    case(
+        "image_std_zero",
+        "image_std must not contain 0",
+        "a zero std (division by zero)",
+        with(&|s| {
+            s.set(&ak("vision.image_std"), VT_ARR, arr_f32(&[0.27, 0.0, 0.28]));
+        }),
+    );
+    case(
+        "image_mean_two_items",
+        "array of 3 floats",
+        "image_mean with 2 items",
+        with(&|s| {
+            s.set(&ak("vision.image_mean"), VT_ARR, arr_f32(&[0.5, 0.5]));
+        }),
+    );
+    case(
+        "image_mean_strings",
+        "must hold 3 finite floats",
+        "image_mean as strings",
+        with(&|s| {
+            s.set(&ak("vision.image_mean"), VT_ARR, arr_strs(&["a", "b", "c"]));
+        }),
+    );
+    case(
+        "pad_color_300",
+        "3 values 0..=255",
+        "pad colour component 300",
+        with(&|s| {
+            let items: Vec<u8> = [1u32, 300, 3]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            s.set(&ak("vision.pad_color"), VT_ARR, enc_arr(VT_U32, 3, &items));
+        }),
+    );
+    case(
+        "aspect_mode_unknown",
+        "has unknown value \"stretch\"",
+        "aspect mode stretch",
+        with(&|s| {
+            s.set(&ak("vision.aspect_mode"), VT_STR, enc_str(b"stretch"));
+        }),
+    );
+    case(
+        "abstractor_grid_mismatch",
+        "must match the vision tower",
+        "abstractor grid 3, vision grid 2",
+        with(&|s| {
+            s.set(&ak("abstractor.grid_size"), VT_U32, u32b(3));
+        }),
+    );
+    case(
+        "abstractor_width_mismatch",
+        "must match the vision tower",
+        "abstractor 16 wide, vision 8",
+        with(&|s| {
+            s.set(&ak("abstractor.embedding_length"), VT_U32, u32b(16));
+        }),
+    );
+    case(
+        "image_token_count_wrong",
+        "disagrees with abstractor.query_count",
+        "image.token_count 99",
+        with(&|s| {
+            s.set(&ak("image.token_count"), VT_U32, u32b(99));
+        }),
+    );
 
     // ---- model-level: tokenizer
-    case("tokenizer_model_gpt2", "tokenizer.ggml.model is \"gpt2\"", "a BPE tokenizer", with(&|s| {
-        s.set("tokenizer.ggml.model", VT_STR, enc_str(b"gpt2"));
-    }));
-    case("tokens_missing", "tokenizer.ggml.tokens is missing or not an array", "no token list", with(&|s| {
-        s.remove("tokenizer.ggml.tokens");
-    }));
-    case("tokens_as_u32", "tokenizer.ggml.tokens must hold strings", "tokens typed u32 array", with(&|s| {
-        let items: Vec<u8> = (0..264u32).flat_map(|v| v.to_le_bytes()).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, enc_arr(VT_U32, 264, &items));
-    }));
-    case("scores_as_i8", "tokenizer.ggml.scores must hold floats", "scores declared i8 (type confusion)", with(&|s| {
-        s.set("tokenizer.ggml.scores", VT_ARR, enc_arr(VT_I8, 264, &[0; 264]));
-    }));
-    case("scores_short", "tokenizer arrays differ in length", "263 scores for 264 tokens", with(&|s| {
-        let (_, scores, _) = vocab();
-        s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[1..]));
-    }));
-    case("token_type_strings", "tokenizer.ggml.token_type must hold integers", "token types as strings", with(&|s| {
-        let items = vec!["1"; 264];
-        s.set("tokenizer.ggml.token_type", VT_ARR, arr_strs(&items));
-    }));
-    case("token_type_wraps_i32", "token_type[0] = 4294967297", "token type 2^32+1 (wraps to 1 as i32)", with(&|s| {
-        let mut items: Vec<u8> = (1u64 << 32 | 1).to_le_bytes().to_vec();
-        items.extend((1..264u64).flat_map(|_| 1u64.to_le_bytes()));
-        s.set("tokenizer.ggml.token_type", VT_ARR, enc_arr(11, 264, &items));
-    }));
-    case("token_type_unknown", "is not a known token type", "token type 99", with(&|s| {
-        let (_, _, mut types) = vocab();
-        types[5] = 99;
-        s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types));
-    }));
-    case("bos_out_of_range", "bos token id 1000 is out of range", "bos id past the vocabulary", with(&|s| {
-        s.set("tokenizer.ggml.bos_token_id", VT_U32, u32b(1000));
-    }));
-    case("eos_u32_max", "eos token id 4294967295 is out of range", "eos id 2^32-1", with(&|s| {
-        s.set("tokenizer.ggml.eos_token_id", VT_U32, u32b(u32::MAX));
-    }));
-    case("vocab_shorter_than_embedding", "the vocabulary has 259 tokens but the model expects 264", "5 tokens dropped, vocab_size kept", with(&|s| {
-        let (tokens, scores, types) = vocab();
-        let strs: Vec<&str> = tokens[..259].iter().map(String::as_str).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
-        s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[..259]));
-        s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types[..259]));
-    }));
-    case("vocab_shorter_no_vocab_size", "token_embd.weight has shape", "5 tokens dropped, no vocab_size", with(&|s| {
-        let (tokens, scores, types) = vocab();
-        let strs: Vec<&str> = tokens[..259].iter().map(String::as_str).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
-        s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[..259]));
-        s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types[..259]));
-        s.remove(&ak("vocab_size"));
-    }));
-    case("vocab_size_larger_than_embedding", "the vocabulary has 264 tokens but the model expects 300", "vocab_size 300", with(&|s| {
-        s.set(&ak("vocab_size"), VT_U32, u32b(300));
-    }));
-    case("byte_token_malformed", "not of the form <0xXX>", "byte token spelled 'A'", with(&|s| {
-        let (mut tokens, _, _) = vocab();
-        tokens[3 + 0x41] = "A".into();
-        let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
-    }));
-    case("token_piece_duplicate", "appears twice", "two normal tokens with one piece", with(&|s| {
-        let (mut tokens, _, _) = vocab();
-        tokens[260] = tokens[259].clone();
-        let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
-    }));
-    case("token_piece_empty", "empty piece", "an empty token", with(&|s| {
-        let (mut tokens, _, _) = vocab();
-        tokens[261] = String::new();
-        let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
-    }));
+    case(
+        "tokenizer_model_gpt2",
+        "tokenizer.ggml.model is \"gpt2\"",
+        "a BPE tokenizer",
+        with(&|s| {
+            s.set("tokenizer.ggml.model", VT_STR, enc_str(b"gpt2"));
+        }),
+    );
+    case(
+        "tokens_missing",
+        "tokenizer.ggml.tokens is missing or not an array",
+        "no token list",
+        with(&|s| {
+            s.remove("tokenizer.ggml.tokens");
+        }),
+    );
+    case(
+        "tokens_as_u32",
+        "tokenizer.ggml.tokens must hold strings",
+        "tokens typed u32 array",
+        with(&|s| {
+            let items: Vec<u8> = (0..264u32).flat_map(|v| v.to_le_bytes()).collect();
+            s.set(
+                "tokenizer.ggml.tokens",
+                VT_ARR,
+                enc_arr(VT_U32, 264, &items),
+            );
+        }),
+    );
+    case(
+        "scores_as_i8",
+        "tokenizer.ggml.scores must hold floats",
+        "scores declared i8 (type confusion)",
+        with(&|s| {
+            s.set(
+                "tokenizer.ggml.scores",
+                VT_ARR,
+                enc_arr(VT_I8, 264, &[0; 264]),
+            );
+        }),
+    );
+    case(
+        "scores_short",
+        "tokenizer arrays differ in length",
+        "263 scores for 264 tokens",
+        with(&|s| {
+            let (_, scores, _) = vocab();
+            s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[1..]));
+        }),
+    );
+    case(
+        "token_type_strings",
+        "tokenizer.ggml.token_type must hold integers",
+        "token types as strings",
+        with(&|s| {
+            let items = vec!["1"; 264];
+            s.set("tokenizer.ggml.token_type", VT_ARR, arr_strs(&items));
+        }),
+    );
+    case(
+        "token_type_wraps_i32",
+        "token_type[0] = 4294967297",
+        "token type 2^32+1 (wraps to 1 as i32)",
+        with(&|s| {
+            let mut items: Vec<u8> = (1u64 << 32 | 1).to_le_bytes().to_vec();
+            items.extend((1..264u64).flat_map(|_| 1u64.to_le_bytes()));
+            s.set(
+                "tokenizer.ggml.token_type",
+                VT_ARR,
+                enc_arr(11, 264, &items),
+            );
+        }),
+    );
+    case(
+        "token_type_unknown",
+        "is not a known token type",
+        "token type 99",
+        with(&|s| {
+            let (_, _, mut types) = vocab();
+            types[5] = 99;
+            s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types));
+        }),
+    );
+    case(
+        "bos_out_of_range",
+        "bos token id 1000 is out of range",
+        "bos id past the vocabulary",
+        with(&|s| {
+            s.set("tokenizer.ggml.bos_token_id", VT_U32, u32b(1000));
+        }),
+    );
+    case(
+        "eos_u32_max",
+        "eos token id 4294967295 is out of range",
+        "eos id 2^32-1",
+        with(&|s| {
+            s.set("tokenizer.ggml.eos_token_id", VT_U32, u32b(u32::MAX));
+        }),
+    );
+    case(
+        "vocab_shorter_than_embedding",
+        "the vocabulary has 259 tokens but the model expects 264",
+        "5 tokens dropped, vocab_size kept",
+        with(&|s| {
+            let (tokens, scores, types) = vocab();
+            let strs: Vec<&str> = tokens[..259].iter().map(String::as_str).collect();
+            s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
+            s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[..259]));
+            s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types[..259]));
+        }),
+    );
+    case(
+        "vocab_shorter_no_vocab_size",
+        "token_embd.weight has shape",
+        "5 tokens dropped, no vocab_size",
+        with(&|s| {
+            let (tokens, scores, types) = vocab();
+            let strs: Vec<&str> = tokens[..259].iter().map(String::as_str).collect();
+            s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
+            s.set("tokenizer.ggml.scores", VT_ARR, arr_f32(&scores[..259]));
+            s.set("tokenizer.ggml.token_type", VT_ARR, arr_i32(&types[..259]));
+            s.remove(&ak("vocab_size"));
+        }),
+    );
+    case(
+        "vocab_size_larger_than_embedding",
+        "the vocabulary has 264 tokens but the model expects 300",
+        "vocab_size 300",
+        with(&|s| {
+            s.set(&ak("vocab_size"), VT_U32, u32b(300));
+        }),
+    );
+    case(
+        "byte_token_malformed",
+        "not of the form <0xXX>",
+        "byte token spelled 'A'",
+        with(&|s| {
+            let (mut tokens, _, _) = vocab();
+            tokens[3 + 0x41] = "A".into();
+            let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
+        }),
+    );
+    case(
+        "token_piece_duplicate",
+        "appears twice",
+        "two normal tokens with one piece",
+        with(&|s| {
+            let (mut tokens, _, _) = vocab();
+            tokens[260] = tokens[259].clone();
+            let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
+        }),
+    );
+    case(
+        "token_piece_empty",
+        "empty piece",
+        "an empty token",
+        with(&|s| {
+            let (mut tokens, _, _) = vocab();
+            tokens[261] = String::new();
+            let strs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            s.set("tokenizer.ggml.tokens", VT_ARR, arr_strs(&strs));
+        }),
+    );
 
     // ---- model-level: tensors
-    case("tensor_missing", "tensor v.class_embd is missing", "no v.class_embd", with(&|s| {
-        s.remove_tensor("v.class_embd");
-    }));
-    case("tensor_missing_mam_vis", "blk.0.attn_k_vis.weight is missing", "no visual MAM copy", with(&|s| {
-        s.remove_tensor("blk.0.attn_k_vis.weight");
-    }));
-    case("tensor_wrong_shape", "blk.0.attn_q.weight has shape [4, 16]", "attn_q 4×16 instead of 8×8", with(&|s| {
-        s.t("blk.0.attn_q.weight").dims = vec![4, 16];
-    }));
-    case("tensor_wrong_element_count", "v.class_embd has 4 elements", "class embedding of 4", with(&|s| {
-        s.t("v.class_embd").dims = vec![4];
-    }));
-    case("tensor_1d_matrix", "blk.0.attn_output.weight has shape [64]", "a matrix stored 1-D", with(&|s| {
-        s.t("blk.0.attn_output.weight").dims = vec![64];
-    }));
+    case(
+        "tensor_missing",
+        "tensor v.class_embd is missing",
+        "no v.class_embd",
+        with(&|s| {
+            s.remove_tensor("v.class_embd");
+        }),
+    );
+    case(
+        "tensor_missing_mam_vis",
+        "blk.0.attn_k_vis.weight is missing",
+        "no visual MAM copy",
+        with(&|s| {
+            s.remove_tensor("blk.0.attn_k_vis.weight");
+        }),
+    );
+    case(
+        "tensor_wrong_shape",
+        "blk.0.attn_q.weight has shape [4, 16]",
+        "attn_q 4×16 instead of 8×8",
+        with(&|s| {
+            s.t("blk.0.attn_q.weight").dims = vec![4, 16];
+        }),
+    );
+    case(
+        "tensor_wrong_element_count",
+        "v.class_embd has 4 elements",
+        "class embedding of 4",
+        with(&|s| {
+            s.t("v.class_embd").dims = vec![4];
+        }),
+    );
+    case(
+        "tensor_1d_matrix",
+        "blk.0.attn_output.weight has shape [64]",
+        "a matrix stored 1-D",
+        with(&|s| {
+            s.t("blk.0.attn_output.weight").dims = vec![64];
+        }),
+    );
     out
 }
 
@@ -924,17 +1493,30 @@ fn committed_corpus_is_current() {
         std::fs::write(dir.join("MANIFEST.txt"), &manifest).unwrap();
     }
     let committed = std::fs::read_to_string(dir.join("MANIFEST.txt")).unwrap();
-    assert_eq!(committed, manifest, "MANIFEST.txt is stale: regenerate (see README)");
+    assert_eq!(
+        committed, manifest,
+        "MANIFEST.txt is stale: regenerate (see README)"
+    );
     let mut names = std::collections::HashSet::new();
     for c in &cases {
         assert!(names.insert(c.name), "duplicate case {}", c.name);
         let file = dir.join(format!("{}.gguf", c.name));
         let on_disk = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert!(on_disk == c.bytes, "{} differs from the generator: regenerate", c.name);
+        assert!(
+            on_disk == c.bytes,
+            "{} differs from the generator: regenerate",
+            c.name
+        );
     }
     let n_files = std::fs::read_dir(&dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "gguf"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "gguf")
+        })
         .count();
     assert_eq!(n_files, cases.len(), "stray .gguf files in tests/malformed");
     assert!(cases.len() >= 60, "only {} cases", cases.len());
@@ -948,14 +1530,20 @@ fn every_corpus_file_is_refused_with_its_message() {
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.txt")).unwrap();
     let mut n = 0;
     let mut worst = (0, "");
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let mut f = line.split('\t');
         let (file, want) = (f.next().unwrap(), f.next().unwrap());
         let bytes = std::fs::read(dir.join(file)).unwrap();
         worst = worst.max((check_refused(file, bytes, want), file));
         n += 1;
     }
-    eprintln!("{n} files refused; largest peak extra heap {} B ({})", worst.0, worst.1);
+    eprintln!(
+        "{n} files refused; largest peak extra heap {} B ({})",
+        worst.0, worst.1
+    );
     assert!(n >= 60, "{n} files");
 }
 
@@ -969,7 +1557,10 @@ fn every_proper_prefix_of_the_base_file_is_refused() {
             Ok(_) => panic!("prefix of {n} bytes accepted"),
             Err(e) => assert!(!e.contains('\n'), "{e:?}"),
         }
-        assert!(extra < n + HEAP_SLACK, "prefix {n}: peak extra heap {extra}");
+        assert!(
+            extra < n + HEAP_SLACK,
+            "prefix {n}: peak extra heap {extra}"
+        );
     }
 }
 

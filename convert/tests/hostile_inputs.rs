@@ -215,8 +215,11 @@ fn one_tensor_pickle(name: &str, key: &str, n: u32, offset: u32, numel: u32) -> 
 /// header and the central directory), to make a duplicate entry.
 const DUP_MARK: &str = "archive/data/D";
 
+/// One zip entry: name, contents, compression.
+type ZipRecord<'a> = (&'a str, &'a [u8], zip::CompressionMethod);
+
 /// A torch.save-style zip from `(name, bytes, method)` records, in order.
-fn write_zip(path: &Path, records: &[(&str, &[u8], zip::CompressionMethod)]) {
+fn write_zip(path: &Path, records: &[ZipRecord]) {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, bytes, method) in records {
         let opts = zip::write::SimpleFileOptions::default()
@@ -251,7 +254,11 @@ fn code_execution_pickles_are_refused_and_nothing_runs() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "posix.system via GLOBAL + REDUCE",
-            P::proto(2).global("posix", "system").str(&cmd).op(b"\x85R.").0,
+            P::proto(2)
+                .global("posix", "system")
+                .str(&cmd)
+                .op(b"\x85R.")
+                .0,
             "disallowed global posix.system",
         ),
         (
@@ -261,12 +268,20 @@ fn code_execution_pickles_are_refused_and_nothing_runs() {
         ),
         (
             "builtins.exec via STACK_GLOBAL",
-            P::proto(4).stack_global("builtins", "exec").str(&py).op(b"\x85R.").0,
+            P::proto(4)
+                .stack_global("builtins", "exec")
+                .str(&py)
+                .op(b"\x85R.")
+                .0,
             "disallowed global builtins.exec",
         ),
         (
             "builtins.eval via STACK_GLOBAL",
-            P::proto(4).stack_global("builtins", "eval").str(&py).op(b"\x85R.").0,
+            P::proto(4)
+                .stack_global("builtins", "eval")
+                .str(&py)
+                .op(b"\x85R.")
+                .0,
             "disallowed global builtins.eval",
         ),
         (
@@ -282,17 +297,28 @@ fn code_execution_pickles_are_refused_and_nothing_runs() {
         ),
         (
             "runpy._run_code",
-            P::proto(2).global("runpy", "_run_code").str(&py).op(b"}\x86R.").0,
+            P::proto(2)
+                .global("runpy", "_run_code")
+                .str(&py)
+                .op(b"}\x86R.")
+                .0,
             "disallowed global runpy._run_code",
         ),
         (
             "torch.load is not on the allowlist",
-            P::proto(2).global("torch", "load").str("x.pt").op(b"\x85R.").0,
+            P::proto(2)
+                .global("torch", "load")
+                .str("x.pt")
+                .op(b"\x85R.")
+                .0,
             "disallowed global torch.load",
         ),
         (
             "torch.storage._load_from_bytes",
-            P::proto(2).global("torch.storage", "_load_from_bytes").op(b"C\x01x\x85R.").0,
+            P::proto(2)
+                .global("torch.storage", "_load_from_bytes")
+                .op(b"C\x01x\x85R.")
+                .0,
             "disallowed global torch.storage._load_from_bytes",
         ),
         (
@@ -307,27 +333,46 @@ fn code_execution_pickles_are_refused_and_nothing_runs() {
         ),
         (
             "REDUCE on OrderedDict with a payload",
-            P::proto(2).global("collections", "OrderedDict").str(&cmd).op(b"\x85R.").0,
+            P::proto(2)
+                .global("collections", "OrderedDict")
+                .str(&cmd)
+                .op(b"\x85R.")
+                .0,
             "OrderedDict called with arguments",
         ),
         (
             "OBJ opcode (calls a class)",
-            P::proto(2).op(b"(").global("os", "system").str(&cmd).op(b"o.").0,
+            P::proto(2)
+                .op(b"(")
+                .global("os", "system")
+                .str(&cmd)
+                .op(b"o.")
+                .0,
             "disallowed global os.system",
         ),
         (
             "OBJ opcode on an allowed class",
-            P::proto(2).op(b"(").global("collections", "OrderedDict").op(b"o.").0,
+            P::proto(2)
+                .op(b"(")
+                .global("collections", "OrderedDict")
+                .op(b"o.")
+                .0,
             "unsupported pickle opcode 0x6f",
         ),
         (
             "NEWOBJ opcode",
-            P::proto(2).global("collections", "OrderedDict").op(b")\x81.").0,
+            P::proto(2)
+                .global("collections", "OrderedDict")
+                .op(b")\x81.")
+                .0,
             "unsupported pickle opcode 0x81",
         ),
         (
             "NEWOBJ_EX opcode",
-            P::proto(4).global("collections", "OrderedDict").op(b")}\x92.").0,
+            P::proto(4)
+                .global("collections", "OrderedDict")
+                .op(b")}\x92.")
+                .0,
             "unsupported pickle opcode 0x92",
         ),
         (
@@ -415,22 +460,57 @@ fn resource_bomb_pickles_are_refused_with_bounded_memory() {
     }
     let nested_dicts = nested_dicts.op(b".").0;
 
-
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("BINUNICODE 2^32-1 bytes in a 20-byte file", b"\x80\x02X\xff\xff\xff\xffabcdefgh.".to_vec(), "exceeds the"),
-        ("SHORT_BINBYTES past the end", b"\x80\x03C\xffab.".to_vec(), "exceeds the"),
-        ("BINBYTES 2^32-1", b"\x80\x03B\xff\xff\xff\xffab.".to_vec(), "exceeds the"),
-        ("BINBYTES8 2^64-1", b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xffab.".to_vec(), "exceeds the"),
-        ("BINSTRING negative length", b"\x80\x02T\xff\xff\xff\xffab.".to_vec(), "pickle"),
-        ("LONG4 2^31 bytes", b"\x80\x02\x8b\xff\xff\xff\x7fab.".to_vec(), "pickle"),
-        ("LONG1 of 255 bytes (beyond i64)", {
-            let mut v = b"\x80\x02\x8a\xff".to_vec();
-            v.extend([0x7f; 255]);
-            v.push(b'.');
-            v
-        }, "pickle"),
-        ("FRAME longer than the input", b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x01N.".to_vec(), "exceeds the"),
-        ("LONG_BINPUT at 2^32-1 then GET", b"\x80\x02Nr\xff\xff\xff\xffj\xff\xff\xff\xff.".to_vec(), "not a state dict"),
+        (
+            "BINUNICODE 2^32-1 bytes in a 20-byte file",
+            b"\x80\x02X\xff\xff\xff\xffabcdefgh.".to_vec(),
+            "exceeds the",
+        ),
+        (
+            "SHORT_BINBYTES past the end",
+            b"\x80\x03C\xffab.".to_vec(),
+            "exceeds the",
+        ),
+        (
+            "BINBYTES 2^32-1",
+            b"\x80\x03B\xff\xff\xff\xffab.".to_vec(),
+            "exceeds the",
+        ),
+        (
+            "BINBYTES8 2^64-1",
+            b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xffab.".to_vec(),
+            "exceeds the",
+        ),
+        (
+            "BINSTRING negative length",
+            b"\x80\x02T\xff\xff\xff\xffab.".to_vec(),
+            "pickle",
+        ),
+        (
+            "LONG4 2^31 bytes",
+            b"\x80\x02\x8b\xff\xff\xff\x7fab.".to_vec(),
+            "pickle",
+        ),
+        (
+            "LONG1 of 255 bytes (beyond i64)",
+            {
+                let mut v = b"\x80\x02\x8a\xff".to_vec();
+                v.extend([0x7f; 255]);
+                v.push(b'.');
+                v
+            },
+            "pickle",
+        ),
+        (
+            "FRAME longer than the input",
+            b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x01N.".to_vec(),
+            "exceeds the",
+        ),
+        (
+            "LONG_BINPUT at 2^32-1 then GET",
+            b"\x80\x02Nr\xff\xff\xff\xffj\xff\xff\xff\xff.".to_vec(),
+            "not a state dict",
+        ),
         ("memo bomb, deep", memo_deep, "nested deeper than 64"),
         ("memo bomb, wide", memo_wide, "not a state dict"),
         ("100k nested MARKs (tuples)", deep_tuples, "nested MARKs"),
@@ -453,13 +533,17 @@ fn stack_bomb_is_capped_absolutely() {
     bytes.push(b'.');
     let (r, extra) = peak_extra(|| pickle::parse_state_dict(&bytes, "bomb.pkl"));
     let e = format!("{:#}", r.unwrap_err());
-    assert!(e.contains("pickle stack in bomb.pkl exceeds 1048576 values"), "{e}");
+    assert!(
+        e.contains("pickle stack in bomb.pkl exceeds 1048576 values"),
+        "{e}"
+    );
     assert!(extra < 64 << 20, "peak extra heap {extra}");
 }
 
 #[test]
 fn tensor_views_outside_their_storage_are_refused() {
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    let cases: Vec<(&str, Vec<u8>, &str)> =
+        vec![
         (
             "storage offset past the declared storage",
             one_tensor_pickle("w", "0", 4, u32::MAX, 4),
@@ -515,7 +599,7 @@ fn malformed_torch_zips_are_refused() {
     let evil = P::proto(2).global("os", "system").str("id").op(b"\x85R.").0;
     let good: &[u8] = &[0, 0x3c, 0, 0x40];
     let version: &[u8] = b"3\n";
-    let cases: Vec<(&str, Vec<(&str, &[u8], zip::CompressionMethod)>, Vec<&str>)> = vec![
+    let cases: Vec<(&str, Vec<ZipRecord>, Vec<&str>)> = vec![
         (
             "storage name with ../",
             vec![
@@ -526,7 +610,10 @@ fn malformed_torch_zips_are_refused() {
         ),
         (
             "absolute entry name",
-            vec![("archive/data.pkl", &pkl, STORED), ("/archive/data/0", good, STORED)],
+            vec![
+                ("archive/data.pkl", &pkl, STORED),
+                ("/archive/data/0", good, STORED),
+            ],
             vec!["unsafe"],
         ),
         (
@@ -536,17 +623,26 @@ fn malformed_torch_zips_are_refused() {
         ),
         (
             "no data.pkl",
-            vec![("archive/data/0", good, STORED), ("archive/version", version, STORED)],
+            vec![
+                ("archive/data/0", good, STORED),
+                ("archive/version", version, STORED),
+            ],
             vec!["no <prefix>/data.pkl"],
         ),
         (
             "storage key not in the archive",
-            vec![("archive/data.pkl", &pkl, STORED), ("archive/data/1", good, STORED)],
+            vec![
+                ("archive/data.pkl", &pkl, STORED),
+                ("archive/data/1", good, STORED),
+            ],
             vec!["archive/data/0", "missing"],
         ),
         (
             "storage shorter than the view",
-            vec![("archive/data.pkl", &pkl, STORED), ("archive/data/0", &good[..3], STORED)],
+            vec![
+                ("archive/data.pkl", &pkl, STORED),
+                ("archive/data/0", &good[..3], STORED),
+            ],
             vec!["too short"],
         ),
         (
@@ -586,7 +682,9 @@ fn zip_bombs_and_lying_sizes_stay_bounded() {
         &[("archive/data.pkl", &zeros, DEFLATED)],
     );
     drop(zeros);
-    let len = std::fs::metadata(dir.join("pytorch_model.bin")).unwrap().len() as usize;
+    let len = std::fs::metadata(dir.join("pytorch_model.bin"))
+        .unwrap()
+        .len() as usize;
     refused("data.pkl bomb", len, &["data.pkl", "limit"], || {
         Checkpoint::open(&dir)
     });
@@ -603,10 +701,15 @@ fn zip_bombs_and_lying_sizes_stay_bounded() {
             ("archive/data/0", &small, DEFLATED),
         ],
     );
-    let len = std::fs::metadata(dir.join("pytorch_model.bin")).unwrap().len() as usize;
-    refused("storage view past a deflated record", len, &["too short"], || {
-        Checkpoint::open(&dir)
-    });
+    let len = std::fs::metadata(dir.join("pytorch_model.bin"))
+        .unwrap()
+        .len() as usize;
+    refused(
+        "storage view past a deflated record",
+        len,
+        &["too short"],
+        || Checkpoint::open(&dir),
+    );
 }
 
 // ------------------------------------------------------------------ safetensors
@@ -623,41 +726,198 @@ fn safetensors_bytes(header: &[u8], data_len: usize) -> Vec<u8> {
 fn broken_safetensors_headers_are_refused() {
     let e = |s: &str| s.as_bytes().to_vec();
     let one = |dtype: &str, shape: &str, offs: &str| {
-        e(&format!(r#"{{"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offs}}}}}"#))
+        e(&format!(
+            r#"{{"w":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offs}}}}}"#
+        ))
     };
     let cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
-        ("header not UTF-8", b"{\"w\xff\":1}".to_vec(), 0, "not UTF-8"),
+        (
+            "header not UTF-8",
+            b"{\"w\xff\":1}".to_vec(),
+            0,
+            "not UTF-8",
+        ),
         ("header is an array", e("[]"), 0, "not a JSON object"),
         ("header is a string", e("\"w\""), 0, "not a JSON object"),
         ("header is empty", Vec::new(), 0, "not valid JSON"),
-        ("trailing garbage after the object", e("{} x"), 0, "not valid JSON"),
-        ("NUL inside the header", e("{\"w\":\u{0}}"), 0, "not valid JSON"),
-        ("deeply nested JSON", e(&format!("{{\"w\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000))), 0, "not valid JSON"),
-        ("entry not an object", e(r#"{"w":7}"#), 0, "missing or non-string dtype"),
-        ("dtype missing", e(r#"{"w":{"shape":[1],"data_offsets":[0,4]}}"#), 4, "missing or non-string dtype"),
-        ("dtype a number", e(r#"{"w":{"dtype":1,"shape":[1],"data_offsets":[0,4]}}"#), 4, "missing or non-string dtype"),
-        ("dtype unknown", one("F31", "[1]", "[0,4]"), 4, "unsupported dtype \"F31\""),
-        ("dtype lowercase", one("f32", "[1]", "[0,4]"), 4, "unsupported dtype \"f32\""),
-        ("dtype I64", one("I64", "[1]", "[0,8]"), 8, "unsupported dtype \"I64\""),
-        ("shape missing", e(r#"{"w":{"dtype":"F32","data_offsets":[0,4]}}"#), 4, "missing shape"),
-        ("shape not an array", one("F32", "3", "[0,12]"), 12, "missing shape"),
-        ("shape negative", one("F32", "[-1]", "[0,4]"), 4, "shape must be non-negative integers"),
-        ("shape float", one("F32", "[1.5]", "[0,4]"), 4, "shape must be non-negative integers"),
-        ("shape product overflows", one("F32", "[4294967296,4294967296,4]", "[0,4]"), 4, "overflows"),
-        ("shape of 2^64-1", one("F32", "[18446744073709551615]", "[0,4]"), 4, "overflows"),
-        ("offsets missing", e(r#"{"w":{"dtype":"F32","shape":[1]}}"#), 4, "missing data_offsets"),
-        ("offsets of three", one("F32", "[1]", "[0,4,8]"), 8, "data_offsets must be [begin, end]"),
-        ("offsets negative", one("F32", "[1]", "[-4,0]"), 4, "non-negative integers"),
-        ("offsets reversed", one("F32", "[1]", "[4,0]"), 4, "outside the data section"),
-        ("end past the data", one("F32", "[1]", "[0,4]"), 2, "outside the data section"),
-        ("offsets near 2^64", one("F32", "[1]", "[18446744073709551612,18446744073709551615]"), 4, "outside the data section"),
-        ("span does not match the shape", one("F16", "[3]", "[0,4]"), 4, "needs 6"),
-        ("duplicate tensor names", e(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#), 8, "no tensor covers bytes [0, 4)"),
-        ("gap between tensors", e(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#), 12, "no tensor covers bytes [4, 8)"),
-        ("overlapping tensors", e(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#), 8, "overlap"),
-        ("bytes after the last tensor", one("F32", "[1]", "[0,4]"), 8, "bytes [4, 8) after the last tensor"),
-        ("__metadata__ not an object", e(r#"{"__metadata__":[1]}"#), 0, "__metadata__"),
-        ("__metadata__ with a non-string value", e(r#"{"__metadata__":{"format":1}}"#), 0, "__metadata__"),
+        (
+            "trailing garbage after the object",
+            e("{} x"),
+            0,
+            "not valid JSON",
+        ),
+        (
+            "NUL inside the header",
+            e("{\"w\":\u{0}}"),
+            0,
+            "not valid JSON",
+        ),
+        (
+            "deeply nested JSON",
+            e(&format!(
+                "{{\"w\":{}{}}}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            )),
+            0,
+            "not valid JSON",
+        ),
+        (
+            "entry not an object",
+            e(r#"{"w":7}"#),
+            0,
+            "missing or non-string dtype",
+        ),
+        (
+            "dtype missing",
+            e(r#"{"w":{"shape":[1],"data_offsets":[0,4]}}"#),
+            4,
+            "missing or non-string dtype",
+        ),
+        (
+            "dtype a number",
+            e(r#"{"w":{"dtype":1,"shape":[1],"data_offsets":[0,4]}}"#),
+            4,
+            "missing or non-string dtype",
+        ),
+        (
+            "dtype unknown",
+            one("F31", "[1]", "[0,4]"),
+            4,
+            "unsupported dtype \"F31\"",
+        ),
+        (
+            "dtype lowercase",
+            one("f32", "[1]", "[0,4]"),
+            4,
+            "unsupported dtype \"f32\"",
+        ),
+        (
+            "dtype I64",
+            one("I64", "[1]", "[0,8]"),
+            8,
+            "unsupported dtype \"I64\"",
+        ),
+        (
+            "shape missing",
+            e(r#"{"w":{"dtype":"F32","data_offsets":[0,4]}}"#),
+            4,
+            "missing shape",
+        ),
+        (
+            "shape not an array",
+            one("F32", "3", "[0,12]"),
+            12,
+            "missing shape",
+        ),
+        (
+            "shape negative",
+            one("F32", "[-1]", "[0,4]"),
+            4,
+            "shape must be non-negative integers",
+        ),
+        (
+            "shape float",
+            one("F32", "[1.5]", "[0,4]"),
+            4,
+            "shape must be non-negative integers",
+        ),
+        (
+            "shape product overflows",
+            one("F32", "[4294967296,4294967296,4]", "[0,4]"),
+            4,
+            "overflows",
+        ),
+        (
+            "shape of 2^64-1",
+            one("F32", "[18446744073709551615]", "[0,4]"),
+            4,
+            "overflows",
+        ),
+        (
+            "offsets missing",
+            e(r#"{"w":{"dtype":"F32","shape":[1]}}"#),
+            4,
+            "missing data_offsets",
+        ),
+        (
+            "offsets of three",
+            one("F32", "[1]", "[0,4,8]"),
+            8,
+            "data_offsets must be [begin, end]",
+        ),
+        (
+            "offsets negative",
+            one("F32", "[1]", "[-4,0]"),
+            4,
+            "non-negative integers",
+        ),
+        (
+            "offsets reversed",
+            one("F32", "[1]", "[4,0]"),
+            4,
+            "outside the data section",
+        ),
+        (
+            "end past the data",
+            one("F32", "[1]", "[0,4]"),
+            2,
+            "outside the data section",
+        ),
+        (
+            "offsets near 2^64",
+            one("F32", "[1]", "[18446744073709551612,18446744073709551615]"),
+            4,
+            "outside the data section",
+        ),
+        (
+            "span does not match the shape",
+            one("F16", "[3]", "[0,4]"),
+            4,
+            "needs 6",
+        ),
+        (
+            "duplicate tensor names",
+            e(
+                r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            ),
+            8,
+            "no tensor covers bytes [0, 4)",
+        ),
+        (
+            "gap between tensors",
+            e(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            ),
+            12,
+            "no tensor covers bytes [4, 8)",
+        ),
+        (
+            "overlapping tensors",
+            e(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            ),
+            8,
+            "overlap",
+        ),
+        (
+            "bytes after the last tensor",
+            one("F32", "[1]", "[0,4]"),
+            8,
+            "bytes [4, 8) after the last tensor",
+        ),
+        (
+            "__metadata__ not an object",
+            e(r#"{"__metadata__":[1]}"#),
+            0,
+            "__metadata__",
+        ),
+        (
+            "__metadata__ with a non-string value",
+            e(r#"{"__metadata__":{"format":1}}"#),
+            0,
+            "__metadata__",
+        ),
     ];
     assert!(cases.len() >= 25);
     for (what, header, data_len, want) in &cases {
@@ -670,13 +930,25 @@ fn broken_safetensors_headers_are_refused() {
     }
     // Length prefix problems (the file itself is tiny).
     for (what, bytes, want) in [
-        ("7-byte file", b"\x02\x00\x00\x00\x00\x00\x00".to_vec(), "too short"),
-        ("header length 2^64-1", u64::MAX.to_le_bytes().to_vec(), "exceeds"),
-        ("header length just past the file", {
-            let mut b = 3u64.to_le_bytes().to_vec();
-            b.extend(b"{}");
-            b
-        }, "exceeds the file size"),
+        (
+            "7-byte file",
+            b"\x02\x00\x00\x00\x00\x00\x00".to_vec(),
+            "too short",
+        ),
+        (
+            "header length 2^64-1",
+            u64::MAX.to_le_bytes().to_vec(),
+            "exceeds",
+        ),
+        (
+            "header length just past the file",
+            {
+                let mut b = 3u64.to_le_bytes().to_vec();
+                b.extend(b"{}");
+                b
+            },
+            "exceeds the file size",
+        ),
     ] {
         let dir = temp_dir("stlen");
         std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();

@@ -8,7 +8,10 @@ pub fn pickle_reader(data: &[u8]) {
     };
     let mut names = std::collections::HashSet::new();
     for (name, t) in &entries {
-        assert!(names.insert(name.as_str()), "duplicate entry {name:?} accepted");
+        assert!(
+            names.insert(name.as_str()),
+            "duplicate entry {name:?} accepted"
+        );
         // `numel` is checked arithmetic: None (refused later) or the true product.
         if let Some(n) = t.numel() {
             let mut p: u128 = 1;
