@@ -111,7 +111,10 @@ fn extreme_quants_match_generic() {
                 }
                 for b in qa.chunks_exact_mut(ats) {
                     match vec_dot_type(wt) {
-                        GgmlType::Q8_0 => b[2..].fill(0x80),
+                        // Q8_0 activations are in [-127, 127] (d = amax/127): -128 never occurs,
+                        // and ggml's x86 sign trick (like owlet's AVX2 kernels) relies on it.
+                        // Q8_K can hold -128 (its scale is -128/max), so it gets 0x80.
+                        GgmlType::Q8_0 => b[2..].fill(0x81),
                         _ => b[4..260].fill(0x80),
                     }
                 }
