@@ -115,7 +115,14 @@ fn extreme_quants_match_generic() {
                         // and ggml's x86 sign trick (like owlet's AVX2 kernels) relies on it.
                         // Q8_K can hold -128 (its scale is -128/max), so it gets 0x80.
                         GgmlType::Q8_0 => b[2..].fill(0x81),
-                        _ => b[4..260].fill(0x80),
+                        _ => {
+                            // Q8_K: quants, then the 16 bsums (i16 sums of 16 quants) they imply,
+                            // which kernels may use instead of re-adding the quants.
+                            b[4..260].fill(0x80);
+                            for s in b[260..292].chunks_exact_mut(2) {
+                                s.copy_from_slice(&(-128i16 * 16).to_le_bytes());
+                            }
+                        }
                     }
                 }
                 check_quant(k, wt, &qw, &qa, n, &format!("fill {fill:#x}"));
