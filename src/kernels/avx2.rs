@@ -20,6 +20,10 @@
 //! wrappers is only handed out by [`detect`] after run-time detection, so the wrappers are
 //! unreachable on other CPUs.
 
+// Tile bodies index fixed-size register arrays by row/column up to the const-generic tile
+// shape; index loops say that more plainly than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::rows::RowOps;
@@ -61,14 +65,14 @@ static AVX2: Kernels = Kernels {
     f16_f32: f16_f32_dot,
     bf16_f32: bf16_f32_dot,
     f32_f32: f32_f32_dot,
-    q4_0_q8_0_tile: q4_0_q8_0_tile,
+    q4_0_q8_0_tile,
     q4_1_q8_1_tile: tiles::q4_1_q8_1,
     q5_0_q8_0_tile: tiles::q5_0_q8_0,
     q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile: q8_0_q8_0_tile,
-    q4_k_q8_k_tile: q4_k_q8_k_tile,
+    q8_0_q8_0_tile,
+    q4_k_q8_k_tile,
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile: q6_k_q8_k_tile,
+    q6_k_q8_k_tile,
 };
 
 /// A monomorphized tile body: `nb` blocks, 4 weight-row and 4 activation-row pointers (unused
