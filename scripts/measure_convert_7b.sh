@@ -4,7 +4,7 @@
 # pytorch_model-*.bin shards + index, about 16 GB) to GGUF.
 #
 # Usage: scripts/measure_convert_7b.sh [TYPE ...]     (default: q4_k_m q4_0)
-# Env:   WORK=/tmp/owlet-7b   where the checkpoint and outputs go (needs ~25 GB free)
+# Env:   WORK=/tmp/owlet-7b   where the checkpoint and outputs go (27 GB free; 34 with f16, 50 with f32)
 #        KEEP=1               keep the checkpoint and outputs afterwards
 #        FORMAT=bin|safetensors  the synthetic checkpoint's weight files (default bin)
 # Prints one summary line per type; the full /usr/bin/time -v reports are in $WORK/*.time.
@@ -16,7 +16,11 @@ types=("$@")
 work=${WORK:-/tmp/owlet-7b}
 format=${FORMAT:-bin}
 
-need_gb=25
+# 17 GB of checkpoint plus the largest output (each output is deleted after its run).
+need_gb=27
+for t in "${types[@]}"; do
+    case $t in f16) [ $need_gb -ge 34 ] || need_gb=34 ;; f32) need_gb=50 ;; esac
+done
 free_gb=$(df -P -BG "$(dirname "$work")" | awk 'NR==2 {gsub("G","",$4); print $4}')
 if [ "$free_gb" -lt "$need_gb" ]; then
     echo "only ${free_gb} GB free under $(dirname "$work"); need about ${need_gb} GB" >&2
