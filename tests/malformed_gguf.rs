@@ -333,6 +333,8 @@ fn tensor_table(n_vocab: u64) -> Vec<(String, Vec<u64>, u32)> {
     // One block-quantized tensor, so that block-size rules apply (32 columns = one block).
     add("blk.0.ffn_down.weight".into(), &[FF, D], T_Q8_0);
     add("output_norm.weight".into(), &[D], T_F32);
+    // mPLUG-Owl2's LM head is untied: an mplug-owl2 file must carry its own.
+    add("output.weight".into(), &[D, n_vocab], T_F16);
 
     let p = u64::from(PATCH);
     add("v.patch_embd.weight".into(), &[p, p, 3, VD], T_F32);
