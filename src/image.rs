@@ -538,7 +538,11 @@ fn decoder_limits(limits: &ImageLimits) -> image::Limits {
 
 fn decode_error(name: &str, limits: &ImageLimits, e: image::ImageError) -> Error {
     // Decoder messages may span lines (some JPEG errors end with '\n'); ours are one line.
-    let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let msg = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     match e {
         image::ImageError::Limits(_) => err(
             ErrorKind::BadImage,

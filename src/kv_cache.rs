@@ -99,8 +99,12 @@ impl KvCache {
             kv_type,
             n_ctx,
             width,
-            k: (0..n_layer).map(|_| KvStore::new(kv_type, n_ctx * width)).collect(),
-            v: (0..n_layer).map(|_| KvStore::new(kv_type, n_ctx * width)).collect(),
+            k: (0..n_layer)
+                .map(|_| KvStore::new(kv_type, n_ctx * width))
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| KvStore::new(kv_type, n_ctx * width))
+                .collect(),
         }
     }
     /// Bytes held.

@@ -17,7 +17,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, repeat_penalty: 1.0, seed: 0 }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repeat_penalty: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -25,13 +31,19 @@ impl SamplingParams {
     /// Checks the ranges; the message names the parameter.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+            return Err(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
         }
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
-            return Err(format!("repeat penalty must be > 0, got {}", self.repeat_penalty));
+            return Err(format!(
+                "repeat penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -90,7 +102,11 @@ impl Sampler {
                 if i < logits.len() && !seen[i] {
                     seen[i] = true;
                     let l = &mut logits[i];
-                    *l = if *l < 0.0 { *l * p.repeat_penalty } else { *l / p.repeat_penalty };
+                    *l = if *l < 0.0 {
+                        *l * p.repeat_penalty
+                    } else {
+                        *l / p.repeat_penalty
+                    };
                 }
             }
         }
@@ -98,8 +114,11 @@ impl Sampler {
             return argmax(logits) as u32;
         }
         // Candidates sorted by logit, descending (stable: lower id first among equals).
-        let mut cand: Vec<(u32, f32)> =
-            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.truncate(p.top_k);
@@ -153,10 +172,18 @@ mod tests {
     #[test]
     fn same_seed_same_draws_and_top_k_one_is_greedy() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.9, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            seed: 7,
+            ..Default::default()
+        };
         let draw = |p: SamplingParams| {
             let mut s = Sampler::new(p);
-            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(params.clone()), draw(params.clone()));
         let k1 = SamplingParams { top_k: 1, ..params };
@@ -165,7 +192,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_follows_hf_signs() {
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         let mut l = vec![4.0, -1.0, 3.0];
         let t = s.sample(&mut l, &[0, 1]);
         assert_eq!(l, vec![2.0, -2.0, 3.0]);
@@ -174,7 +204,10 @@ mod tests {
 
     #[test]
     fn bad_params_are_named() {
-        let p = SamplingParams { top_p: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        };
         assert!(p.validate().unwrap_err().contains("top-p"));
     }
 }

@@ -24,8 +24,14 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        SessionOptions { threads, kv_type: KvType::F16, n_ctx: None }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        SessionOptions {
+            threads,
+            kv_type: KvType::F16,
+            n_ctx: None,
+        }
     }
 }
 
@@ -47,7 +53,11 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, sampling: SamplingParams::default(), ignore_eos: false }
+        GenerateOptions {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -213,7 +223,9 @@ impl<'m> Session<'m> {
             );
         }
         let m = self.model;
-        let rows = self.pool.install(|| m.abstract_image(&m.encode_image(pixels)));
+        let rows = self
+            .pool
+            .install(|| m.abstract_image(&m.encode_image(pixels)));
         Ok(ImageEmbedding { rows })
     }
 
@@ -259,9 +271,14 @@ impl<'m> Session<'m> {
         let mut next_image = images.iter();
         for &id in ids {
             if id == IMAGE_TOKEN_ID {
-                let Some(img) = next_image.next() else { unreachable!("counted above") };
+                let Some(img) = next_image.next() else {
+                    unreachable!("counted above")
+                };
                 if img.rows.len() != n_img * d {
-                    bail_kind!(BadPrompt, "an image embedding has the wrong size for this model");
+                    bail_kind!(
+                        BadPrompt,
+                        "an image embedding has the wrong size for this model"
+                    );
                 }
                 x.extend_from_slice(&img.rows);
                 modality.extend(std::iter::repeat_n(IMAGE, n_img));
@@ -320,7 +337,8 @@ impl<'m> Session<'m> {
         });
         self.n_past += modality.len();
         self.cached.extend_from_slice(ids);
-        self.history.extend(ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32));
+        self.history
+            .extend(ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32));
         Ok(logits)
     }
 
@@ -332,7 +350,9 @@ impl<'m> Session<'m> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
-        opts.sampling.validate().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         let mut sampler = Sampler::new(opts.sampling.clone());
         let tok = self.model.tokenizer();
         let mut decoder = tok.decoder();
@@ -382,9 +402,15 @@ impl<'m> Session<'m> {
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
         self.cancel.store(false, Ordering::Relaxed);
-        opts.sampling.validate().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
         let mut turns = self.turns.clone();
-        turns.push(Turn { role: Role::User, text: user_text.to_string(), images: new_images.len() });
+        turns.push(Turn {
+            role: Role::User,
+            text: user_text.to_string(),
+            images: new_images.len(),
+        });
         let segs = prompt::render_chat(&turns, true)?;
         let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
         // The whole conversation must fit; refuse before encoding any image.
@@ -398,7 +424,11 @@ impl<'m> Session<'m> {
         let logits = self.feed_conversation(&ids, &all_images)?;
         self.chat_prompt_logits.clone_from(&logits);
         let gen = self.generate(logits, opts, on_token)?;
-        turns.push(Turn { role: Role::Assistant, text: gen.text.clone(), images: 0 });
+        turns.push(Turn {
+            role: Role::Assistant,
+            text: gen.text.clone(),
+            images: 0,
+        });
         self.turns = turns;
         self.images = all_images;
         Ok(gen)
@@ -412,7 +442,12 @@ impl<'m> Session<'m> {
     /// Those positions are dropped by rewinding; attention only reads positions below the
     /// current one, so their stale keys and values are overwritten before they are used.
     fn feed_conversation(&mut self, ids: &[i64], images: &[ImageEmbedding]) -> Result<Vec<f32>> {
-        let mut common = self.cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let mut common = self
+            .cached
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
         // At least one id must be fed to get logits.
         if common == ids.len() {
             common = common.saturating_sub(1);
@@ -423,7 +458,10 @@ impl<'m> Session<'m> {
         self.chat_owned = true;
         self.rewind(common);
         self.reused = self.n_past;
-        let used = ids[..common].iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        let used = ids[..common]
+            .iter()
+            .filter(|&&i| i == IMAGE_TOKEN_ID)
+            .count();
         let refs: Vec<&ImageEmbedding> = images.get(used..).unwrap_or(&[]).iter().collect();
         self.feed(&ids[common..], &refs, false, None)
     }
@@ -432,7 +470,16 @@ impl<'m> Session<'m> {
     fn rewind(&mut self, n_ids: usize) {
         self.cached.truncate(n_ids);
         let n_img = self.model.config.image_tokens;
-        self.n_past = self.cached.iter().map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 }).sum();
-        self.history = self.cached.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+        self.n_past = self
+            .cached
+            .iter()
+            .map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 })
+            .sum();
+        self.history = self
+            .cached
+            .iter()
+            .filter(|&&i| i >= 0)
+            .map(|&i| i as u32)
+            .collect();
     }
 }

@@ -20,19 +20,35 @@ fn manifest_ids(key: &str) -> Vec<i64> {
     let at = text.find(&format!("\"{key}\"")).unwrap();
     let open = at + text[at..].find('[').unwrap();
     let close = open + text[open..].find(']').unwrap();
-    text[open + 1..close].split(',').map(|v| v.trim().parse().unwrap()).collect()
+    text[open + 1..close]
+        .split(',')
+        .map(|v| v.trim().parse().unwrap())
+        .collect()
 }
 
 fn logits_for(file: &str) -> (Model, Vec<f32>) {
     let m = Model::load(&dir().join(file)).unwrap();
     assert_eq!(m.config.arch, Arch::Llama);
-    let mut s = Session::new(&m, SessionOptions { threads: 2, kv_type: KvType::F32, n_ctx: None }).unwrap();
-    let l = s.prefill(&manifest_ids("prompt_ids"), &[], true, None).unwrap();
+    let mut s = Session::new(
+        &m,
+        SessionOptions {
+            threads: 2,
+            kv_type: KvType::F32,
+            n_ctx: None,
+        },
+    )
+    .unwrap();
+    let l = s
+        .prefill(&manifest_ids("prompt_ids"), &[], true, None)
+        .unwrap();
     (m, l)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -45,8 +61,18 @@ fn f32_file_matches_llama_cpp_logits_and_greedy_ids() {
     assert!(d <= 1e-4, "max |Δ| {d}");
     // greedy16 (the first "greedy16" in the manifest is the f32 file's)
     let greedy = manifest_ids("greedy16");
-    let mut s = Session::new(&m, SessionOptions { threads: 1, kv_type: KvType::F32, n_ctx: None }).unwrap();
-    let mut l = s.prefill(&manifest_ids("prompt_ids"), &[], false, None).unwrap();
+    let mut s = Session::new(
+        &m,
+        SessionOptions {
+            threads: 1,
+            kv_type: KvType::F32,
+            n_ctx: None,
+        },
+    )
+    .unwrap();
+    let mut l = s
+        .prefill(&manifest_ids("prompt_ids"), &[], false, None)
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..16 {
         let id = argmax(&l) as i64;
@@ -64,7 +90,9 @@ fn quantized_files_track_llama_cpp() {
     let f32_ref = npy::read(&dir().join("logits-f32.npy")).unwrap().to_f32();
     for t in ["Q8_0", "Q6_K", "Q4_K_M", "Q4_K_S", "Q4_0"] {
         let (_, logits) = logits_for(&format!("tiny-{t}.gguf"));
-        let theirs = npy::read(&dir().join(format!("logits-{t}.npy"))).unwrap().to_f32();
+        let theirs = npy::read(&dir().join(format!("logits-{t}.npy")))
+            .unwrap()
+            .to_f32();
         let to_llama = max_abs(&logits, &theirs);
         let llama_quant_err = max_abs(&theirs, &f32_ref);
         eprintln!("{t}: max abs owlet vs llama.cpp {to_llama:.2e}; llama.cpp vs its f32 {llama_quant_err:.2e}");

@@ -41,7 +41,9 @@ impl Shapes for Checkpoint {
 
 impl Source for Checkpoint {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let t = self.get(name).ok_or_else(|| anyhow!("tensor {name} is not in the checkpoint"))?;
+        let t = self
+            .get(name)
+            .ok_or_else(|| anyhow!("tensor {name} is not in the checkpoint"))?;
         Checkpoint::read_f32(self, t)
     }
     fn warnings(&self) -> Vec<String> {
@@ -62,16 +64,24 @@ impl TokenizerData {
     pub fn read(dir: &Path) -> Result<TokenizerData> {
         let path = dir.join("tokenizer.model");
         let bytes = std::fs::read(&path).with_context(|| {
-            format!("{}: the SentencePiece tokenizer.model is required", path.display())
+            format!(
+                "{}: the SentencePiece tokenizer.model is required",
+                path.display()
+            )
         })?;
         let model = spm::parse_spm(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let json_path = dir.join("tokenizer.json");
         let hf_json = if json_path.exists() {
-            std::fs::read_to_string(&json_path).with_context(|| format!("{}", json_path.display()))?
+            std::fs::read_to_string(&json_path)
+                .with_context(|| format!("{}", json_path.display()))?
         } else {
             spm::hf_tokenizer_json(&model)
         };
-        Ok(TokenizerData { model, hf_json, config: HfTokenizerConfig::read(dir)? })
+        Ok(TokenizerData {
+            model,
+            hf_json,
+            config: HfTokenizerConfig::read(dir)?,
+        })
     }
 }
 
@@ -93,21 +103,44 @@ fn arr(elem: ValueType, items: Vec<Value>) -> Value {
 /// Builds the file's metadata.
 pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>> {
     let c = inp.cfg;
-    let arch = if opts.text_only { names::ARCH_LLAMA } else { names::ARCH_MPLUG_OWL2 };
+    let arch = if opts.text_only {
+        names::ARCH_LLAMA
+    } else {
+        names::ARCH_MPLUG_OWL2
+    };
     let mut m: Vec<(String, Value)> = Vec::new();
     let mut put = |k: String, v: Value| m.push((k, v));
     let ak = |k: &str| arch_key(arch, k);
     put(gkey::ARCHITECTURE.into(), Value::Str(arch.into()));
-    let default_name = if opts.text_only { "mPLUG-Owl2 LLaMA-2 (text only)" } else { "mPLUG-Owl2" };
-    put(gkey::NAME.into(), Value::Str(opts.name.clone().unwrap_or_else(|| default_name.into())));
+    let default_name = if opts.text_only {
+        "mPLUG-Owl2 LLaMA-2 (text only)"
+    } else {
+        "mPLUG-Owl2"
+    };
+    put(
+        gkey::NAME.into(),
+        Value::Str(opts.name.clone().unwrap_or_else(|| default_name.into())),
+    );
     put(gkey::FILE_TYPE.into(), Value::U32(opts.preset.file_type()));
     put("general.quantization_version".into(), Value::U32(2));
-    put(ak(key::CONTEXT_LENGTH), Value::U32(c.max_position_embeddings as u32));
+    put(
+        ak(key::CONTEXT_LENGTH),
+        Value::U32(c.max_position_embeddings as u32),
+    );
     put(ak(key::EMBEDDING_LENGTH), Value::U32(c.hidden_size as u32));
     put(ak(key::BLOCK_COUNT), Value::U32(c.num_hidden_layers as u32));
-    put(ak(key::FEED_FORWARD_LENGTH), Value::U32(c.intermediate_size as u32));
-    put(ak(key::HEAD_COUNT), Value::U32(c.num_attention_heads as u32));
-    put(ak(key::HEAD_COUNT_KV), Value::U32(c.num_key_value_heads as u32));
+    put(
+        ak(key::FEED_FORWARD_LENGTH),
+        Value::U32(c.intermediate_size as u32),
+    );
+    put(
+        ak(key::HEAD_COUNT),
+        Value::U32(c.num_attention_heads as u32),
+    );
+    put(
+        ak(key::HEAD_COUNT_KV),
+        Value::U32(c.num_key_value_heads as u32),
+    );
     put(ak(key::RMS_EPS), Value::F32(c.rms_norm_eps));
     put(ak(key::ROPE_DIM), Value::U32(c.head_dim() as u32));
     put(ak(key::ROPE_FREQ_BASE), Value::F32(c.rope_theta));
@@ -115,25 +148,64 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
     if !opts.text_only {
         put(ak(key::ROPE_QK_PERMUTED), Value::Bool(true));
         put(ak(key::MAM_MODALITY_COUNT), Value::U32(2));
-        put(ak(key::MAM_VISUAL_SUFFIX), Value::Str(names::VIS_SUFFIX.into()));
+        put(
+            ak(key::MAM_VISUAL_SUFFIX),
+            Value::Str(names::VIS_SUFFIX.into()),
+        );
         put(
             ak(key::MAM_TENSORS),
-            arr(ValueType::Str, names::blk::MAM.iter().map(|s| Value::Str(s.to_string())).collect()),
+            arr(
+                ValueType::Str,
+                names::blk::MAM
+                    .iter()
+                    .map(|s| Value::Str(s.to_string()))
+                    .collect(),
+            ),
         );
         let (v, a, p) = (&c.vision, &c.abstractor, inp.pre);
-        put(ak(key::IMAGE_TOKEN_COUNT), Value::U32(a.num_learnable_queries as u32 + 1));
-        put(ak(key::IMAGE_PLACEHOLDER), Value::Str(names::IMAGE_PLACEHOLDER.into()));
+        put(
+            ak(key::IMAGE_TOKEN_COUNT),
+            Value::U32(a.num_learnable_queries as u32 + 1),
+        );
+        put(
+            ak(key::IMAGE_PLACEHOLDER),
+            Value::Str(names::IMAGE_PLACEHOLDER.into()),
+        );
         put(ak(key::V_IMAGE_SIZE), Value::U32(v.image_size as u32));
         put(ak(key::V_PATCH_SIZE), Value::U32(v.patch_size as u32));
-        put(ak(key::V_EMBEDDING_LENGTH), Value::U32(v.hidden_size as u32));
-        put(ak(key::V_FEED_FORWARD_LENGTH), Value::U32(v.intermediate_size as u32));
-        put(ak(key::V_BLOCK_COUNT), Value::U32(v.num_hidden_layers as u32));
-        put(ak(key::V_HEAD_COUNT), Value::U32(v.num_attention_heads as u32));
+        put(
+            ak(key::V_EMBEDDING_LENGTH),
+            Value::U32(v.hidden_size as u32),
+        );
+        put(
+            ak(key::V_FEED_FORWARD_LENGTH),
+            Value::U32(v.intermediate_size as u32),
+        );
+        put(
+            ak(key::V_BLOCK_COUNT),
+            Value::U32(v.num_hidden_layers as u32),
+        );
+        put(
+            ak(key::V_HEAD_COUNT),
+            Value::U32(v.num_attention_heads as u32),
+        );
         put(ak(key::V_LN_EPS), Value::F32(v.layer_norm_eps));
         put(ak(key::V_ACTIVATION), Value::Str(v.hidden_act.clone()));
         put(ak(key::V_HAS_CLASS_TOKEN), Value::Bool(true));
-        put(ak(key::V_IMAGE_MEAN), arr(ValueType::F32, p.mean.iter().map(|&x| Value::F32(x)).collect()));
-        put(ak(key::V_IMAGE_STD), arr(ValueType::F32, p.std.iter().map(|&x| Value::F32(x)).collect()));
+        put(
+            ak(key::V_IMAGE_MEAN),
+            arr(
+                ValueType::F32,
+                p.mean.iter().map(|&x| Value::F32(x)).collect(),
+            ),
+        );
+        put(
+            ak(key::V_IMAGE_STD),
+            arr(
+                ValueType::F32,
+                p.std.iter().map(|&x| Value::F32(x)).collect(),
+            ),
+        );
         put(ak(key::V_RESAMPLE), Value::Str("bicubic".into()));
         // upstream's process_images: "pad" pads, anything else without a value means the
         // README Quick Start's stretch ("resize").
@@ -146,18 +218,42 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
         // expand2square's background: int(255·mean) per channel.
         put(
             ak(key::V_PAD_COLOR),
-            arr(ValueType::U8, p.mean.iter().map(|&x| Value::U8((x as f64 * 255.0) as u8)).collect()),
+            arr(
+                ValueType::U8,
+                p.mean
+                    .iter()
+                    .map(|&x| Value::U8((x as f64 * 255.0) as u8))
+                    .collect(),
+            ),
         );
-        put(ak(key::A_QUERY_COUNT), Value::U32(a.num_learnable_queries as u32));
-        put(ak(key::A_BLOCK_COUNT), Value::U32(a.num_hidden_layers as u32));
-        put(ak(key::A_HEAD_COUNT), Value::U32(a.num_attention_heads as u32));
-        put(ak(key::A_EMBEDDING_LENGTH), Value::U32(a.hidden_size as u32));
-        put(ak(key::A_FEED_FORWARD_LENGTH), Value::U32(a.intermediate_size as u32));
+        put(
+            ak(key::A_QUERY_COUNT),
+            Value::U32(a.num_learnable_queries as u32),
+        );
+        put(
+            ak(key::A_BLOCK_COUNT),
+            Value::U32(a.num_hidden_layers as u32),
+        );
+        put(
+            ak(key::A_HEAD_COUNT),
+            Value::U32(a.num_attention_heads as u32),
+        );
+        put(
+            ak(key::A_EMBEDDING_LENGTH),
+            Value::U32(a.hidden_size as u32),
+        );
+        put(
+            ak(key::A_FEED_FORWARD_LENGTH),
+            Value::U32(a.intermediate_size as u32),
+        );
         // ln_q / ln_kv / ln2 are built with PyTorch's default eps upstream, not the config's.
         put(ak(key::A_LN_EPS), Value::F32(1e-5));
         put(ak(key::A_FFN_LN_EPS), Value::F32(a.layer_norm_eps));
         put(ak(key::A_GRID_SIZE), Value::U32(a.grid_size as u32));
-        put(ak(key::TOKENIZER_LEGACY), Value::Bool(inp.tokenizer.config.legacy));
+        put(
+            ak(key::TOKENIZER_LEGACY),
+            Value::Bool(inp.tokenizer.config.legacy),
+        );
         let g = inp.generation;
         if let Some(t) = g.temperature {
             put(ak(key::GEN_TEMPERATURE), Value::F32(t));
@@ -182,16 +278,43 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
         );
     }
     put(gkey::TOK_MODEL.into(), Value::Str("llama".into()));
-    put(gkey::TOK_TOKENS.into(), arr(ValueType::Str, t.tokens.iter().map(|s| Value::Str(s.clone())).collect()));
-    put(gkey::TOK_SCORES.into(), arr(ValueType::F32, t.scores.iter().map(|&s| Value::F32(s)).collect()));
-    put(gkey::TOK_TYPES.into(), arr(ValueType::I32, t.types.iter().map(|&s| Value::I32(s)).collect()));
+    put(
+        gkey::TOK_TOKENS.into(),
+        arr(
+            ValueType::Str,
+            t.tokens.iter().map(|s| Value::Str(s.clone())).collect(),
+        ),
+    );
+    put(
+        gkey::TOK_SCORES.into(),
+        arr(
+            ValueType::F32,
+            t.scores.iter().map(|&s| Value::F32(s)).collect(),
+        ),
+    );
+    put(
+        gkey::TOK_TYPES.into(),
+        arr(
+            ValueType::I32,
+            t.types.iter().map(|&s| Value::I32(s)).collect(),
+        ),
+    );
     put(gkey::TOK_BOS.into(), Value::U32(c.bos_token_id));
     put(gkey::TOK_EOS.into(), Value::U32(c.eos_token_id));
     put(gkey::TOK_UNK.into(), Value::U32(t.unk_id));
     put(gkey::TOK_PAD.into(), Value::U32(c.pad_token_id));
-    put(gkey::TOK_ADD_BOS.into(), Value::Bool(inp.tokenizer.config.add_bos));
-    put(gkey::TOK_ADD_EOS.into(), Value::Bool(inp.tokenizer.config.add_eos));
-    put(gkey::TOK_HF_JSON.into(), Value::Str(inp.tokenizer.hf_json.clone()));
+    put(
+        gkey::TOK_ADD_BOS.into(),
+        Value::Bool(inp.tokenizer.config.add_bos),
+    );
+    put(
+        gkey::TOK_ADD_EOS.into(),
+        Value::Bool(inp.tokenizer.config.add_eos),
+    );
+    put(
+        gkey::TOK_HF_JSON.into(),
+        Value::Str(inp.tokenizer.hf_json.clone()),
+    );
     put(gkey::CHAT_TEMPLATE.into(), Value::Str(CHAT_TEMPLATE.into()));
     Ok(m)
 }
@@ -207,26 +330,39 @@ pub struct Summary {
 }
 
 /// Produces one output tensor's bytes.
-fn produce(src: &dyn Source, p: &Planned, cache: &mut Option<(String, Vec<f32>)>) -> Result<Vec<u8>> {
+fn produce(
+    src: &dyn Source,
+    p: &Planned,
+    cache: &mut Option<(String, Vec<f32>)>,
+) -> Result<Vec<u8>> {
     let values: Vec<f32> = match &p.from {
         From::Computed(v) => v.clone(),
         From::SameInEvery { names } => {
             let first = src.read_f32(&names[0])?;
             for n in &names[1..] {
                 if src.read_f32(n)? != first {
-                    bail!("{n} differs from {}; owlet stores one table for every layer", names[0]);
+                    bail!(
+                        "{n} differs from {}; owlet stores one table for every layer",
+                        names[0]
+                    );
                 }
             }
             first
         }
-        From::Tensor { name, transform: Transform::Copy } => {
+        From::Tensor {
+            name,
+            transform: Transform::Copy,
+        } => {
             // Moved, not copied: for token_embd/output of a 7B (32000×4096 f32 = 524 MB) a
             // second copy would double the peak memory.
             *cache = None;
             src.read_f32(name)?
         }
         From::Tensor { name, transform } => {
-            let rows = src.shape_of(name).and_then(|s| s.iter().copied().find(|&d| d != 1)).unwrap_or(1);
+            let rows = src
+                .shape_of(name)
+                .and_then(|s| s.iter().copied().find(|&d| d != 1))
+                .unwrap_or(1);
             if let Transform::QkvPart { .. } = transform {
                 // The fused ViT QKV feeds three outputs in a row: read it once.
                 let hit = cache.as_ref().is_some_and(|(n, _)| n == name);
@@ -242,22 +378,34 @@ fn produce(src: &dyn Source, p: &Planned, cache: &mut Option<(String, Vec<f32>)>
         }
     };
     if values.len() != p.n_elements() {
-        bail!("tensor {}: {} values for shape {:?}", p.name, values.len(), p.ne);
+        bail!(
+            "tensor {}: {} values for shape {:?}",
+            p.name,
+            values.len(),
+            p.ne
+        );
     }
     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-        bail!("tensor {} has a non-finite value at element {bad}; the checkpoint is corrupt", p.name);
+        bail!(
+            "tensor {} has a non-finite value at element {bad}; the checkpoint is corrupt",
+            p.name
+        );
     }
     quantize(p.typ, &values, p.ne[0] as usize).with_context(|| format!("tensor {}", p.name))
 }
 
 /// Quantizes rows of `cols` values to `typ`, in parallel by rows.
 pub fn quantize(typ: GgmlType, values: &[f32], cols: usize) -> Result<Vec<u8>> {
-    let rb = typ.row_bytes(cols as u64).ok_or_else(|| anyhow!("rows of {cols} cannot be stored as {typ}"))? as usize;
+    let rb = typ
+        .row_bytes(cols as u64)
+        .ok_or_else(|| anyhow!("rows of {cols} cannot be stored as {typ}"))? as usize;
     let rows = values.len() / cols;
     let mut out = vec![0u8; rows * rb];
     out.par_chunks_mut(rb)
         .zip(values.par_chunks(cols))
-        .try_for_each(|(dst, row)| quant::quantize_row(typ, row, dst).map_err(|e| anyhow!("{e:?}")))?;
+        .try_for_each(|(dst, row)| {
+            quant::quantize_row(typ, row, dst).map_err(|e| anyhow!("{e:?}"))
+        })?;
     Ok(out)
 }
 
@@ -269,7 +417,10 @@ fn temp_path(out: &Path) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        bail!("output directory {} does not exist; create it first", dir.display());
+        bail!(
+            "output directory {} does not exist; create it first",
+            dir.display()
+        );
     }
     let name = out
         .file_name()
@@ -307,12 +458,17 @@ pub fn write_gguf(
         Ok(mut summary) => {
             // Self-check: the runtime's own loader must accept the file before it replaces
             // anything.
-            let check = Gguf::open(&tmp)
-                .map_err(|e| anyhow!("{e}"))
-                .and_then(|g| owlet::model::Model::from_gguf(g).map(|_| ()).map_err(|e| anyhow!("{e}")));
+            let check = Gguf::open(&tmp).map_err(|e| anyhow!("{e}")).and_then(|g| {
+                owlet::model::Model::from_gguf(g)
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("{e}"))
+            });
             if let Err(e) = check {
                 let _ = std::fs::remove_file(&tmp);
-                bail!("the written file failed validation ({e}); nothing was written to {}", out.display());
+                bail!(
+                    "the written file failed validation ({e}); nothing was written to {}",
+                    out.display()
+                );
             }
             if let Err(e) = std::fs::rename(&tmp, out) {
                 let _ = std::fs::remove_file(&tmp);
@@ -335,9 +491,12 @@ fn write_to(
     src: &dyn Source,
     quiet: bool,
 ) -> Result<Summary> {
-    let file = std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let descs: Vec<(String, Vec<u64>, GgmlType)> =
-        plan.iter().map(|p| (p.name.clone(), p.ne.clone(), p.typ)).collect();
+    let file =
+        std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let descs: Vec<(String, Vec<u64>, GgmlType)> = plan
+        .iter()
+        .map(|p| (p.name.clone(), p.ne.clone(), p.typ))
+        .collect();
     let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &descs, 32)
         .with_context(|| format!("writing {}", tmp.display()))?;
     let total: u64 = plan
@@ -351,7 +510,8 @@ fn write_to(
     let mut cache = None;
     for (i, p) in plan.iter().enumerate() {
         let bytes = produce(src, p, &mut cache)?;
-        w.write_tensor(&p.name, &bytes).with_context(|| format!("writing tensor {} to {}", p.name, tmp.display()))?;
+        w.write_tensor(&p.name, &bytes)
+            .with_context(|| format!("writing tensor {} to {}", p.name, tmp.display()))?;
         done += bytes.len() as u64;
         summary.tensors += 1;
         summary.bytes += bytes.len() as u64;
@@ -378,16 +538,24 @@ fn write_to(
     if tty {
         eprintln!();
     }
-    let buf = w.finish().with_context(|| format!("finishing {}", tmp.display()))?;
-    let file = buf.into_inner().map_err(|e| anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
-    file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    let buf = w
+        .finish()
+        .with_context(|| format!("finishing {}", tmp.display()))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
     Ok(summary)
 }
 
 /// Converts a checkpoint directory to `out`.
 pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Result<Summary> {
     if !dir.is_dir() {
-        bail!("{} is not a directory (expected a Hugging Face checkpoint folder)", dir.display());
+        bail!(
+            "{} is not a directory (expected a Hugging Face checkpoint folder)",
+            dir.display()
+        );
     }
     let cfg = HfConfig::read(dir)?;
     let pre = HfPreprocessor::read(dir, cfg.vision.image_size)?;
@@ -413,7 +581,12 @@ pub fn convert_source(
 ) -> Result<Summary> {
     let (plan, mut warnings) = plan::build(cfg, src, opts)?;
     warnings.extend(src.warnings());
-    let inputs = Inputs { cfg, pre, generation, tokenizer };
+    let inputs = Inputs {
+        cfg,
+        pre,
+        generation,
+        tokenizer,
+    };
     let meta = metadata(&inputs, opts)?;
     let mut s = write_gguf(out, &meta, &plan, src, quiet)?;
     s.warnings = warnings;
@@ -431,7 +604,13 @@ pub fn print_summary(out: &Path, s: &Summary, w: &mut dyn Write) -> std::io::Res
         s.seconds
     )?;
     for (t, n, b) in &s.by_type {
-        writeln!(w, "  {:<6} {:>5} tensors {:>12.2} MB", t.name(), n, *b as f64 / 1e6)?;
+        writeln!(
+            w,
+            "  {:<6} {:>5} tensors {:>12.2} MB",
+            t.name(),
+            n,
+            *b as f64 / 1e6
+        )?;
     }
     Ok(())
 }

@@ -98,7 +98,11 @@ impl<'a> Obj<'a> {
         match self.get(key).and_then(Value::as_u64) {
             Some(v) if v > 0 && v < (1 << 32) => Ok(v as usize),
             Some(v) => bail!("{}: {}{key} = {v} is out of range", self.file, self.prefix),
-            None => bail!("{}: missing or non-integer key {}{key}", self.file, self.prefix),
+            None => bail!(
+                "{}: missing or non-integer key {}{key}",
+                self.file,
+                self.prefix
+            ),
         }
     }
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
@@ -119,9 +123,11 @@ impl<'a> Obj<'a> {
     }
     fn sub(&self, key: &str) -> Result<Obj<'a>> {
         match self.get(key) {
-            Some(v) if v.is_object() => {
-                Ok(Obj { v, file: self.file, prefix: format!("{}{key}.", self.prefix) })
-            }
+            Some(v) if v.is_object() => Ok(Obj {
+                v,
+                file: self.file,
+                prefix: format!("{}{key}.", self.prefix),
+            }),
             _ => bail!("{}: missing object {}{key}", self.file, self.prefix),
         }
     }
@@ -132,7 +138,11 @@ impl HfConfig {
         let path = dir.join("config.json");
         let v = read_json(&path)?;
         let file = path.display().to_string();
-        let o = Obj { v: &v, file: &file, prefix: String::new() };
+        let o = Obj {
+            v: &v,
+            file: &file,
+            prefix: String::new(),
+        };
         match o.get("model_type").and_then(Value::as_str) {
             Some("mplug_owl2") => {}
             Some(other) => bail!(
@@ -213,7 +223,10 @@ impl HfConfig {
             bail!("{file}: visual_model image_size/patch_size/heads are inconsistent");
         }
         if v.hidden_act != "quick_gelu" {
-            bail!("{file}: visual_model.hidden_act {:?} is not supported (quick_gelu)", v.hidden_act);
+            bail!(
+                "{file}: visual_model.hidden_act {:?} is not supported (quick_gelu)",
+                v.hidden_act
+            );
         }
         if a.hidden_size != a.encoder_hidden_size || a.hidden_size != v.hidden_size {
             bail!(
@@ -223,8 +236,11 @@ impl HfConfig {
                 v.hidden_size
             );
         }
-        if a.grid_size != v.image_size / v.patch_size || a.hidden_size % a.num_attention_heads != 0 {
-            bail!("{file}: visual_abstractor grid_size/heads are inconsistent with the vision tower");
+        if a.grid_size != v.image_size / v.patch_size || a.hidden_size % a.num_attention_heads != 0
+        {
+            bail!(
+                "{file}: visual_abstractor grid_size/heads are inconsistent with the vision tower"
+            );
         }
         Ok(())
     }
@@ -259,7 +275,9 @@ impl HfPreprocessor {
                 Some(Value::Array(a)) if a.len() == 3 => {
                     let mut out = [0f32; 3];
                     for (o, x) in out.iter_mut().zip(a) {
-                        *o = x.as_f64().with_context(|| format!("{file}: {key} must hold numbers"))?
+                        *o = x
+                            .as_f64()
+                            .with_context(|| format!("{file}: {key} must hold numbers"))?
                             as f32;
                     }
                     Ok(out)
@@ -289,7 +307,12 @@ impl HfPreprocessor {
         if std.contains(&0.0) {
             bail!("{file}: image_std must not contain 0");
         }
-        Ok(HfPreprocessor { size, mean: triple("image_mean", clip.mean)?, std, resample })
+        Ok(HfPreprocessor {
+            size,
+            mean: triple("image_mean", clip.mean)?,
+            std,
+            resample,
+        })
     }
 }
 
@@ -305,7 +328,10 @@ impl HfGeneration {
             temperature: f("temperature"),
             top_p: f("top_p"),
             top_k: v.get("top_k").and_then(Value::as_u64).map(|x| x as u32),
-            max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).map(|x| x as u32),
+            max_new_tokens: v
+                .get("max_new_tokens")
+                .and_then(Value::as_u64)
+                .map(|x| x as u32),
         })
     }
 }
@@ -314,7 +340,11 @@ impl HfTokenizerConfig {
     pub fn read(dir: &Path) -> Result<HfTokenizerConfig> {
         let path = dir.join("tokenizer_config.json");
         if !path.exists() {
-            return Ok(HfTokenizerConfig { add_bos: true, add_eos: false, legacy: true });
+            return Ok(HfTokenizerConfig {
+                add_bos: true,
+                add_eos: false,
+                legacy: true,
+            });
         }
         let v = read_json(&path)?;
         let b = |k: &str, d: bool| v.get(k).and_then(Value::as_bool).unwrap_or(d);

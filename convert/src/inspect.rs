@@ -10,7 +10,10 @@ fn show(v: &Value, full: bool) -> String {
     match v {
         Value::Str(s) if !full && s.len() > 120 => {
             // str::floor_char_boundary needs Rust 1.91; the MSRV is 1.85.
-            let cut = (0..=100).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=100)
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
             format!("{:?}… ({} bytes)", &s[..cut], s.len())
         }
         Value::Str(s) => format!("{s:?}"),
@@ -18,26 +21,56 @@ fn show(v: &Value, full: bool) -> String {
             let n = a.items.len();
             let shown = if full { n } else { n.min(8) };
             let items: Vec<String> = a.items[..shown].iter().map(|x| show(x, full)).collect();
-            let more = if shown < n { format!(", … ({n} items)") } else { String::new() };
+            let more = if shown < n {
+                format!(", … ({n} items)")
+            } else {
+                String::new()
+            };
             format!("[{}{}]", items.join(", "), more)
         }
-        other => format!("{other:?}").split('(').nth(1).map(|s| s.trim_end_matches(')').to_string()).unwrap_or_default(),
+        other => format!("{other:?}")
+            .split('(')
+            .nth(1)
+            .map(|s| s.trim_end_matches(')').to_string())
+            .unwrap_or_default(),
     }
 }
 
 /// Prints metadata and tensors of `path` to `w`.
 pub fn print(path: &Path, full: bool, w: &mut dyn Write) -> Result<()> {
     let g = Gguf::open(path).map_err(|e| anyhow!("{e}"))?;
-    writeln!(w, "{}: GGUF v{}, {} metadata keys, {} tensors", path.display(), g.version(), g.metadata().len(), g.tensors().len())?;
+    writeln!(
+        w,
+        "{}: GGUF v{}, {} metadata keys, {} tensors",
+        path.display(),
+        g.version(),
+        g.metadata().len(),
+        g.tensors().len()
+    )?;
     for (k, v) in g.metadata() {
         writeln!(w, "  {k} = {}", show(v, full))?;
     }
-    writeln!(w, "{:<48} {:<6} {:<24} {:>12}", "tensor", "type", "shape (ggml order)", "bytes")?;
+    writeln!(
+        w,
+        "{:<48} {:<6} {:<24} {:>12}",
+        "tensor", "type", "shape (ggml order)", "bytes"
+    )?;
     let mut total = 0u64;
     for t in g.tensors() {
         total += t.size;
-        writeln!(w, "{:<48} {:<6} {:<24} {:>12}", t.name, t.typ.name(), format!("{:?}", t.dims), t.size)?;
+        writeln!(
+            w,
+            "{:<48} {:<6} {:<24} {:>12}",
+            t.name,
+            t.typ.name(),
+            format!("{:?}", t.dims),
+            t.size
+        )?;
     }
-    writeln!(w, "total tensor bytes: {total} ({:.2} MB)", total as f64 / 1e6)?;
+    writeln!(
+        w,
+        "total tensor bytes: {total} ({:.2} MB)",
+        total as f64 / 1e6
+    )?;
     Ok(())
 }

@@ -97,7 +97,12 @@ fn options(o: &OutArgs) -> Result<Options> {
         "q8_0" => GgmlType::Q8_0,
         other => bail!("unknown --vision-type {other:?} (f32, f16, q8_0)"),
     };
-    Ok(Options { preset, vision_type, text_only: o.text_only, name: o.name.clone() })
+    Ok(Options {
+        preset,
+        vision_type,
+        text_only: o.text_only,
+        name: o.name.clone(),
+    })
 }
 
 fn require_out(o: &OutArgs) -> Result<&Path> {
@@ -124,7 +129,13 @@ fn run(cli: Cli) -> Result<()> {
             inspect::print(&file, full, &mut out)?;
             out.flush().map_err(anyhow::Error::from)
         }
-        Some(Command::Synth { preset, hf, shard_mb, format, out }) => {
+        Some(Command::Synth {
+            preset,
+            hf,
+            shard_mb,
+            format,
+            out,
+        }) => {
             let cfg = synth::preset(&preset)?;
             if let Some(dir) = hf {
                 let format: synth::HfFormat = format.parse().map_err(anyhow::Error::msg)?;
@@ -140,7 +151,11 @@ fn run(cli: Cli) -> Result<()> {
             let tokenizer = TokenizerData {
                 hf_json: spm::hf_tokenizer_json(&model),
                 model,
-                config: HfTokenizerConfig { add_bos: true, add_eos: false, legacy: false },
+                config: HfTokenizerConfig {
+                    add_bos: true,
+                    add_eos: false,
+                    legacy: false,
+                },
             };
             let pre = HfPreprocessor {
                 size: cfg.vision.image_size,
@@ -178,8 +193,10 @@ fn run(cli: Cli) -> Result<()> {
 /// reader has all it wanted, so that is not a failure. (Rust ignores SIGPIPE, so the write
 /// returns EPIPE instead of killing the process.)
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn main() -> ExitCode {

@@ -37,7 +37,11 @@ impl std::str::FromStr for Preset {
             "q8_0" => Preset::Q8_0,
             "q4_0" => Preset::Q4_0,
             "q4_k_m" | "q4_k" => Preset::Q4KM,
-            _ => return Err(format!("unknown --type {s:?} (f32, f16, q8_0, q4_0, q4_k_m)")),
+            _ => {
+                return Err(format!(
+                    "unknown --type {s:?} (f32, f16, q8_0, q4_0, q4_k_m)"
+                ))
+            }
         })
     }
 }
@@ -89,10 +93,15 @@ pub enum Transform {
 /// Where an output tensor's values come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum From {
-    Tensor { name: String, transform: Transform },
+    Tensor {
+        name: String,
+        transform: Transform,
+    },
     /// Identical copies stored once per layer (the abstractor's sin-cos tables): the first is
     /// written, all are checked equal.
-    SameInEvery { names: Vec<String> },
+    SameInEvery {
+        names: Vec<String>,
+    },
     Computed(Vec<f32>),
 }
 
@@ -195,58 +204,155 @@ impl Builder<'_> {
 
     fn push(&mut self, name: String, shape: &[usize], typ: GgmlType, from: From) {
         let ne = shape.iter().rev().map(|&d| d as u64).collect();
-        self.out.push(Planned { name, ne, typ, from });
+        self.out.push(Planned {
+            name,
+            ne,
+            typ,
+            from,
+        });
     }
 
     /// A tensor copied (maybe reordered) from `src` with PyTorch shape `shape`.
-    fn tensor(&mut self, out: String, src: &str, shape: &[usize], typ: GgmlType, t: Transform) -> Result<()> {
+    fn tensor(
+        &mut self,
+        out: String,
+        src: &str,
+        shape: &[usize],
+        typ: GgmlType,
+        t: Transform,
+    ) -> Result<()> {
         self.expect(src, shape)?;
-        self.push(out, shape, typ, From::Tensor { name: src.to_string(), transform: t });
+        self.push(
+            out,
+            shape,
+            typ,
+            From::Tensor {
+                name: src.to_string(),
+                transform: t,
+            },
+        );
         Ok(())
     }
 }
 
 /// Builds the list of output tensors, checking every source shape against the config.
 /// Returns the plan and warnings about source tensors nothing uses.
-pub fn build(cfg: &HfConfig, src: &dyn Shapes, opts: &Options) -> Result<(Vec<Planned>, Vec<String>)> {
-    let mut b = Builder { src, out: Vec::new(), used: BTreeSet::new() };
-    let (d, ff, nl, nh) =
-        (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads);
+pub fn build(
+    cfg: &HfConfig,
+    src: &dyn Shapes,
+    opts: &Options,
+) -> Result<(Vec<Planned>, Vec<String>)> {
+    let mut b = Builder {
+        src,
+        out: Vec::new(),
+        used: BTreeSet::new(),
+    };
+    let (d, ff, nl, nh) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+    );
     let (kv, nkv, vocab) = (cfg.kv_dim(), cfg.num_key_value_heads, cfg.vocab_size);
     let f32t = GgmlType::F32;
     let p = opts.preset;
 
     // ---- LLM ----
-    b.tensor(names::TOKEN_EMBD.into(), "model.embed_tokens.weight", &[vocab, d],
-        llm_type(p, "token_embd", 0, nl, d), Transform::Copy)?;
+    b.tensor(
+        names::TOKEN_EMBD.into(),
+        "model.embed_tokens.weight",
+        &[vocab, d],
+        llm_type(p, "token_embd", 0, nl, d),
+        Transform::Copy,
+    )?;
     for i in 0..nl {
         let pre = format!("model.layers.{i}");
         let mam = |what: &str, m: usize| format!("{pre}.{what}.multiway.{m}.weight");
         let modalities: &[usize] = if opts.text_only { &[0] } else { &[0, 1] };
         for &m in modalities {
             let vis = m == 1;
-            b.tensor(names::blk(i, blk::ATTN_NORM, vis), &mam("input_layernorm", m), &[d], f32t, Transform::Copy)?;
-            b.tensor(names::blk(i, blk::ATTN_K, vis), &mam("self_attn.k_proj", m), &[kv, d],
-                llm_type(p, "attn_k", i, nl, d), Transform::PermuteQK { n_head: nkv })?;
-            b.tensor(names::blk(i, blk::ATTN_V, vis), &mam("self_attn.v_proj", m), &[kv, d],
-                llm_type(p, "attn_v", i, nl, d), Transform::Copy)?;
-            b.tensor(names::blk(i, blk::FFN_NORM, vis), &mam("post_attention_layernorm", m), &[d], f32t, Transform::Copy)?;
+            b.tensor(
+                names::blk(i, blk::ATTN_NORM, vis),
+                &mam("input_layernorm", m),
+                &[d],
+                f32t,
+                Transform::Copy,
+            )?;
+            b.tensor(
+                names::blk(i, blk::ATTN_K, vis),
+                &mam("self_attn.k_proj", m),
+                &[kv, d],
+                llm_type(p, "attn_k", i, nl, d),
+                Transform::PermuteQK { n_head: nkv },
+            )?;
+            b.tensor(
+                names::blk(i, blk::ATTN_V, vis),
+                &mam("self_attn.v_proj", m),
+                &[kv, d],
+                llm_type(p, "attn_v", i, nl, d),
+                Transform::Copy,
+            )?;
+            b.tensor(
+                names::blk(i, blk::FFN_NORM, vis),
+                &mam("post_attention_layernorm", m),
+                &[d],
+                f32t,
+                Transform::Copy,
+            )?;
         }
-        b.tensor(names::blk(i, blk::ATTN_Q, false), &format!("{pre}.self_attn.q_proj.weight"), &[d, d],
-            llm_type(p, "attn_q", i, nl, d), Transform::PermuteQK { n_head: nh })?;
-        b.tensor(names::blk(i, blk::ATTN_OUTPUT, false), &format!("{pre}.self_attn.o_proj.weight"), &[d, d],
-            llm_type(p, "attn_output", i, nl, d), Transform::Copy)?;
-        b.tensor(names::blk(i, blk::FFN_GATE, false), &format!("{pre}.mlp.gate_proj.weight"), &[ff, d],
-            llm_type(p, "ffn_gate", i, nl, d), Transform::Copy)?;
-        b.tensor(names::blk(i, blk::FFN_UP, false), &format!("{pre}.mlp.up_proj.weight"), &[ff, d],
-            llm_type(p, "ffn_up", i, nl, d), Transform::Copy)?;
-        b.tensor(names::blk(i, blk::FFN_DOWN, false), &format!("{pre}.mlp.down_proj.weight"), &[d, ff],
-            llm_type(p, "ffn_down", i, nl, ff), Transform::Copy)?;
+        b.tensor(
+            names::blk(i, blk::ATTN_Q, false),
+            &format!("{pre}.self_attn.q_proj.weight"),
+            &[d, d],
+            llm_type(p, "attn_q", i, nl, d),
+            Transform::PermuteQK { n_head: nh },
+        )?;
+        b.tensor(
+            names::blk(i, blk::ATTN_OUTPUT, false),
+            &format!("{pre}.self_attn.o_proj.weight"),
+            &[d, d],
+            llm_type(p, "attn_output", i, nl, d),
+            Transform::Copy,
+        )?;
+        b.tensor(
+            names::blk(i, blk::FFN_GATE, false),
+            &format!("{pre}.mlp.gate_proj.weight"),
+            &[ff, d],
+            llm_type(p, "ffn_gate", i, nl, d),
+            Transform::Copy,
+        )?;
+        b.tensor(
+            names::blk(i, blk::FFN_UP, false),
+            &format!("{pre}.mlp.up_proj.weight"),
+            &[ff, d],
+            llm_type(p, "ffn_up", i, nl, d),
+            Transform::Copy,
+        )?;
+        b.tensor(
+            names::blk(i, blk::FFN_DOWN, false),
+            &format!("{pre}.mlp.down_proj.weight"),
+            &[d, ff],
+            llm_type(p, "ffn_down", i, nl, ff),
+            Transform::Copy,
+        )?;
         // Upstream ignores the stored inv_freq (RoPE tables are computed at construction).
-        b.used.insert(format!("{pre}.self_attn.rotary_emb.inv_freq"));
+        b.used
+            .insert(format!("{pre}.self_attn.rotary_emb.inv_freq"));
     }
-    b.tensor(names::OUTPUT_NORM.into(), "model.norm.weight", &[d], f32t, Transform::Copy)?;
-    b.tensor(names::OUTPUT.into(), "lm_head.weight", &[vocab, d], llm_type(p, "output", 0, nl, d), Transform::Copy)?;
+    b.tensor(
+        names::OUTPUT_NORM.into(),
+        "model.norm.weight",
+        &[d],
+        f32t,
+        Transform::Copy,
+    )?;
+    b.tensor(
+        names::OUTPUT.into(),
+        "lm_head.weight",
+        &[vocab, d],
+        llm_type(p, "output", 0, nl, d),
+        Transform::Copy,
+    )?;
 
     if !opts.text_only {
         plan_vision(&mut b, cfg, opts)?;
@@ -261,7 +367,9 @@ pub fn build(cfg: &HfConfig, src: &dyn Shapes, opts: &Options) -> Result<(Vec<Pl
                     || n.starts_with("model.visual_abstractor.")
                     || n.contains(".multiway.1."));
             if !skipped_vision {
-                warnings.push(format!("unexpected tensor {n} in the checkpoint is not used"));
+                warnings.push(format!(
+                    "unexpected tensor {n} in the checkpoint is not used"
+                ));
             }
         }
     }
@@ -275,36 +383,111 @@ fn plan_vision(b: &mut Builder<'_>, cfg: &HfConfig, opts: &Options) -> Result<()
     let vt = |cols: usize| vision_matrix_type(opts.vision_type, cols);
     let f32t = GgmlType::F32;
     let pre = "model.vision_model";
-    b.tensor(names::V_PATCH_EMBD.into(), &format!("{pre}.embeddings.patch_embed.weight"), &[d, 3, p, p],
-        vt(3 * p * p), Transform::Copy)?;
-    b.tensor(names::V_CLASS_EMBD.into(), &format!("{pre}.embeddings.cls_token"), &[d], f32t, Transform::Copy)?;
-    b.tensor(names::V_POSITION_EMBD.into(), &format!("{pre}.embeddings.position_embedding"), &[n_tok, d], f32t, Transform::Copy)?;
+    b.tensor(
+        names::V_PATCH_EMBD.into(),
+        &format!("{pre}.embeddings.patch_embed.weight"),
+        &[d, 3, p, p],
+        vt(3 * p * p),
+        Transform::Copy,
+    )?;
+    b.tensor(
+        names::V_CLASS_EMBD.into(),
+        &format!("{pre}.embeddings.cls_token"),
+        &[d],
+        f32t,
+        Transform::Copy,
+    )?;
+    b.tensor(
+        names::V_POSITION_EMBD.into(),
+        &format!("{pre}.embeddings.position_embedding"),
+        &[n_tok, d],
+        f32t,
+        Transform::Copy,
+    )?;
     for part in ["weight", "bias"] {
-        b.tensor(format!("{}.{part}", names::V_PRE_LN), &format!("{pre}.embeddings.pre_layernorm.{part}"), &[d], f32t, Transform::Copy)?;
-        b.tensor(format!("{}.{part}", names::V_POST_LN), &format!("{pre}.post_layernorm.{part}"), &[d], f32t, Transform::Copy)?;
+        b.tensor(
+            format!("{}.{part}", names::V_PRE_LN),
+            &format!("{pre}.embeddings.pre_layernorm.{part}"),
+            &[d],
+            f32t,
+            Transform::Copy,
+        )?;
+        b.tensor(
+            format!("{}.{part}", names::V_POST_LN),
+            &format!("{pre}.post_layernorm.{part}"),
+            &[d],
+            f32t,
+            Transform::Copy,
+        )?;
     }
     for i in 0..v.num_hidden_layers {
         let l = format!("{pre}.encoder.layers.{i}");
         for part in ["weight", "bias"] {
-            b.tensor(vblk(i, vblk::LN1, part), &format!("{l}.input_layernorm.{part}"), &[d], f32t, Transform::Copy)?;
-            b.tensor(vblk(i, vblk::LN2, part), &format!("{l}.post_attention_layernorm.{part}"), &[d], f32t, Transform::Copy)?;
+            b.tensor(
+                vblk(i, vblk::LN1, part),
+                &format!("{l}.input_layernorm.{part}"),
+                &[d],
+                f32t,
+                Transform::Copy,
+            )?;
+            b.tensor(
+                vblk(i, vblk::LN2, part),
+                &format!("{l}.post_attention_layernorm.{part}"),
+                &[d],
+                f32t,
+                Transform::Copy,
+            )?;
         }
         let qkv_w = format!("{l}.self_attn.query_key_value.weight");
         let qkv_b = format!("{l}.self_attn.query_key_value.bias");
         b.expect(&qkv_w, &[3 * d, d])?;
         b.expect(&qkv_b, &[3 * d])?;
-        for (part, name) in [vblk::ATTN_Q, vblk::ATTN_K, vblk::ATTN_V].into_iter().enumerate() {
-            let t = Transform::QkvPart { part, n_head: v.num_attention_heads };
-            b.push(vblk(i, name, "weight"), &[d, d], vt(d), From::Tensor { name: qkv_w.clone(), transform: t.clone() });
-            b.push(vblk(i, name, "bias"), &[d], f32t, From::Tensor { name: qkv_b.clone(), transform: t });
+        for (part, name) in [vblk::ATTN_Q, vblk::ATTN_K, vblk::ATTN_V]
+            .into_iter()
+            .enumerate()
+        {
+            let t = Transform::QkvPart {
+                part,
+                n_head: v.num_attention_heads,
+            };
+            b.push(
+                vblk(i, name, "weight"),
+                &[d, d],
+                vt(d),
+                From::Tensor {
+                    name: qkv_w.clone(),
+                    transform: t.clone(),
+                },
+            );
+            b.push(
+                vblk(i, name, "bias"),
+                &[d],
+                f32t,
+                From::Tensor {
+                    name: qkv_b.clone(),
+                    transform: t,
+                },
+            );
         }
         for (out, src, rows, cols) in [
             (vblk::ATTN_OUT, "self_attn.dense", d, d),
             (vblk::FFN_UP, "mlp.fc1", ff, d),
             (vblk::FFN_DOWN, "mlp.fc2", d, ff),
         ] {
-            b.tensor(vblk(i, out, "weight"), &format!("{l}.{src}.weight"), &[rows, cols], vt(cols), Transform::Copy)?;
-            b.tensor(vblk(i, out, "bias"), &format!("{l}.{src}.bias"), &[rows], f32t, Transform::Copy)?;
+            b.tensor(
+                vblk(i, out, "weight"),
+                &format!("{l}.{src}.weight"),
+                &[rows, cols],
+                vt(cols),
+                Transform::Copy,
+            )?;
+            b.tensor(
+                vblk(i, out, "bias"),
+                &format!("{l}.{src}.bias"),
+                &[rows],
+                f32t,
+                Transform::Copy,
+            )?;
         }
     }
     Ok(())
@@ -317,7 +500,13 @@ fn plan_abstractor(b: &mut Builder<'_>, cfg: &HfConfig, opts: &Options) -> Resul
     let vt = |cols: usize| vision_matrix_type(opts.vision_type, cols);
     let f32t = GgmlType::F32;
     let pre = "model.visual_abstractor";
-    b.tensor(names::A_QUERY_EMBD.into(), &format!("{pre}.query_embeds"), &[nq, d], f32t, Transform::Copy)?;
+    b.tensor(
+        names::A_QUERY_EMBD.into(),
+        &format!("{pre}.query_embeds"),
+        &[nq, d],
+        f32t,
+        Transform::Copy,
+    )?;
     // Sin-cos tables: stored per layer by save_pretrained (dtype-rounded, and upstream uses
     // those values), absent from the 7B release (computed then, as upstream does at load).
     let layer_names = |what: &str| -> Vec<String> {
@@ -327,15 +516,28 @@ fn plan_abstractor(b: &mut Builder<'_>, cfg: &HfConfig, opts: &Options) -> Resul
     };
     for (out, what, rows, table) in [
         (names::A_POS_EMBD_Q, "q_pos_embed", nq, sincos_1d(d, nq)),
-        (names::A_POS_EMBD_K, "k_pos_embed", n_tok, sincos_2d_with_cls(d, a.grid_size)),
+        (
+            names::A_POS_EMBD_K,
+            "k_pos_embed",
+            n_tok,
+            sincos_2d_with_cls(d, a.grid_size),
+        ),
     ] {
         let stored = layer_names(what);
-        let present = stored.iter().filter(|n| b.src.shape_of(n).is_some()).count();
+        let present = stored
+            .iter()
+            .filter(|n| b.src.shape_of(n).is_some())
+            .count();
         if present == stored.len() {
             for n in &stored {
                 b.expect(n, &[rows, d])?;
             }
-            b.push(out.into(), &[rows, d], f32t, From::SameInEvery { names: stored });
+            b.push(
+                out.into(),
+                &[rows, d],
+                f32t,
+                From::SameInEvery { names: stored },
+            );
         } else if present == 0 {
             b.push(out.into(), &[rows, d], f32t, From::Computed(table));
         } else {
@@ -351,7 +553,13 @@ fn plan_abstractor(b: &mut Builder<'_>, cfg: &HfConfig, opts: &Options) -> Resul
             (ablk::FFN_NORM, "output.mlp.ffn_ln", ff),
         ] {
             for part in ["weight", "bias"] {
-                b.tensor(ablk(i, out, part), &format!("{l}.{src}.{part}"), &[n], f32t, Transform::Copy)?;
+                b.tensor(
+                    ablk(i, out, part),
+                    &format!("{l}.{src}.{part}"),
+                    &[n],
+                    f32t,
+                    Transform::Copy,
+                )?;
             }
         }
         for (out, src, rows, cols) in [
@@ -363,17 +571,45 @@ fn plan_abstractor(b: &mut Builder<'_>, cfg: &HfConfig, opts: &Options) -> Resul
             (ablk::FFN_UP, "output.mlp.w3", ff, d),
             (ablk::FFN_DOWN, "output.mlp.w2", d, ff),
         ] {
-            b.tensor(ablk(i, out, "weight"), &format!("{l}.{src}.weight"), &[rows, cols], vt(cols), Transform::Copy)?;
-            b.tensor(ablk(i, out, "bias"), &format!("{l}.{src}.bias"), &[rows], f32t, Transform::Copy)?;
+            b.tensor(
+                ablk(i, out, "weight"),
+                &format!("{l}.{src}.weight"),
+                &[rows, cols],
+                vt(cols),
+                Transform::Copy,
+            )?;
+            b.tensor(
+                ablk(i, out, "bias"),
+                &format!("{l}.{src}.bias"),
+                &[rows],
+                f32t,
+                Transform::Copy,
+            )?;
         }
     }
     let llm_d = cfg.hidden_size;
     for part in ["weight", "bias"] {
-        let shape: &[usize] = if part == "weight" { &[llm_d, d] } else { &[llm_d] };
+        let shape: &[usize] = if part == "weight" {
+            &[llm_d, d]
+        } else {
+            &[llm_d]
+        };
         let typ = if part == "weight" { vt(d) } else { f32t };
-        b.tensor(format!("{}.{part}", names::A_PROJ), &format!("{pre}.visual_fc.{part}"), shape, typ, Transform::Copy)?;
+        b.tensor(
+            format!("{}.{part}", names::A_PROJ),
+            &format!("{pre}.visual_fc.{part}"),
+            shape,
+            typ,
+            Transform::Copy,
+        )?;
     }
-    b.tensor(names::A_EOI_EMBD.into(), &format!("{pre}.vit_eos"), &[llm_d], f32t, Transform::Copy)?;
+    b.tensor(
+        names::A_EOI_EMBD.into(),
+        &format!("{pre}.vit_eos"),
+        &[llm_d],
+        f32t,
+        Transform::Copy,
+    )?;
     Ok(())
 }
 
@@ -429,7 +665,8 @@ pub fn permute_qk(src: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f
             for j in 0..2 {
                 let dst = h * hd + 2 * i + j;
                 let from = h * hd + j * (hd / 2) + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&src[from * cols..(from + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&src[from * cols..(from + 1) * cols]);
             }
         }
     }
@@ -461,7 +698,10 @@ mod tests {
         let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
         let out = permute_qk(&src, n_head, rows, cols);
         let row = |r: usize| out[r * cols] as usize / cols;
-        assert_eq!((0..rows).map(row).collect::<Vec<_>>(), vec![0, 2, 1, 3, 4, 6, 5, 7]);
+        assert_eq!(
+            (0..rows).map(row).collect::<Vec<_>>(),
+            vec![0, 2, 1, 3, 4, 6, 5, 7]
+        );
     }
 
     #[test]
@@ -471,7 +711,10 @@ mod tests {
         let src: Vec<f32> = (0..rows).map(|v| v as f32).collect();
         assert_eq!(qkv_part(&src, 0, n_head, rows, 1), vec![0.0, 1.0, 6.0, 7.0]);
         assert_eq!(qkv_part(&src, 1, n_head, rows, 1), vec![2.0, 3.0, 8.0, 9.0]);
-        assert_eq!(qkv_part(&src, 2, n_head, rows, 1), vec![4.0, 5.0, 10.0, 11.0]);
+        assert_eq!(
+            qkv_part(&src, 2, n_head, rows, 1),
+            vec![4.0, 5.0, 10.0, 11.0]
+        );
     }
 
     #[test]

@@ -11,13 +11,15 @@ use owlet::kv_cache::KvType;
 use owlet::model::text::TextTrace;
 use owlet::model::Model;
 use owlet::npy;
+use owlet::quant::GgmlType;
 use owlet::session::{ImageEmbedding, Session, SessionOptions};
 use owlet_convert::convert::convert_dir;
 use owlet_convert::plan::{Options, Preset};
-use owlet::quant::GgmlType;
 
 fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(rel)
 }
 
 fn golden(name: &str) -> npy::NpyArray {
@@ -28,9 +30,19 @@ fn golden(name: &str) -> npy::NpyArray {
 fn converted(preset: Preset, vision: GgmlType, text_only: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("owlet-golden-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("tiny-{}-{}-{}.gguf", preset.name(), vision.name(), text_only));
+    let out = dir.join(format!(
+        "tiny-{}-{}-{}.gguf",
+        preset.name(),
+        vision.name(),
+        text_only
+    ));
     if !out.exists() {
-        let opts = Options { preset, vision_type: vision, text_only, name: None };
+        let opts = Options {
+            preset,
+            vision_type: vision,
+            text_only,
+            name: None,
+        };
         convert_dir(&data("owl2-tiny-a/checkpoint"), &out, &opts, true).unwrap();
     }
     out
@@ -42,13 +54,24 @@ fn f32_model() -> &'static Model {
 }
 
 fn session(m: &Model) -> Session<'_> {
-    Session::new(m, SessionOptions { threads: 2, kv_type: KvType::F32, n_ctx: None }).unwrap()
+    Session::new(
+        m,
+        SessionOptions {
+            threads: 2,
+            kv_type: KvType::F32,
+            n_ctx: None,
+        },
+    )
+    .unwrap()
 }
 
 /// max |a − b|
 fn max_abs(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn assert_stage(name: &str, ours: &[f32], golden: &npy::NpyArray) {
@@ -64,14 +87,26 @@ fn image_for_case(s: &Session<'_>, case: &str, file: &str, mode: AspectMode) -> 
     let img = image::load(&data(&format!("assets/{file}")), &ImageLimits::default()).unwrap();
     let p = s.preprocess_config(Some(mode)).unwrap();
     let u8img = image::preprocess_u8(&img, &p);
-    assert_eq!(u8img.data, golden(&format!("{case}_resized_u8")).data, "{case}: resized uint8 image");
+    assert_eq!(
+        u8img.data,
+        golden(&format!("{case}_resized_u8")).data,
+        "{case}: resized uint8 image"
+    );
     let px = image::preprocess(&img, &p);
     assert!(max_abs(&px, &golden(&format!("{case}_pixel_values_f32")).to_f64()) <= 1e-6);
     let m = s.model();
     let feats = m.encode_image(&px);
-    assert_stage(&format!("{case} vit"), &feats, &golden(&format!("{case}_vit_last_hidden_f32")));
+    assert_stage(
+        &format!("{case} vit"),
+        &feats,
+        &golden(&format!("{case}_vit_last_hidden_f32")),
+    );
     let rows = m.abstract_image(&feats);
-    assert_stage(&format!("{case} abstractor"), &rows, &golden(&format!("{case}_image_features_f32")));
+    assert_stage(
+        &format!("{case} abstractor"),
+        &rows,
+        &golden(&format!("{case}_image_features_f32")),
+    );
     s.embed_pixels(&px).unwrap()
 }
 
@@ -85,18 +120,29 @@ fn check_case(case: &str, images: &[&ImageEmbedding], m: &Model, strict: bool) -
     let t = logits.len() / v;
     assert_eq!(t, golden(&format!("{case}_modality_indicators")).len());
     if strict {
-        assert_stage(&format!("{case} inputs_embeds"), &tr.inputs_embeds, &golden(&format!("{case}_inputs_embeds_f32")));
+        assert_stage(
+            &format!("{case} inputs_embeds"),
+            &tr.inputs_embeds,
+            &golden(&format!("{case}_inputs_embeds_f32")),
+        );
         let layers = golden(&format!("{case}_layer_outputs_f32")).to_f32();
         let per = layers.len() / tr.layer_outputs.len();
         for (l, ours) in tr.layer_outputs.iter().enumerate() {
             let g = npy::NpyArray {
                 shape: vec![per],
                 dtype: npy::NpyDtype::F32,
-                data: layers[l * per..(l + 1) * per].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                data: layers[l * per..(l + 1) * per]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
             };
             assert_stage(&format!("{case} layer {l}"), ours, &g);
         }
-        assert_stage(&format!("{case} final norm"), &tr.final_norm, &golden(&format!("{case}_final_norm_f32")));
+        assert_stage(
+            &format!("{case} final norm"),
+            &tr.final_norm,
+            &golden(&format!("{case}_final_norm_f32")),
+        );
     }
     // Last 4 positions in full against the f64 reference.
     let last4 = golden(&format!("{case}_logits_last4_f64")).to_f64();
@@ -109,10 +155,17 @@ fn check_case(case: &str, images: &[&ImageEmbedding], m: &Model, strict: bool) -
         let l20 = golden(&format!("{case}_top20_logits_f64")).to_f64();
         for p in 0..t {
             let row = &logits[p * v..(p + 1) * v];
-            assert_eq!(owlet::sampling::argmax(row) as i64, ids20[p * 20], "{case}: argmax at {p}");
+            assert_eq!(
+                owlet::sampling::argmax(row) as i64,
+                ids20[p * 20],
+                "{case}: argmax at {p}"
+            );
             for k in 0..20 {
                 let ours = row[ids20[p * 20 + k] as usize] as f64;
-                assert!((ours - l20[p * 20 + k]).abs() <= 2e-5, "{case}: top-20 logit at {p}");
+                assert!(
+                    (ours - l20[p * 20 + k]).abs() <= 2e-5,
+                    "{case}: top-20 logit at {p}"
+                );
             }
         }
     }
@@ -160,7 +213,10 @@ fn greedy_generation_with_and_without_cache() {
         let id = owlet::sampling::argmax(&logits);
         for k in 0..20 {
             let ours = logits[step20[step * 20 + k] as usize] as f64;
-            assert!((ours - step20l[step * 20 + k]).abs() <= 1e-4, "step {step} top-20 logit");
+            assert!(
+                (ours - step20l[step * 20 + k]).abs() <= 1e-4,
+                "step {step} top-20 logit"
+            );
         }
         cached.push(id as i64);
         logits = s.prefill(&[id as i64], &[], false, None).unwrap();
@@ -186,8 +242,18 @@ fn f16_kv_cache_keeps_greedy_ids() {
     let m = f32_model();
     let s0 = session(m);
     let img = image_for_case(&s0, "mm", "coffee.png", AspectMode::Resize);
-    let mut s = Session::new(m, SessionOptions { threads: 1, kv_type: KvType::F16, n_ctx: None }).unwrap();
-    let mut logits = s.prefill(&golden("mm_input_ids").to_i64(), &[&img], false, None).unwrap();
+    let mut s = Session::new(
+        m,
+        SessionOptions {
+            threads: 1,
+            kv_type: KvType::F16,
+            n_ctx: None,
+        },
+    )
+    .unwrap();
+    let mut logits = s
+        .prefill(&golden("mm_input_ids").to_i64(), &[&img], false, None)
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..16 {
         let id = owlet::sampling::argmax(&logits) as i64;
@@ -236,8 +302,16 @@ fn quantized_files_stay_within_bounds() {
         assert!(c >= min_cos, "{}: cosine {c} < {min_cos}", preset.name());
         if top1 {
             let ids20 = golden("mm_top20_ids_f64").to_i64();
-            let hits = (0..t).filter(|&p| owlet::sampling::argmax(&logits[p * v..(p + 1) * v]) as i64 == ids20[p * 20]).count();
-            assert!(hits as f64 >= 0.9 * t as f64, "{}: top-1 {hits}/{t}", preset.name());
+            let hits = (0..t)
+                .filter(|&p| {
+                    owlet::sampling::argmax(&logits[p * v..(p + 1) * v]) as i64 == ids20[p * 20]
+                })
+                .count();
+            assert!(
+                hits as f64 >= 0.9 * t as f64,
+                "{}: top-1 {hits}/{t}",
+                preset.name()
+            );
         }
     }
 }

@@ -189,9 +189,10 @@ fn session<'m>(m: &'m Model, a: &ModelArgs) -> Res<Session<'m>> {
 fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
     match mode {
         None => Ok(None),
-        Some(s) => s.parse::<AspectMode>().map(Some).map_err(|_| {
-            format!("unknown --image-mode {s:?} (resize, pad or crop)")
-        }),
+        Some(s) => s
+            .parse::<AspectMode>()
+            .map(Some)
+            .map_err(|_| format!("unknown --image-mode {s:?} (resize, pad or crop)")),
     }
 }
 
@@ -205,12 +206,20 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     let tok = model.tokenizer();
     let ids: Vec<i64> = if let Some(list) = &inp.ids {
         list.split(',')
-            .map(|x| x.trim().parse::<i64>().map_err(|_| format!("--ids: {x:?} is not an integer")))
+            .map(|x| {
+                x.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("--ids: {x:?} is not an integer"))
+            })
             .collect::<Res<_>>()?
     } else if let Some(raw) = &inp.raw_prompt {
         prompt::tokenize_segments(tok, &prompt::parse_raw(raw))
     } else if let Some(p) = &inp.prompt {
-        let turns = [Turn { role: Role::User, text: p.clone(), images: inp.images.len() }];
+        let turns = [Turn {
+            role: Role::User,
+            text: p.clone(),
+            images: inp.images.len(),
+        }];
         let segs = prompt::render_chat(&turns, true).map_err(|e| e.to_string())?;
         prompt::tokenize_segments(tok, &segs)
     } else {
@@ -229,7 +238,10 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     let mut embs = Vec::new();
     for p in &inp.images {
         let img = load_image(p)?;
-        embs.push(s.embed_image(&img, mode).map_err(|e| format!("{}: {e}", p.display()))?);
+        embs.push(
+            s.embed_image(&img, mode)
+                .map_err(|e| format!("{}: {e}", p.display()))?,
+        );
     }
     Ok((ids, embs))
 }
@@ -253,13 +265,20 @@ fn gen_options(g: &GenArgs) -> Res<GenerateOptions> {
 
 fn run(cmd: Command) -> Res<()> {
     match cmd {
-        Command::Run { model, input, gen, print_ids } => {
+        Command::Run {
+            model,
+            input,
+            gen,
+            print_ids,
+        } => {
             let opts = gen_options(&gen)?;
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
             let refs: Vec<&ImageEmbedding> = embs.iter().collect();
-            let logits = s.prefill(&ids, &refs, false, None).map_err(|e| e.to_string())?;
+            let logits = s
+                .prefill(&ids, &refs, false, None)
+                .map_err(|e| e.to_string())?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let g = s
@@ -276,26 +295,42 @@ fn run(cmd: Command) -> Res<()> {
             }
             Ok(())
         }
-        Command::Chat { model, gen, image_mode } => chat(&model, &gen, &image_mode),
+        Command::Chat {
+            model,
+            gen,
+            image_mode,
+        } => chat(&model, &gen, &image_mode),
         Command::Logits { model, input, out } => {
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
             let refs: Vec<&ImageEmbedding> = embs.iter().collect();
-            let logits = s.prefill(&ids, &refs, true, None).map_err(|e| e.to_string())?;
+            let logits = s
+                .prefill(&ids, &refs, true, None)
+                .map_err(|e| e.to_string())?;
             let v = m.config.text.n_vocab;
             owlet::npy::write_f32(&out, &[logits.len() / v, v], &logits)
                 .map_err(|e| format!("{}: {e}", out.display()))
         }
-        Command::Pixels { image: path, size, image_mode, model, out } => {
-            let mode: AspectMode = image_mode
-                .parse()
-                .map_err(|_| format!("unknown --image-mode {image_mode:?} (resize, pad or crop)"))?;
+        Command::Pixels {
+            image: path,
+            size,
+            image_mode,
+            model,
+            out,
+        } => {
+            let mode: AspectMode = image_mode.parse().map_err(|_| {
+                format!("unknown --image-mode {image_mode:?} (resize, pad or crop)")
+            })?;
             // Without a model: the 7B's side and OpenAI CLIP's normalisation.
             let mut p = Preprocess::clip(size.unwrap_or(448), mode);
             if let Some(mp) = &model {
                 let m = load_model(&Some(mp.clone()))?;
-                let v = m.config.vision.as_ref().ok_or("this model has no vision tower")?;
+                let v = m
+                    .config
+                    .vision
+                    .as_ref()
+                    .ok_or("this model has no vision tower")?;
                 p.size = size.unwrap_or(v.image_size as u32);
                 p.mean = v.mean;
                 p.std = v.std;
@@ -307,7 +342,8 @@ fn run(cmd: Command) -> Res<()> {
             let img = load_image(&path)?;
             let px = image::preprocess(&img, &p);
             let n = p.size as usize;
-            owlet::npy::write_f32(&out, &[3, n, n], &px).map_err(|e| format!("{}: {e}", out.display()))
+            owlet::npy::write_f32(&out, &[3, n, n], &px)
+                .map_err(|e| format!("{}: {e}", out.display()))
         }
         Command::Tokenize { model, input } => {
             let m = load_model(&model.model)?;
@@ -315,8 +351,15 @@ fn run(cmd: Command) -> Res<()> {
             let ids = if let Some(raw) = &input.raw_prompt {
                 prompt::tokenize_segments(tok, &prompt::parse_raw(raw))
             } else if let Some(p) = &input.prompt {
-                let turns = [Turn { role: Role::User, text: p.clone(), images: input.images.len() }];
-                prompt::tokenize_segments(tok, &prompt::render_chat(&turns, true).map_err(|e| e.to_string())?)
+                let turns = [Turn {
+                    role: Role::User,
+                    text: p.clone(),
+                    images: input.images.len(),
+                }];
+                prompt::tokenize_segments(
+                    tok,
+                    &prompt::render_chat(&turns, true).map_err(|e| e.to_string())?,
+                )
             } else {
                 return Err("give --raw-prompt or -p".into());
             };
@@ -324,7 +367,14 @@ fn run(cmd: Command) -> Res<()> {
             println!("{}", list.join(","));
             Ok(())
         }
-        Command::Bench { model, threads, json, decode, prefill, bandwidth_mib } => {
+        Command::Bench {
+            model,
+            threads,
+            json,
+            decode,
+            prefill,
+            bandwidth_mib,
+        } => {
             let mut o = owlet::bench::BenchOptions::default();
             o.threads = threads.unwrap_or(o.threads);
             o.decode_tokens = decode;
@@ -389,7 +439,12 @@ fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()
     loop {
         eprint!("> ");
         line.clear();
-        if stdin.lock().read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?
+            == 0
+        {
             return Ok(());
         }
         let text = line.trim();

@@ -12,7 +12,10 @@ use crate::error::Result;
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
 use crate::model::names::{self, ablk};
 use crate::model::{Loader, Mat, Model};
-use crate::ops::{self, attention::{AttnShape, F32Rows}};
+use crate::ops::{
+    self,
+    attention::{AttnShape, F32Rows},
+};
 
 struct Linear {
     w: Mat,
@@ -59,7 +62,10 @@ impl AbstractorWeights {
             })
         };
         let ln = |i: usize, name: &str, n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            Ok((ld.vec(&ablk(i, name, "weight"), n)?, ld.vec(&ablk(i, name, "bias"), n)?))
+            Ok((
+                ld.vec(&ablk(i, name, "weight"), n)?,
+                ld.vec(&ablk(i, name, "bias"), n)?,
+            ))
         };
         // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
         // loop stops at the first missing layer anyway.

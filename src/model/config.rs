@@ -143,13 +143,19 @@ impl Meta<'_> {
         }
     }
     pub fn opt_f32(&self, k: &str) -> Option<f32> {
-        self.gguf.get(&arch_key(self.arch, k)).and_then(Value::as_f32)
+        self.gguf
+            .get(&arch_key(self.arch, k))
+            .and_then(Value::as_f32)
     }
     pub fn opt_bool(&self, k: &str) -> Option<bool> {
-        self.gguf.get(&arch_key(self.arch, k)).and_then(Value::as_bool)
+        self.gguf
+            .get(&arch_key(self.arch, k))
+            .and_then(Value::as_bool)
     }
     pub fn opt_str(&self, k: &str) -> Option<&str> {
-        self.gguf.get(&arch_key(self.arch, k)).and_then(Value::as_str)
+        self.gguf
+            .get(&arch_key(self.arch, k))
+            .and_then(Value::as_str)
     }
     pub fn f32_array<const N: usize>(&self, k: &str) -> Result<[f32; N]> {
         let k = arch_key(self.arch, k);
@@ -205,7 +211,10 @@ impl Config {
                 "unknown architecture {other:?}: owlet runs \"mplug-owl2\" (from owlet-convert) and \"llama\" files"
             ),
         };
-        let m = Meta { gguf, arch: &arch_name };
+        let m = Meta {
+            gguf,
+            arch: &arch_name,
+        };
         let n_embd = m.usize_nonzero(key::EMBEDDING_LENGTH)?;
         let n_head = m.usize_nonzero(key::HEAD_COUNT)?;
         let n_head_kv = match gguf.get(&arch_key(&arch_name, key::HEAD_COUNT_KV)) {
@@ -256,7 +265,9 @@ impl Config {
         let generation = GenerationDefaults {
             temperature: m.opt_f32(key::GEN_TEMPERATURE),
             top_p: m.opt_f32(key::GEN_TOP_P),
-            top_k: gguf.get(&arch_key(&arch_name, key::GEN_TOP_K)).and_then(Value::as_u32),
+            top_k: gguf
+                .get(&arch_key(&arch_name, key::GEN_TOP_K))
+                .and_then(Value::as_u32),
         };
         let name = gguf
             .get(gkey::NAME)

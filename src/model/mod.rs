@@ -14,9 +14,9 @@ use std::path::Path;
 
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::gguf::{Gguf, TensorInfo, Value};
+use crate::kernels::{self, Kernels};
 use crate::ops::matmul::{self, MatRef};
 use crate::quant::GgmlType;
-use crate::kernels::{self, Kernels};
 use crate::tokenizer::Tokenizer;
 
 pub use config::{AbstractorConfig, Arch, Config, TextConfig, VisionConfig};
@@ -66,9 +66,8 @@ impl Model {
     pub fn load_with_kernels(path: &Path, kernels: &'static Kernels) -> Result<Model> {
         // The reader's errors already name the path; a missing file stays an Io error.
         let gguf = Gguf::open(path).map_err(Error::from)?;
-        Model::build(gguf, kernels).map_err(|e| {
-            Error::new(e.kind(), format!("{}: {}", path.display(), e.message()))
-        })
+        Model::build(gguf, kernels)
+            .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))
     }
 
     /// Builds a model over an already parsed file.
@@ -93,11 +92,24 @@ impl Model {
         let (vision, abstractor) = match (&config.vision, &config.abstractor) {
             (Some(v), Some(a)) => (
                 Some(vision::VisionWeights::load(&ld, v)?),
-                Some(abstractor::AbstractorWeights::load(&ld, a, v, &config.text)?),
+                Some(abstractor::AbstractorWeights::load(
+                    &ld,
+                    a,
+                    v,
+                    &config.text,
+                )?),
             ),
             _ => (None, None),
         };
-        Ok(Model { config, gguf, tokenizer, text, vision, abstractor, kernels })
+        Ok(Model {
+            config,
+            gguf,
+            tokenizer,
+            text,
+            vision,
+            abstractor,
+            kernels,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -120,7 +132,12 @@ impl Model {
     }
 
     pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
-        MatRef { typ: m.info.typ, rows: m.rows, cols: m.cols, data: self.gguf.tensor_bytes(&m.info) }
+        MatRef {
+            typ: m.info.typ,
+            rows: m.rows,
+            cols: m.cols,
+            data: self.gguf.tensor_bytes(&m.info),
+        }
     }
 
     /// `y = x Wᵀ (+ bias)` for `x` of `rows × m.cols`.
@@ -136,7 +153,10 @@ impl Model {
 }
 
 fn load_tokenizer(gguf: &Gguf) -> Result<Tokenizer> {
-    let model = gguf.get(gkey::TOK_MODEL).and_then(Value::as_str).unwrap_or("");
+    let model = gguf
+        .get(gkey::TOK_MODEL)
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if model != "llama" {
         bail_kind!(
             BadModel,
@@ -191,7 +211,10 @@ fn load_tokenizer(gguf: &Gguf) -> Result<Tokenizer> {
         None => vec![1; tokens.len()],
     };
     let id = |k: &str, default: u32| gguf.get(k).and_then(Value::as_u32).unwrap_or(default);
-    let add_bos = gguf.get(gkey::TOK_ADD_BOS).and_then(Value::as_bool).unwrap_or(true);
+    let add_bos = gguf
+        .get(gkey::TOK_ADD_BOS)
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     // transformers 4.31 (the version upstream pins) assumes legacy = true when the flag is absent.
     let legacy = gguf
         .get(&arch_key(names::ARCH_MPLUG_OWL2, key::TOKENIZER_LEGACY))
@@ -241,9 +264,17 @@ impl Loader<'_> {
             );
         }
         if !matmul::supported(t.typ) {
-            bail_kind!(BadModel, "tensor {name} has type {} which owlet cannot multiply", t.typ);
+            bail_kind!(
+                BadModel,
+                "tensor {name} has type {} which owlet cannot multiply",
+                t.typ
+            );
         }
-        Ok(Mat { info: t.clone(), rows, cols })
+        Ok(Mat {
+            info: t.clone(),
+            rows,
+            cols,
+        })
     }
 
     /// Any tensor with exactly `n` elements, dequantized to f32.
@@ -260,7 +291,11 @@ impl Loader<'_> {
         let mut out = vec![0f32; n];
         let bytes = self.gguf.tensor_bytes(t);
         if crate::quant::dequantize_row(t.typ, bytes, &mut out).is_err() {
-            bail_kind!(BadModel, "tensor {name} of type {} cannot be read as floats", t.typ);
+            bail_kind!(
+                BadModel,
+                "tensor {name} of type {} cannot be read as floats",
+                t.typ
+            );
         }
         Ok(out)
     }

@@ -47,12 +47,20 @@ impl TextWeights {
         for i in 0..c.n_layer {
             let both_vec = |name: &str| -> Result<[Vec<f32>; 2]> {
                 let t = ld.vec(&names::blk(i, name, false), d)?;
-                let v = if mam { ld.vec(&names::blk(i, name, true), d)? } else { t.clone() };
+                let v = if mam {
+                    ld.vec(&names::blk(i, name, true), d)?
+                } else {
+                    t.clone()
+                };
                 Ok([t, v])
             };
             let both_mat = |name: &str| -> Result<[Mat; 2]> {
                 let t = ld.mat(&names::blk(i, name, false), kv, d)?;
-                let v = if mam { ld.mat(&names::blk(i, name, true), kv, d)? } else { t.clone() };
+                let v = if mam {
+                    ld.mat(&names::blk(i, name, true), kv, d)?
+                } else {
+                    t.clone()
+                };
                 Ok([t, v])
             };
             layers.push(TextLayer {
@@ -69,7 +77,11 @@ impl TextWeights {
         }
         // Some llama.cpp files tie the output to the embedding and omit output.weight; an
         // mplug-owl2 file always has its own (the LM head is untied).
-        let output_name = if mam || ld.has(names::OUTPUT) { names::OUTPUT } else { names::TOKEN_EMBD };
+        let output_name = if mam || ld.has(names::OUTPUT) {
+            names::OUTPUT
+        } else {
+            names::TOKEN_EMBD
+        };
         Ok(TextWeights {
             token_embd: ld.mat(names::TOKEN_EMBD, c.n_vocab, d)?,
             layers,
@@ -165,7 +177,10 @@ impl Model {
                 v[s * kvd..e * kvd].copy_from_slice(&self.linear(&l.wv[m as usize], None, rows));
             }
             for t in 0..t_len {
-                let (cs, sn) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+                let (cs, sn) = (
+                    &cos[t * half..(t + 1) * half],
+                    &sin[t * half..(t + 1) * half],
+                );
                 for h in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
                     ops::rope_apply(h, cs, sn, c.qk_permuted);
                 }
@@ -187,8 +202,14 @@ impl Model {
             };
             ops::attention(
                 &q,
-                &StoreRows { store: &kv.k[li], width: kvd },
-                &StoreRows { store: &kv.v[li], width: kvd },
+                &StoreRows {
+                    store: &kv.k[li],
+                    width: kvd,
+                },
+                &StoreRows {
+                    store: &kv.v[li],
+                    width: kvd,
+                },
                 shape,
                 &mut attn,
             );
@@ -229,7 +250,10 @@ mod tests {
 
     #[test]
     fn runs_split_on_modality_changes() {
-        assert_eq!(modality_runs(&[0, 0, 1, 1, 1, 0]), vec![(0, 2, 0), (2, 5, 1), (5, 6, 0)]);
+        assert_eq!(
+            modality_runs(&[0, 0, 1, 1, 1, 0]),
+            vec![(0, 2, 0), (2, 5, 1), (5, 6, 0)]
+        );
         assert_eq!(modality_runs(&[1]), vec![(0, 1, 1)]);
         assert!(modality_runs(&[]).is_empty());
     }

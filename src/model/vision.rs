@@ -6,7 +6,10 @@ use crate::error::Result;
 use crate::model::config::VisionConfig;
 use crate::model::names::{self, vblk};
 use crate::model::{Loader, Mat, Model};
-use crate::ops::{self, attention::{AttnShape, F32Rows}};
+use crate::ops::{
+    self,
+    attention::{AttnShape, F32Rows},
+};
 
 struct Linear {
     w: Mat,
@@ -34,7 +37,10 @@ pub(crate) struct VisionWeights {
 }
 
 fn ln(ld: &Loader<'_>, prefix: &str, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    Ok((ld.vec(&format!("{prefix}.weight"), n)?, ld.vec(&format!("{prefix}.bias"), n)?))
+    Ok((
+        ld.vec(&format!("{prefix}.weight"), n)?,
+        ld.vec(&format!("{prefix}.bias"), n)?,
+    ))
 }
 
 impl VisionWeights {

@@ -81,7 +81,11 @@ pub fn rope_cos_sin(pos: usize, dim: usize, base: f32, cos: &mut [f32], sin: &mu
 pub fn rope_apply(x: &mut [f32], cos: &[f32], sin: &[f32], adjacent: bool) {
     let half = x.len() / 2;
     for i in 0..half {
-        let (a, b) = if adjacent { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (a, b) = if adjacent {
+            (2 * i, 2 * i + 1)
+        } else {
+            (i, i + half)
+        };
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * cos[i] - x1 * sin[i];
         x[b] = x1 * cos[i] + x0 * sin[i];
