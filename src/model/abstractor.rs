@@ -10,29 +10,24 @@
 
 use crate::error::Result;
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
-use crate::model::names::{self, ablk};
-use crate::model::{Loader, Mat, Model};
+use crate::model::names::{self, ablk, ablk_prefix};
+use crate::model::{Linear, Loader, Model, Norm};
 use crate::ops::{
     self,
     attention::{AttnShape, F32Rows},
 };
 
-struct Linear {
-    w: Mat,
-    b: Vec<f32>,
-}
-
 struct AbstractorLayer {
-    ln_q: (Vec<f32>, Vec<f32>),
-    ln_kv: (Vec<f32>, Vec<f32>),
+    ln_q: Norm,
+    ln_kv: Norm,
     q: Linear,
     k: Linear,
     v: Linear,
     out: Linear,
-    ln2: (Vec<f32>, Vec<f32>),
+    ln2: Norm,
     gate: Linear,
     up: Linear,
-    ffn_norm: (Vec<f32>, Vec<f32>),
+    ffn_norm: Norm,
     down: Linear,
 }
 
@@ -55,18 +50,11 @@ impl AbstractorWeights {
         t: &TextConfig,
     ) -> Result<AbstractorWeights> {
         let (d, ff) = (c.n_embd, c.n_ff);
-        let lin = |i: usize, name: &str, rows: usize, cols: usize| -> Result<Linear> {
-            Ok(Linear {
-                w: ld.mat(&ablk(i, name, "weight"), rows, cols)?,
-                b: ld.vec(&ablk(i, name, "bias"), rows)?,
-            })
+        let prefix = |i: usize, name: &str| ablk_prefix(i, name);
+        let lin = |i: usize, name: &str, rows: usize, cols: usize| {
+            ld.linear(&prefix(i, name), rows, cols)
         };
-        let ln = |i: usize, name: &str, n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            Ok((
-                ld.vec(&ablk(i, name, "weight"), n)?,
-                ld.vec(&ablk(i, name, "bias"), n)?,
-            ))
-        };
+        let ln = |i: usize, name: &str, n: usize| ld.norm(&prefix(i, name), n);
         // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
         // loop stops at the first missing layer anyway.
         let mut layers = Vec::new();
@@ -90,20 +78,13 @@ impl AbstractorWeights {
             pos_q: ld.vec(names::A_POS_EMBD_Q, c.n_query * d)?,
             pos_k: ld.vec(names::A_POS_EMBD_K, v.n_tokens() * d)?,
             layers,
-            proj: Linear {
-                w: ld.mat(&format!("{}.weight", names::A_PROJ), t.n_embd, d)?,
-                b: ld.vec(&format!("{}.bias", names::A_PROJ), t.n_embd)?,
-            },
+            proj: ld.linear(names::A_PROJ, t.n_embd, d)?,
             eoi: ld.vec(names::A_EOI_EMBD, t.n_embd)?,
         })
     }
 }
 
 impl Model {
-    fn alin(&self, l: &Linear, x: &[f32]) -> Vec<f32> {
-        self.linear(&l.w, Some(&l.b), x)
-    }
-
     /// Turns ViT features (`[n_v, d]`) into the image's LLM rows: `[n_query + 1, d_llm]`
     /// (projected queries, then the end-of-image embedding).
     pub fn abstract_image(&self, feats: &[f32]) -> Vec<f32> {
@@ -130,9 +111,9 @@ impl Model {
             let mut k_in = s.clone();
             ops::add_in_place(&mut k_in[..nq * d], &w.pos_q);
             ops::add_in_place(&mut k_in[nq * d..], &w.pos_k);
-            let q = self.alin(&l.q, &q_in);
-            let k = self.alin(&l.k, &k_in);
-            let v = self.alin(&l.v, &s);
+            let q = self.affine(&l.q, &q_in);
+            let k = self.affine(&l.k, &k_in);
+            let v = self.affine(&l.v, &s);
             let mut a = vec![0f32; nq * d];
             let shape = AttnShape {
                 n_head: c.n_head,
@@ -152,19 +133,19 @@ impl Model {
             );
             // Y = Xn + A Wo + bo   (residual from the normalised queries)
             let mut y = xn;
-            ops::add_in_place(&mut y, &self.alin(&l.out, &a));
+            ops::add_in_place(&mut y, &self.affine(&l.out, &a));
             // X = Y + LN(SiLU(Z W1) ⊙ Z W3) W2,  Z = LN(Y)
             let mut z = y.clone();
             ops::layer_norm(&mut z, &l.ln2.0, &l.ln2.1, c.ln_eps);
-            let mut g = self.alin(&l.gate, &z);
+            let mut g = self.affine(&l.gate, &z);
             ops::silu(&mut g);
-            ops::mul_in_place(&mut g, &self.alin(&l.up, &z));
+            ops::mul_in_place(&mut g, &self.affine(&l.up, &z));
             ops::layer_norm(&mut g, &l.ffn_norm.0, &l.ffn_norm.1, c.ffn_ln_eps);
-            ops::add_in_place(&mut y, &self.alin(&l.down, &g));
+            ops::add_in_place(&mut y, &self.affine(&l.down, &g));
             x = y;
         }
         // I = [X Wfc + b; e_eoi]
-        let mut out = self.alin(&w.proj, &x);
+        let mut out = self.affine(&w.proj, &x);
         out.extend_from_slice(&w.eoi);
         out
     }

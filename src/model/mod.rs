@@ -39,6 +39,15 @@ impl Mat {
     }
 }
 
+/// A linear layer with a bias, `y = x Wᵀ + b` (the vision tower's and the abstractor's).
+pub(crate) struct Linear {
+    pub w: Mat,
+    pub b: Vec<f32>,
+}
+
+/// A LayerNorm's gain and bias.
+pub(crate) type Norm = (Vec<f32>, Vec<f32>);
+
 /// An immutable, loaded model.
 pub struct Model {
     pub config: Config,
@@ -138,6 +147,11 @@ impl Model {
             cols: m.cols,
             data: self.gguf.tensor_bytes(&m.info),
         }
+    }
+
+    /// `y = x Wᵀ + b` for a [`Linear`].
+    pub(crate) fn affine(&self, l: &Linear, x: &[f32]) -> Vec<f32> {
+        self.linear(&l.w, Some(&l.b), x)
     }
 
     /// `y = x Wᵀ (+ bias)` for `x` of `rows × m.cols`.
@@ -298,6 +312,22 @@ impl Loader<'_> {
             );
         }
         Ok(out)
+    }
+
+    /// `{prefix}.weight` (`[rows, cols]`) and `{prefix}.bias` (`[rows]`).
+    pub fn linear(&self, prefix: &str, rows: usize, cols: usize) -> Result<Linear> {
+        Ok(Linear {
+            w: self.mat(&format!("{prefix}.weight"), rows, cols)?,
+            b: self.vec(&format!("{prefix}.bias"), rows)?,
+        })
+    }
+
+    /// `{prefix}.weight` and `{prefix}.bias`, both `[n]`.
+    pub fn norm(&self, prefix: &str, n: usize) -> Result<Norm> {
+        Ok((
+            self.vec(&format!("{prefix}.weight"), n)?,
+            self.vec(&format!("{prefix}.bias"), n)?,
+        ))
     }
 
     /// Whether a tensor exists.

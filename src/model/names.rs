@@ -139,7 +139,12 @@ pub mod vblk {
 
 /// `v.blk.{layer}.{name}.{weight|bias}`.
 pub fn vblk(layer: usize, name: &str, part: &str) -> String {
-    format!("v.blk.{layer}.{name}.{part}")
+    format!("{}.{part}", vblk_prefix(layer, name))
+}
+
+/// `v.blk.{layer}.{name}` (a weight/bias pair's common prefix).
+pub fn vblk_prefix(layer: usize, name: &str) -> String {
+    format!("v.blk.{layer}.{name}")
 }
 
 // ---- visual abstractor --------------------------------------------------------------------
@@ -167,5 +172,10 @@ pub mod ablk {
 
 /// `abstractor.blk.{layer}.{name}.{weight|bias}`.
 pub fn ablk(layer: usize, name: &str, part: &str) -> String {
-    format!("abstractor.blk.{layer}.{name}.{part}")
+    format!("{}.{part}", ablk_prefix(layer, name))
+}
+
+/// `abstractor.blk.{layer}.{name}` (a weight/bias pair's common prefix).
+pub fn ablk_prefix(layer: usize, name: &str) -> String {
+    format!("abstractor.blk.{layer}.{name}")
 }

@@ -4,25 +4,20 @@
 
 use crate::error::Result;
 use crate::model::config::VisionConfig;
-use crate::model::names::{self, vblk};
-use crate::model::{Loader, Mat, Model};
+use crate::model::names::{self, vblk, vblk_prefix};
+use crate::model::{Linear, Loader, Mat, Model, Norm};
 use crate::ops::{
     self,
     attention::{AttnShape, F32Rows},
 };
 
-struct Linear {
-    w: Mat,
-    b: Vec<f32>,
-}
-
 struct VisionLayer {
-    ln1: (Vec<f32>, Vec<f32>),
+    ln1: Norm,
     q: Linear,
     k: Linear,
     v: Linear,
     out: Linear,
-    ln2: (Vec<f32>, Vec<f32>),
+    ln2: Norm,
     ffn_up: Linear,
     ffn_down: Linear,
 }
@@ -31,40 +26,30 @@ pub(crate) struct VisionWeights {
     patch_embd: Mat,
     class_embd: Vec<f32>,
     position_embd: Vec<f32>,
-    pre_ln: (Vec<f32>, Vec<f32>),
+    pre_ln: Norm,
     layers: Vec<VisionLayer>,
-    post_ln: (Vec<f32>, Vec<f32>),
-}
-
-fn ln(ld: &Loader<'_>, prefix: &str, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    Ok((
-        ld.vec(&format!("{prefix}.weight"), n)?,
-        ld.vec(&format!("{prefix}.bias"), n)?,
-    ))
+    post_ln: Norm,
 }
 
 impl VisionWeights {
     pub fn load(ld: &Loader<'_>, c: &VisionConfig) -> Result<VisionWeights> {
         let (d, ff, p) = (c.n_embd, c.n_ff, c.patch_size);
-        let lin = |i: usize, name: &str, rows: usize, cols: usize| -> Result<Linear> {
-            Ok(Linear {
-                w: ld.mat(&vblk(i, name, "weight"), rows, cols)?,
-                b: ld.vec(&vblk(i, name, "bias"), rows)?,
-            })
+        let lin = |i: usize, name: &str, rows: usize, cols: usize| {
+            ld.linear(&vblk_prefix(i, name), rows, cols)
         };
         // Not `with_capacity(n_layer)`: the count comes from the file (up to 2^32-1), and the
         // loop stops at the first missing layer anyway.
         let mut layers = Vec::new();
         for i in 0..c.n_layer {
             layers.push(VisionLayer {
-                ln1: ln(ld, &format!("v.blk.{i}.{}", names::vblk::LN1), d)?,
-                q: lin(i, names::vblk::ATTN_Q, d, d)?,
-                k: lin(i, names::vblk::ATTN_K, d, d)?,
-                v: lin(i, names::vblk::ATTN_V, d, d)?,
-                out: lin(i, names::vblk::ATTN_OUT, d, d)?,
-                ln2: ln(ld, &format!("v.blk.{i}.{}", names::vblk::LN2), d)?,
-                ffn_up: lin(i, names::vblk::FFN_UP, ff, d)?,
-                ffn_down: lin(i, names::vblk::FFN_DOWN, d, ff)?,
+                ln1: ld.norm(&vblk_prefix(i, vblk::LN1), d)?,
+                q: lin(i, vblk::ATTN_Q, d, d)?,
+                k: lin(i, vblk::ATTN_K, d, d)?,
+                v: lin(i, vblk::ATTN_V, d, d)?,
+                out: lin(i, vblk::ATTN_OUT, d, d)?,
+                ln2: ld.norm(&vblk_prefix(i, vblk::LN2), d)?,
+                ffn_up: lin(i, vblk::FFN_UP, ff, d)?,
+                ffn_down: lin(i, vblk::FFN_DOWN, d, ff)?,
             });
         }
         Ok(VisionWeights {
@@ -72,9 +57,9 @@ impl VisionWeights {
             patch_embd: ld.mat(names::V_PATCH_EMBD, d, 3 * p * p)?,
             class_embd: ld.vec(names::V_CLASS_EMBD, d)?,
             position_embd: ld.vec(names::V_POSITION_EMBD, c.n_tokens() * d)?,
-            pre_ln: ln(ld, names::V_PRE_LN, d)?,
+            pre_ln: ld.norm(names::V_PRE_LN, d)?,
             layers,
-            post_ln: ln(ld, names::V_POST_LN, d)?,
+            post_ln: ld.norm(names::V_POST_LN, d)?,
         })
     }
 }
@@ -85,10 +70,6 @@ impl Model {
             (Some(c), Some(w)) => (c, w),
             _ => unreachable!("vision called on a text-only model; callers check has_vision()"),
         }
-    }
-
-    fn lin(&self, l: &Linear, x: &[f32]) -> Vec<f32> {
-        self.linear(&l.w, Some(&l.b), x)
     }
 
     /// Encodes one preprocessed image (`[3, S, S]` CHW floats) into `[grid²+1, d_v]` features
@@ -124,7 +105,11 @@ impl Model {
         for l in &w.layers {
             let mut h = x.clone();
             ops::layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.ln_eps);
-            let (q, k, v) = (self.lin(&l.q, &h), self.lin(&l.k, &h), self.lin(&l.v, &h));
+            let (q, k, v) = (
+                self.affine(&l.q, &h),
+                self.affine(&l.k, &h),
+                self.affine(&l.v, &h),
+            );
             let mut a = vec![0f32; n * d];
             let shape = AttnShape {
                 n_head: c.n_head,
@@ -142,12 +127,12 @@ impl Model {
                 shape,
                 &mut a,
             );
-            ops::add_in_place(&mut x, &self.lin(&l.out, &a));
+            ops::add_in_place(&mut x, &self.affine(&l.out, &a));
             let mut h = x.clone();
             ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
-            let mut f = self.lin(&l.ffn_up, &h);
+            let mut f = self.affine(&l.ffn_up, &h);
             ops::quick_gelu(&mut f);
-            ops::add_in_place(&mut x, &self.lin(&l.ffn_down, &f));
+            ops::add_in_place(&mut x, &self.affine(&l.ffn_down, &f));
         }
         // 5. post-LayerNorm over all rows
         ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
