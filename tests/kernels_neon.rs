@@ -5,10 +5,15 @@
 //!   unaligned weight bytes. The NEON quantized kernels are documented as bit-identical, so on
 //!   aarch64 they must match exactly; float kernels (different f64 summation order) and other
 //!   architectures' variants must agree to 1e-6 of the sum of |terms|.
+//! - Every variant's tiles (all shapes 1..=4 × 1..=4, random and extreme rows mixed in one tile)
+//!   must equal that variant's own single dot bitwise (the `QuantTile` contract; for
+//!   `neon-i8mm` this checks the `smmla` tiles against the `sdot` dots), and the generic dot as
+//!   above.
 //! - `OWLET_EXPECT_KERNELS=name`: `select()` must pick that variant (the aarch64 CI script runs
-//!   the tests under `qemu-aarch64 -cpu cortex-a72` = neon, `cortex-a76` = neon-dotprod, `max`).
+//!   the tests under `qemu-aarch64 -cpu cortex-a72` = neon, `cortex-a76` = neon-dotprod,
+//!   `max` = neon-i8mm).
 
-use owlet::kernels::{self, Kernels, GENERIC};
+use owlet::kernels::{self, Kernels, GENERIC, TILE};
 use owlet::quant::{dequantize_row, quantize_row, vec_dot_type, GgmlType};
 
 /// Deterministic values with mixed magnitudes (xorshift, cubed for heavier tails).
@@ -107,45 +112,134 @@ fn quantized_kernels_match_generic() {
 
 /// Saturated quants: every q8 byte -128 (not produced by the quantizer, but valid bytes) and
 /// every nibble 0 or 15: the widest integer products each kernel must hold.
+const EXTREME_TYPES: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+const EXTREME_FILLS: [u8; 4] = [0x00, 0x80, 0xFF, 0x7F];
+
+/// A weight row of `n` values of type `wt` (one of [`EXTREME_TYPES`]) whose quant bytes are all
+/// `fill` (scales kept sane).
+fn extreme_weights(wt: GgmlType, n: usize, fill: u8) -> Vec<u8> {
+    let mut qw = quantized(wt, &values(n, 3));
+    for b in qw.chunks_exact_mut(wt.type_size()) {
+        match wt {
+            GgmlType::Q4_0 | GgmlType::Q8_0 => b[2..].fill(fill),
+            GgmlType::Q4_K => b[16..].fill(fill),
+            _ => b[..192].fill(fill),
+        }
+    }
+    qw
+}
+
+/// An activation row for `wt` with the most negative quants its type can hold.
+fn extreme_activations(wt: GgmlType, n: usize) -> Vec<u8> {
+    let at = vec_dot_type(wt);
+    let mut qa = quantized(at, &values(n, 4));
+    for b in qa.chunks_exact_mut(at.type_size()) {
+        match at {
+            // Q8_0 activations are in [-127, 127] (d = amax/127): -128 never occurs,
+            // and ggml's x86 sign trick (like owlet's AVX2 kernels) relies on it.
+            // Q8_K can hold -128 (its scale is -128/max), so it gets 0x80.
+            GgmlType::Q8_0 => b[2..].fill(0x81),
+            _ => {
+                // Q8_K: quants, then the 16 bsums (i16 sums of 16 quants) they imply,
+                // which kernels may use instead of re-adding the quants.
+                b[4..260].fill(0x80);
+                for s in b[260..292].chunks_exact_mut(2) {
+                    s.copy_from_slice(&(-128i16 * 16).to_le_bytes());
+                }
+            }
+        }
+    }
+    qa
+}
+
 #[test]
 fn extreme_quants_match_generic() {
     for k in kernels::available() {
-        for wt in [
-            GgmlType::Q4_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
+        for wt in EXTREME_TYPES {
             let n = 4 * wt.block_size();
-            for fill in [0x00u8, 0x80, 0xFF, 0x7F] {
-                let mut qw = quantized(wt, &values(n, 3));
-                let mut qa = quantized(vec_dot_type(wt), &values(n, 4));
-                // Overwrite the quant bytes and keep the scales sane.
-                let (ts, ats) = (wt.type_size(), vec_dot_type(wt).type_size());
-                for b in qw.chunks_exact_mut(ts) {
-                    match wt {
-                        GgmlType::Q4_0 | GgmlType::Q8_0 => b[2..].fill(fill),
-                        GgmlType::Q4_K => b[16..].fill(fill),
-                        _ => b[..192].fill(fill),
-                    }
-                }
-                for b in qa.chunks_exact_mut(ats) {
-                    match vec_dot_type(wt) {
-                        // Q8_0 activations are in [-127, 127] (d = amax/127): -128 never occurs,
-                        // and ggml's x86 sign trick (like owlet's AVX2 kernels) relies on it.
-                        // Q8_K can hold -128 (its scale is -128/max), so it gets 0x80.
-                        GgmlType::Q8_0 => b[2..].fill(0x81),
-                        _ => {
-                            // Q8_K: quants, then the 16 bsums (i16 sums of 16 quants) they imply,
-                            // which kernels may use instead of re-adding the quants.
-                            b[4..260].fill(0x80);
-                            for s in b[260..292].chunks_exact_mut(2) {
-                                s.copy_from_slice(&(-128i16 * 16).to_le_bytes());
+            for fill in EXTREME_FILLS {
+                let qw = extreme_weights(wt, n, fill);
+                let qa = extreme_activations(wt, n);
+                check_quant(k, wt, &qw, &qa, n, &format!("fill {fill:#x}"));
+            }
+        }
+    }
+}
+
+/// Tiles of every shape, over rows mixing random, saturated and unaligned ones: each output
+/// equals the variant's own dot bitwise and the generic dot as [`check_quant`] demands.
+#[test]
+fn tiles_match_own_dots_and_generic() {
+    for k in kernels::available() {
+        for (i, &wt) in QUANT.iter().enumerate() {
+            let at = vec_dot_type(wt);
+            let n = 3 * wt.block_size().max(32);
+            let seed = 1000 + 10 * i as u64;
+            // Weight rows: random (one of them unaligned), then saturated ones where defined.
+            let mut ws: Vec<Vec<u8>> = (0..3)
+                .map(|j| quantized(wt, &values(n, seed + j)))
+                .collect();
+            let mut acts: Vec<Vec<u8>> = (0..3)
+                .map(|j| quantized(at, &values(n, seed + 5 + j)))
+                .collect();
+            if EXTREME_TYPES.contains(&wt) {
+                ws.extend(EXTREME_FILLS.iter().map(|&f| extreme_weights(wt, n, f)));
+                acts.push(extreme_activations(wt, n));
+            }
+            let mut shifted = vec![0u8; ws[1].len() + 1];
+            shifted[1..].copy_from_slice(&ws[1]);
+            let mut wrows: Vec<&[u8]> = ws.iter().map(|v| v.as_slice()).collect();
+            wrows[1] = &shifted[1..];
+            let arows: Vec<&[u8]> = acts.iter().map(|v| v.as_slice()).collect();
+            let (dot, tile, generic) = (
+                k.quant_dot(wt).unwrap(),
+                k.quant_tile(wt).unwrap(),
+                GENERIC.quant_dot(wt).unwrap(),
+            );
+            for start in 0..wrows.len() {
+                for nw in 1..=TILE {
+                    for na in 1..=TILE {
+                        let w: Vec<&[u8]> =
+                            (0..nw).map(|r| wrows[(start + r) % wrows.len()]).collect();
+                        let a: Vec<&[u8]> =
+                            (0..na).map(|c| arows[(start + c) % arows.len()]).collect();
+                        let mut out = vec![f32::NAN; nw * na];
+                        tile(n, &w, &a, &mut out);
+                        for r in 0..nw {
+                            for c in 0..na {
+                                let (got, own) = (out[r * na + c], dot(n, w[r], a[c]));
+                                assert_eq!(
+                                    got.to_bits(),
+                                    own.to_bits(),
+                                    "{} {wt} tile {nw}x{na} from row {start} at ({r},{c}): \
+                                     {got} vs its dot {own}",
+                                    k.name
+                                );
+                                let want = generic(n, w[r], a[c]);
+                                if bit_exact(k) {
+                                    assert_eq!(
+                                        got.to_bits(),
+                                        want.to_bits(),
+                                        "{} {wt} tile {nw}x{na} at ({r},{c}): {got} vs {want}",
+                                        k.name
+                                    );
+                                } else {
+                                    let tol = 1e-6 * magnitude(wt, w[r], at, a[c], n) + 1e-30;
+                                    assert!(
+                                        ((got - want) as f64).abs() <= tol,
+                                        "{} {wt} tile {nw}x{na} at ({r},{c}): {got} vs {want}",
+                                        k.name
+                                    );
+                                }
                             }
                         }
                     }
                 }
-                check_quant(k, wt, &qw, &qa, n, &format!("fill {fill:#x}"));
             }
         }
     }
@@ -196,5 +290,9 @@ fn selected_variant_is_the_expected_one() {
     }
     #[cfg(target_arch = "aarch64")]
     assert!(names.contains(&"neon"), "{names:?}");
+    // The i8mm table's single dots are the dotprod ones: it needs both extensions.
+    if names.contains(&"neon-i8mm") {
+        assert!(names.contains(&"neon-dotprod"), "{names:?}");
+    }
     assert_eq!(*names.last().unwrap(), "generic");
 }

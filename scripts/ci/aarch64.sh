@@ -3,7 +3,7 @@
 # under qemu-user three times, one per kernel path, checking that the intended variant ran:
 #   -cpu cortex-a72  (Raspberry Pi 4: NEON only)          -> OWLET_EXPECT_KERNELS=neon
 #   -cpu cortex-a76  (Raspberry Pi 5: NEON + dotprod)     -> neon-dotprod
-#   -cpu max         (dotprod + i8mm + sve)               -> neon-dotprod (no i8mm kernels yet)
+#   -cpu max         (dotprod + i8mm + sve)               -> neon-i8mm
 # Then cross-builds the C example against the aarch64 libowlet.a and compares its output under
 # qemu with the x86-64 CLI's. Installs what it needs (Debian packages, rustup target).
 set -euo pipefail
@@ -51,7 +51,7 @@ for t in "${TESTS[@]}"; do
     [[ -x "$t" ]] || { echo "aarch64.sh: missing test executable in ${TESTS[*]}" >&2; exit 1; }
 done
 
-for pair in cortex-a72:neon cortex-a76:neon-dotprod max:neon-dotprod; do
+for pair in cortex-a72:neon cortex-a76:neon-dotprod max:neon-i8mm; do
     cpu=${pair%%:*}
     export OWLET_EXPECT_KERNELS=${pair##*:}
     echo "== qemu-aarch64 -cpu $cpu (expect kernels $OWLET_EXPECT_KERNELS)"

@@ -25,6 +25,8 @@ pub mod generic;
 pub mod neon;
 #[cfg(target_arch = "aarch64")]
 pub mod neon_dotprod;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_i8mm;
 pub mod rows;
 pub mod tiles;
 
@@ -147,7 +149,9 @@ pub fn available() -> Vec<&'static Kernels> {
     if let Some(k) = avx2::detect() {
         v.push(k);
     }
-    // aarch64: NEON is baseline; the dot-product variant only when detected.
+    // aarch64: NEON is baseline; the i8mm and dot-product variants only when detected.
+    #[cfg(target_arch = "aarch64")]
+    v.extend(neon_i8mm::detected());
     #[cfg(target_arch = "aarch64")]
     v.extend(neon_dotprod::detected());
     #[cfg(target_arch = "aarch64")]

@@ -16,7 +16,11 @@ use super::neon::{self, load_s8, n_blocks, q4_0_levels};
 use super::Kernels;
 use crate::quant::{read_f16, GgmlType};
 
-static NEON_DOTPROD: Kernels = Kernels {
+static NEON_DOTPROD: Kernels = NEON_DOTPROD_TABLE;
+
+/// The dot-product table as a constant, for tables that replace only some of its entries
+/// (they must be handed out only where [`has_dotprod`] holds, too).
+pub(crate) const NEON_DOTPROD_TABLE: Kernels = Kernels {
     name: "neon-dotprod",
     q4_0_q8_0: vec_dot_q4_0_q8_0,
     q8_0_q8_0: vec_dot_q8_0_q8_0,

@@ -1,0 +1,293 @@
+//! NEON + int8 matrix multiply (`smmla`, FEAT_I8MM: Cortex-A710/X2 and later, Neoverse V1/N2,
+//! Apple A15/M2 and later) tiles for Q4_0·Q8_0 and Q8_0·Q8_0; everything else, the single dots
+//! included, is the [`super::neon_dotprod`] table.
+//!
+//! `smmla vd.4s, vn.16b, vm.16b` treats `vn` and `vm` as 2×8 matrices of i8 (row 0 = bytes
+//! 0..8, row 1 = bytes 8..16) and adds `vn · vmᵀ` (a 2×2 i32 matrix, row major) to `vd`. So one
+//! instruction gives the 8-value partial dots of 2 weight rows × 2 activation rows: the 16-byte
+//! halves of two rows' blocks are interleaved 8 bytes at a time (`zip1`/`zip2` on 64-bit lanes)
+//! and four `smmla` cover a 32-value block. A block's four lanes are then exact i32 sums
+//! `[w0·a0, w0·a1, w1·a0, w1·a1]`, scaled in f32 with the single dot's formula, lane for lane
+//! (separate vector multiplies and adds, which round exactly like the scalar ones), so each
+//! output is bitwise the variant's own dot whatever the tile shape ([`super::QuantTile`]).
+//! Odd tile sides are padded with a duplicate of the last row, whose outputs are dropped.
+//!
+//! `vmmlaq_s32` is a nightly-only intrinsic on Rust 1.95, so `smmla` is inline assembly inside
+//! `#[target_feature(enable = "i8mm")]` functions. The table is handed out only by
+//! [`detected`], after checking that the CPU has both i8mm and dotprod: executing `smmla` or
+//! `sdot` elsewhere is an illegal instruction.
+
+// Tile bodies index fixed-size arrays of row pairs by pair number up to the const-generic
+// tile shape; index loops say that more plainly than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::aarch64::*;
+
+use super::neon::{load_s8, q4_0_levels};
+use super::neon_dotprod::{self, has_dotprod};
+use super::{Kernels, TILE};
+use crate::quant::read_f16;
+
+static NEON_I8MM: Kernels = Kernels {
+    name: "neon-i8mm",
+    q4_0_q8_0_tile,
+    q8_0_q8_0_tile,
+    ..neon_dotprod::NEON_DOTPROD_TABLE
+};
+
+/// Whether this CPU has the int8 matrix-multiply extension: run-time detection (Linux/Android
+/// HWCAP2, Apple sysctl), except on Apple's mobile targets, where the compile-time feature
+/// decides.
+pub fn has_i8mm() -> bool {
+    #[cfg(any(
+        target_os = "ios",
+        target_os = "tvos",
+        target_os = "watchos",
+        target_os = "visionos"
+    ))]
+    {
+        cfg!(target_feature = "i8mm")
+    }
+    #[cfg(not(any(
+        target_os = "ios",
+        target_os = "tvos",
+        target_os = "watchos",
+        target_os = "visionos"
+    )))]
+    {
+        std::arch::is_aarch64_feature_detected!("i8mm")
+    }
+}
+
+/// The i8mm table, if this CPU can run it (it needs dotprod too, for the single dots).
+pub fn detected() -> Option<&'static Kernels> {
+    (has_i8mm() && has_dotprod()).then_some(&NEON_I8MM)
+}
+
+/// `acc + smmla(a, b)`: with `a`, `b` as 2×8 i8 matrices, `acc[2i + j] += Σ_k a[i][k]·b[j][k]`.
+///
+/// # Safety
+/// The CPU must support the int8 matrix-multiply extension.
+#[inline]
+#[target_feature(enable = "i8mm")]
+unsafe fn smmla(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // SAFETY: the caller guarantees the extension; register operands only.
+    unsafe {
+        std::arch::asm!(
+            ".arch_extension i8mm",
+            "smmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack),
+        );
+    }
+    acc
+}
+
+/// Two rows' 16-value halves `x`, `y` as two `smmla` operands: (values 0..8 of `x` then of
+/// `y`, values 8..16 of `x` then of `y`).
+#[inline]
+fn interleave(x: int8x16_t, y: int8x16_t) -> [int8x16_t; 2] {
+    // SAFETY: register-only NEON operations (baseline on aarch64).
+    unsafe {
+        let (x, y) = (vreinterpretq_s64_s8(x), vreinterpretq_s64_s8(y));
+        [
+            vreinterpretq_s8_s64(vzip1q_s64(x, y)),
+            vreinterpretq_s8_s64(vzip2q_s64(x, y)),
+        ]
+    }
+}
+
+/// A block of two rows as four `smmla` operands, from each row's (values 0..16, 16..32).
+#[inline]
+fn pair_operands(
+    (a0, b0): (int8x16_t, int8x16_t),
+    (a1, b1): (int8x16_t, int8x16_t),
+) -> [int8x16_t; 4] {
+    let [p0, p1] = interleave(a0, a1);
+    let [p2, p3] = interleave(b0, b1);
+    [p0, p1, p2, p3]
+}
+
+/// The 32 signed quants of a Q8_0 block (weights or activations).
+#[inline]
+fn q8_0_halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
+    (load_s8(x, 2), load_s8(x, 18))
+}
+
+/// The exact block sums `[w0·a0, w0·a1, w1·a0, w1·a1]` of a weight pair and an activation pair
+/// (each as its four [`pair_operands`]). |sum| ≤ 32·128·128 fits i32.
+///
+/// # Safety
+/// The CPU must support the int8 matrix-multiply extension.
+#[inline]
+#[target_feature(enable = "i8mm")]
+unsafe fn block_sums(w: &[int8x16_t; 4], a: &[int8x16_t; 4]) -> int32x4_t {
+    // SAFETY: the caller guarantees i8mm; the rest is baseline NEON on registers.
+    unsafe {
+        let mut acc = vdupq_n_s32(0);
+        for k in 0..4 {
+            acc = smmla(acc, w[k], a[k]);
+        }
+        acc
+    }
+}
+
+/// Values per block of both weight types and of the Q8_0 activations.
+const QK: usize = 32;
+/// Bytes per Q8_0 activation block.
+const ASIZE: usize = 34;
+
+/// A 32-value weight block format the tiles handle (activations are always Q8_0).
+trait WeightFormat {
+    /// Bytes per weight block.
+    const WSIZE: usize;
+    /// A block's values 0..16 and 16..32 as signed bytes.
+    fn halves(x: &[u8]) -> (int8x16_t, int8x16_t);
+    /// The variant's dot's float step for block sums `s` (lanes as [`block_sums`]), weight
+    /// scales `dw = [d_w0, d_w0, d_w1, d_w1]` and activation scales `da = [d_a0, d_a1, d_a0,
+    /// d_a1]`: what it adds to the running sums.
+    ///
+    /// # Safety
+    /// Baseline NEON only; `unsafe` for the intrinsics' signatures.
+    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t;
+}
+
+/// Q4_0 weights: levels minus 8; `sumf += sumi as f32 * d_w * d_a` (left to right, as the
+/// single dot).
+struct Q4_0;
+
+impl WeightFormat for Q4_0 {
+    const WSIZE: usize = 18;
+    #[inline]
+    fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
+        q4_0_levels(&x[2..18])
+    }
+    #[inline]
+    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t {
+        // SAFETY: register-only NEON operations.
+        unsafe { vmulq_f32(vmulq_f32(s, dw), da) }
+    }
+}
+
+/// Q8_0 weights: `sumf += sumi as f32 * (d_w * d_a)` (as the single dot).
+struct Q8_0;
+
+impl WeightFormat for Q8_0 {
+    const WSIZE: usize = 34;
+    #[inline]
+    fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
+        q8_0_halves(x)
+    }
+    #[inline]
+    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t {
+        // SAFETY: register-only NEON operations.
+        unsafe { vmulq_f32(s, vmulq_f32(dw, da)) }
+    }
+}
+
+/// Four f32 lanes from an array.
+#[inline]
+fn f32x4(v: [f32; 4]) -> float32x4_t {
+    // SAFETY: `v` holds 4 readable f32; vld1q has no alignment requirement beyond f32's.
+    unsafe { vld1q_f32(v.as_ptr()) }
+}
+
+/// A tile body over `nb` blocks: `WP` weight-row pairs × `AP` activation-row pairs (rows
+/// `2p`, `2p + 1` of `w` and `a`, each holding at least `nb` blocks). `sums[p][q]` gets the
+/// f32 sums `[w_2p·a_2q, w_2p·a_2q+1, w_2p+1·a_2q, w_2p+1·a_2q+1]`.
+///
+/// # Safety
+/// The CPU must support the int8 matrix-multiply extension.
+#[target_feature(enable = "i8mm")]
+unsafe fn tile_body<F: WeightFormat, const WP: usize, const AP: usize>(
+    nb: usize,
+    w: &[&[u8]; TILE],
+    a: &[&[u8]; TILE],
+    sums: &mut [[[f32; 4]; 2]; 2],
+) {
+    // SAFETY (whole body): the caller guarantees i8mm; everything else is baseline NEON on
+    // registers or on `sums`' own 4-float arrays; row slices are indexed with bounds checks.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
+        for b in 0..nb {
+            let wblock = |r: usize| &w[r][b * F::WSIZE..(b + 1) * F::WSIZE];
+            let ablock = |c: usize| &a[c][b * ASIZE..(b + 1) * ASIZE];
+            let mut aops = [[vdupq_n_s8(0); 4]; 2];
+            let mut ad = [vdupq_n_f32(0.0); 2];
+            for q in 0..AP {
+                let (y0, y1) = (ablock(2 * q), ablock(2 * q + 1));
+                aops[q] = pair_operands(q8_0_halves(y0), q8_0_halves(y1));
+                let (d0, d1) = (read_f16(y0, 0), read_f16(y1, 0));
+                ad[q] = f32x4([d0, d1, d0, d1]);
+            }
+            for p in 0..WP {
+                let (x0, x1) = (wblock(2 * p), wblock(2 * p + 1));
+                let wops = pair_operands(F::halves(x0), F::halves(x1));
+                let (d0, d1) = (read_f16(x0, 0), read_f16(x1, 0));
+                let wd = f32x4([d0, d0, d1, d1]);
+                for q in 0..AP {
+                    let s = vcvtq_f32_s32(block_sums(&wops, &aops[q]));
+                    acc[p][q] = vaddq_f32(acc[p][q], F::scale(s, wd, ad[q]));
+                }
+            }
+        }
+        for p in 0..WP {
+            for q in 0..AP {
+                vst1q_f32(sums[p][q].as_mut_ptr(), acc[p][q]);
+            }
+        }
+    }
+}
+
+/// Checks a tile call's slices, pads odd sides with a duplicate row and runs the body for its
+/// shape. Blocks missing from a too-short slice are skipped for the whole tile (like the
+/// generic kernels skip them for a row pair), rows beyond [`TILE`] are ignored and outputs that
+/// do not fit `out` are dropped: nothing panics and nothing is read out of bounds.
+fn run_tile<F: WeightFormat>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    let (nw, na) = (w.len().min(TILE), a.len().min(TILE));
+    if nw == 0 || na == 0 {
+        return;
+    }
+    let mut nb = n / QK;
+    for row in &w[..nw] {
+        nb = nb.min(row.len() / F::WSIZE);
+    }
+    for row in &a[..na] {
+        nb = nb.min(row.len() / ASIZE);
+    }
+    // Rows past the tile's edge repeat its last row (their outputs are never written).
+    let wr: [&[u8]; TILE] = std::array::from_fn(|r| w[r.min(nw - 1)]);
+    let ar: [&[u8]; TILE] = std::array::from_fn(|c| a[c.min(na - 1)]);
+    let mut sums = [[[0f32; 4]; 2]; 2];
+    // SAFETY: the bodies need i8mm, which `detected` verified before this table could be
+    // obtained; they index the row slices with bounds checks.
+    unsafe {
+        match (nw.div_ceil(2), na.div_ceil(2)) {
+            (1, 1) => tile_body::<F, 1, 1>(nb, &wr, &ar, &mut sums),
+            (1, _) => tile_body::<F, 1, 2>(nb, &wr, &ar, &mut sums),
+            (_, 1) => tile_body::<F, 2, 1>(nb, &wr, &ar, &mut sums),
+            _ => tile_body::<F, 2, 2>(nb, &wr, &ar, &mut sums),
+        }
+    }
+    for r in 0..nw {
+        for c in 0..na {
+            // Lane order of the block sums: [w0·a0, w0·a1, w1·a0, w1·a1].
+            let lane = 2 * (r % 2) + c % 2;
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = sums[r / 2][c / 2][lane];
+            }
+        }
+    }
+}
+
+/// Q4_0 weights · Q8_0 activations, a tile with `smmla` (see [`super::QuantTile`]).
+fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run_tile::<Q4_0>(n, w, a, out)
+}
+
+/// Q8_0 weights · Q8_0 activations, a tile with `smmla` (see [`super::QuantTile`]).
+fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run_tile::<Q8_0>(n, w, a, out)
+}
