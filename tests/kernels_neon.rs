@@ -52,7 +52,10 @@ fn magnitude(wt: GgmlType, qw: &[u8], at: GgmlType, qa: &[u8], n: usize) -> f64 
     let (mut dw, mut da) = (vec![0.0f32; n], vec![0.0f32; n]);
     dequantize_row(wt, qw, &mut dw).unwrap();
     dequantize_row(at, qa, &mut da).unwrap();
-    dw.iter().zip(&da).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum()
+    dw.iter()
+        .zip(&da)
+        .map(|(&x, &y)| (x as f64 * y as f64).abs())
+        .sum()
 }
 
 fn check_quant(k: &Kernels, wt: GgmlType, qw: &[u8], qa: &[u8], n: usize, what: &str) {
@@ -60,17 +63,29 @@ fn check_quant(k: &Kernels, wt: GgmlType, qw: &[u8], qa: &[u8], n: usize, what: 
     let want = (GENERIC.quant_dot(wt).unwrap())(n, qw, qa);
     let got = (k.quant_dot(wt).unwrap())(n, qw, qa);
     if bit_exact(k) {
-        assert_eq!(got.to_bits(), want.to_bits(), "{} {wt} {what} n={n}: {got} vs {want}", k.name);
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{} {wt} {what} n={n}: {got} vs {want}",
+            k.name
+        );
     } else {
         let tol = 1e-6 * magnitude(wt, qw, at, qa, n) + 1e-30;
-        assert!(((got - want) as f64).abs() <= tol, "{} {wt} {what} n={n}: {got} vs {want}", k.name);
+        assert!(
+            ((got - want) as f64).abs() <= tol,
+            "{} {wt} {what} n={n}: {got} vs {want}",
+            k.name
+        );
     }
 }
 
 #[test]
 fn quantized_kernels_match_generic() {
     let variants = kernels::available();
-    eprintln!("variants: {:?}", variants.iter().map(|k| k.name).collect::<Vec<_>>());
+    eprintln!(
+        "variants: {:?}",
+        variants.iter().map(|k| k.name).collect::<Vec<_>>()
+    );
     for k in variants {
         for (i, &wt) in QUANT.iter().enumerate() {
             let bs = wt.block_size();
@@ -95,7 +110,12 @@ fn quantized_kernels_match_generic() {
 #[test]
 fn extreme_quants_match_generic() {
     for k in kernels::available() {
-        for wt in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        for wt in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
             let n = 4 * wt.block_size();
             for fill in [0x00u8, 0x80, 0xFF, 0x7F] {
                 let mut qw = quantized(wt, &values(n, 3));
@@ -137,7 +157,11 @@ fn float_kernels_match_generic() {
                 let mut shifted = vec![0u8; qw.len() + 1];
                 shifted[1..].copy_from_slice(&qw);
                 let want = generic(n, &qw, &x);
-                let scale: f64 = w.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                let scale: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
                 for (what, bytes) in [("aligned", &qw[..]), ("unaligned", &shifted[1..])] {
                     let got = get(n, bytes, &x);
                     assert!(

@@ -45,10 +45,18 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
 #[inline]
 pub(crate) fn n_blocks(n: usize, wt: GgmlType, w: &[u8], at: GgmlType, a: &[u8]) -> usize {
     let nb = n / wt.block_size();
-    debug_assert_eq!(n % wt.block_size(), 0, "{wt}: {n} values is not a whole number of blocks");
+    debug_assert_eq!(
+        n % wt.block_size(),
+        0,
+        "{wt}: {n} values is not a whole number of blocks"
+    );
     debug_assert!(w.len() >= nb * wt.type_size(), "{wt}: weight row too short");
-    debug_assert!(a.len() >= nb * at.type_size(), "{at}: activation row too short");
-    nb.min(w.len() / wt.type_size()).min(a.len() / at.type_size())
+    debug_assert!(
+        a.len() >= nb * at.type_size(),
+        "{at}: activation row too short"
+    );
+    nb.min(w.len() / wt.type_size())
+        .min(a.len() / at.type_size())
 }
 
 /// 16 signed bytes from `b[off..off + 16]` (bounds checked by the slice index).
@@ -99,7 +107,11 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(nb) {
         let (lo, hi) = q4_0_levels(&x[2..18]);
         // SAFETY: register-only NEON operation.
-        let acc = dot16(dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, 2)), hi, load_s8(y, 18));
+        let acc = dot16(
+            dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, 2)),
+            hi,
+            load_s8(y, 18),
+        );
         sumf += hsum(acc) as f32 * read_f16(x, 0) * read_f16(y, 0);
     }
     sumf
@@ -112,7 +124,11 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(nb) {
         // SAFETY: register-only NEON operation.
         let zero = unsafe { vdupq_n_s32(0) };
-        let acc = dot16(dot16(zero, load_s8(x, 2), load_s8(y, 2)), load_s8(x, 18), load_s8(y, 18));
+        let acc = dot16(
+            dot16(zero, load_s8(x, 2), load_s8(y, 2)),
+            load_s8(x, 18),
+            load_s8(y, 18),
+        );
         sumf += hsum(acc) as f32 * (read_f16(x, 0) * read_f16(y, 0));
     }
     sumf
@@ -239,8 +255,11 @@ pub fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 let qh = &x[128 + 32 * h + l0..128 + 32 * h + l0 + 16];
                 // SAFETY: three 16-byte loads inside the slices above; register-only after.
                 let quarters = unsafe {
-                    let (a0, a1, b) =
-                        (vld1q_u8(ql0.as_ptr()), vld1q_u8(ql1.as_ptr()), vld1q_u8(qh.as_ptr()));
+                    let (a0, a1, b) = (
+                        vld1q_u8(ql0.as_ptr()),
+                        vld1q_u8(ql1.as_ptr()),
+                        vld1q_u8(qh.as_ptr()),
+                    );
                     let m4 = vdupq_n_u8(0x0F);
                     let m2 = vdupq_n_u8(0x03);
                     let level = |low: uint8x16_t, high: uint8x16_t| {

@@ -26,7 +26,12 @@ static NEON_DOTPROD: Kernels = Kernels {
 /// Whether this CPU has the dot-product extension: run-time detection (Linux/Android HWCAP,
 /// Apple sysctl), except on Apple's mobile targets, where the compile-time feature decides.
 pub fn has_dotprod() -> bool {
-    #[cfg(any(target_os = "ios", target_os = "tvos", target_os = "watchos", target_os = "visionos"))]
+    #[cfg(any(
+        target_os = "ios",
+        target_os = "tvos",
+        target_os = "watchos",
+        target_os = "visionos"
+    ))]
     {
         cfg!(target_feature = "dotprod")
     }
