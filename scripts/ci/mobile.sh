@@ -24,14 +24,12 @@ for t in "${TARGETS[@]}"; do
         exit 1
     fi
 done
-# binutils nm reads ELF; for Mach-O use llvm-nm (Debian package llvm) when binutils cannot.
-NM_ELF=nm
-command -v nm >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y binutils; }
-NM_MACHO=$(command -v llvm-nm || ls /usr/bin/llvm-nm-* 2>/dev/null | sort -V | tail -n 1 || true)
-if [[ -z "$NM_MACHO" ]]; then
-    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y llvm
-    NM_MACHO=$(command -v llvm-nm || ls /usr/bin/llvm-nm-* | sort -V | tail -n 1)
-fi
+# The toolchain's own llvm-nm (rustup component llvm-tools) reads both ELF and Mach-O and the
+# LLVM bitcode Apple targets embed; an older system llvm-nm (Debian's LLVM 14) fails on the
+# bitcode of Rust 1.95's std objects, and binutils nm lists nothing for Mach-O.
+NM="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-nm"
+[[ -x "$NM" ]] || rustup component add llvm-tools
+[[ -x "$NM" ]] || { echo "mobile.sh: no llvm-nm in $NM" >&2; exit 1; }
 
 # The functions the header declares (identifiers right before '(' outside comments).
 grep -v '^ *//' include/owlet.h | grep -oE 'owlet_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$T/owlet-h-functions.txt"
@@ -42,10 +40,12 @@ for t in "${BUILD[@]}"; do
     # --no-default-features: the library without the CLI's argument parser.
     cargo build -q --release --lib -p owlet --no-default-features --target "$t"
     lib="$T/$t/release/libowlet.a"
-    case "$t" in *apple*) nm_tool=$NM_MACHO; prefix=_ ;; *) nm_tool=$NM_ELF; prefix= ;; esac
-    # Defined text symbols; Mach-O prefixes C names with '_'.
-    "$nm_tool" -g --defined-only "$lib" 2>/dev/null | awk '$2 == "T" { print $3 }' \
-        | sed -n "s/^${prefix}\(owlet_.*\)/\1/p" | sort -u > "$T/owlet-$t-exports.txt"
+    case "$t" in *apple*) prefix=_ ;; *) prefix= ;; esac
+    # Defined text symbols; Mach-O prefixes C names with '_'. (llvm-nm reports members without
+    # symbols on stderr; its listing is what counts.)
+    "$NM" -g --defined-only "$lib" > "$T/owlet-$t-nm.txt" 2>/dev/null || true
+    awk '$2 == "T" { print $3 }' "$T/owlet-$t-nm.txt" | sed -n "s/^${prefix}\(owlet_.*\)/\1/p" \
+        | sort -u > "$T/owlet-$t-exports.txt"
     missing=$(comm -23 "$T/owlet-h-functions.txt" "$T/owlet-$t-exports.txt")
     if [[ -n "$missing" ]]; then
         echo "mobile.sh: $t: libowlet.a does not export: $missing" >&2
