@@ -432,7 +432,14 @@ fn available_lists_generic_last_and_names_resolve() {
         && is_x86_feature_detected!("f16c")
     {
         let names: Vec<&str> = v.iter().map(|k| k.name).collect();
-        let want: &[&str] = if is_x86_feature_detected!("avxvnni") {
+        let vnni = is_x86_feature_detected!("avxvnni");
+        let want: &[&str] = if vnni
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            &["avx512vnni", "avxvnni", "avx2", "generic"]
+        } else if vnni {
             &["avxvnni", "avx2", "generic"]
         } else {
             &["avx2", "generic"]

@@ -29,7 +29,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, f16x4, hsum1, hsum4, run_tile, store, tile_kernel, Inner};
-use super::{generic, tiles, Kernels, TILE};
+use super::{generic, tiles, Kernels, QuantDot, QuantTile, TILE};
 use crate::quant::read_f32;
 
 /// The AVX-VNNI table, if this CPU has AVX2, FMA, F16C and AVX-VNNI.
@@ -90,6 +90,12 @@ tile_kernel!(
     (256, 210, 292)
 );
 
+/// The K-quant tiles and dots, for the AVX-512 table (which requires AVX-VNNI too).
+pub(super) const K_QUANTS: [(QuantTile, QuantDot); 2] = [
+    (q4_k_q8_k_tile, q4_k_q8_k_dot),
+    (q6_k_q8_k_tile, q6_k_q8_k_dot),
+];
+
 /// `−k·Σa` over each i32 lane's four activations (`k` the byte in every lane of `k8`, taken as
 /// unsigned): the accumulator start that removes an unsigned weight offset `k`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
@@ -102,7 +108,7 @@ unsafe fn neg_offset(k8: __m256i, a: __m256i) -> __m256i {
 /// Q4_0 · Q8_0 tile body. Per block: `acc += ((Σ (q−8)·a) · d_w) · d_a`, as in the generic dot;
 /// the sum is `vpdpbusd(−8·Σa, q, a)` with the levels q unsigned 0..15.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn q4_0_body<const R: usize, const C: usize>(
+pub(super) unsafe fn q4_0_body<const R: usize, const C: usize>(
     nb: usize,
     wp: &[*const u8; TILE],
     ap: &[*const u8; TILE],
@@ -145,7 +151,7 @@ unsafe fn q4_0_body<const R: usize, const C: usize>(
 /// Q8_0 · Q8_0 tile body. Per block: `acc += (Σ q_w·q_a) · (d_w·d_a)`, as in the generic dot;
 /// the sum is `vpdpbusd(−128·Σa, q_w + 128, a)`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn q8_0_body<const R: usize, const C: usize>(
+pub(super) unsafe fn q8_0_body<const R: usize, const C: usize>(
     nb: usize,
     wp: &[*const u8; TILE],
     ap: &[*const u8; TILE],

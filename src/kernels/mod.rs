@@ -21,6 +21,8 @@ use crate::quant::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx512vnni;
+#[cfg(target_arch = "x86_64")]
 mod avxvnni;
 pub mod generic;
 #[cfg(target_arch = "aarch64")]
@@ -145,7 +147,9 @@ pub static GENERIC: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
-    // x86-64: AVX-VNNI (a superset of the AVX2 table) first, then AVX2.
+    // x86-64: AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs).
+    #[cfg(target_arch = "x86_64")]
+    v.extend(avx512vnni::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avxvnni::detect());
     #[cfg(target_arch = "x86_64")]
