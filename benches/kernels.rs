@@ -5,6 +5,7 @@
 //! of weights streamed and GFLOP/s, and GEMM with `OWLET_BENCH_M` activation rows (default 64,
 //! as in prefill) in GFLOP/s. Shapes are `rows × cols` of the weight matrix (outputs × inputs).
 //! Weights are random block bytes with sane scales: speed depends on shapes and types only.
+//! `OWLET_BENCH_VARIANTS=a,b` restricts the variants; a first non-flag argument (`q4_0`) the type.
 
 use std::time::Instant;
 
@@ -109,6 +110,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // `OWLET_BENCH_VARIANTS=avx512vnni,avx2`: only these variants (default: all available).
+    let wanted: Option<Vec<String>> = std::env::var("OWLET_BENCH_VARIANTS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -123,6 +128,12 @@ fn main() {
         for (rows, cols) in SHAPES {
             let w = random_weights(t, rows, cols);
             for k in kernels::available() {
+                if wanted
+                    .as_ref()
+                    .is_some_and(|w| !w.iter().any(|n| n == k.name))
+                {
+                    continue;
+                }
                 let (gbs, gf1, gfm) = pool.install(|| bench(k, t, rows, cols, &w, m));
                 println!(
                     "| {} | {rows}x{cols} | {} | {gbs:.1} | {gf1:.1} | {gfm:.1} |",

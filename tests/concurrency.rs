@@ -59,7 +59,7 @@ fn job(m: &Model, i: usize, img: &RgbImage) -> (Generation, Generation) {
     let mut s = Session::new(m, opts(1 + i % 2, None)).unwrap();
     let mode = [AspectMode::Resize, AspectMode::Pad, AspectMode::Crop][i % 3];
     let sampling = SamplingParams {
-        temperature: if i % 4 == 0 {
+        temperature: if i.is_multiple_of(4) {
             0.0
         } else {
             0.7 + 0.1 * i as f32

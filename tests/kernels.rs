@@ -230,39 +230,126 @@ fn tiles_equal_dots_bitwise() {
     }
 }
 
-/// The AVX2 kernels equal their scalar twins bitwise: the generic dots for the 32-blocks, the
-/// exact-sum K-quant formulas for Q4_K/Q6_K.
+/// The x86 SIMD variants (`avx2`, `avxvnni`, ...) this CPU can run.
+fn x86_simd_variants() -> Vec<&'static Kernels> {
+    let v: Vec<&'static Kernels> = variants()
+        .into_iter()
+        .filter(|k| k.name.starts_with("avx"))
+        .collect();
+    if v.is_empty() {
+        eprintln!("no x86 SIMD variant on this CPU: skipped");
+    }
+    v
+}
+
+/// The scalar twins of the x86 SIMD kernels: the generic dots for the 32-blocks, the exact-sum
+/// K-quant formulas for Q4_K/Q6_K.
+type Dot = fn(usize, &[u8], &[u8]) -> f32;
+const TWINS: [(GgmlType, Dot); 4] = [
+    (GgmlType::Q4_0, owlet::kernels::generic::vec_dot_q4_0_q8_0),
+    (GgmlType::Q8_0, owlet::kernels::generic::vec_dot_q8_0_q8_0),
+    (GgmlType::Q4_K, tiles::q4_k_q8_k_exact),
+    (GgmlType::Q6_K, tiles::q6_k_q8_k_exact),
+];
+
+/// The x86 SIMD kernels equal their scalar twins bitwise.
 #[test]
-fn avx2_equals_scalar_twins_bitwise() {
-    let Some(k) = kernels::by_name("avx2") else {
-        eprintln!("no AVX2 on this CPU: skipped");
-        return;
-    };
-    let mut rng = Rng(5);
-    type Dot = fn(usize, &[u8], &[u8]) -> f32;
-    let twins: [(GgmlType, Dot); 4] = [
-        (GgmlType::Q4_0, owlet::kernels::generic::vec_dot_q4_0_q8_0),
-        (GgmlType::Q8_0, owlet::kernels::generic::vec_dot_q8_0_q8_0),
-        (GgmlType::Q4_K, tiles::q4_k_q8_k_exact),
-        (GgmlType::Q6_K, tiles::q6_k_q8_k_exact),
-    ];
-    for (wt, twin) in twins {
-        let at = vec_dot_type(wt);
-        for n in lengths(wt) {
-            for wk in KINDS {
-                let w = quantized(wt, &values(wk, n, &mut rng));
-                let a = quantized(at, &values(Kind::Heavy, n, &mut rng));
+fn x86_simd_equals_scalar_twins_bitwise() {
+    for k in x86_simd_variants() {
+        let mut rng = Rng(5);
+        for (wt, twin) in TWINS {
+            let at = vec_dot_type(wt);
+            for n in lengths(wt) {
+                for wk in KINDS {
+                    let w = quantized(wt, &values(wk, n, &mut rng));
+                    let a = quantized(at, &values(Kind::Heavy, n, &mut rng));
+                    let (got, want) = (k.quant_dot(wt).unwrap()(n, &w, &a), twin(n, &w, &a));
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{}: {wt} n={n} {wk:?}: {got} vs {want}",
+                        k.name
+                    );
+                }
+                let w = random_blocks(wt, n, &mut rng);
+                let a = quantized(at, &values(Kind::MaxMagnitude, n, &mut rng));
                 let (got, want) = (k.quant_dot(wt).unwrap()(n, &w, &a), twin(n, &w, &a));
                 assert_eq!(
                     got.to_bits(),
                     want.to_bits(),
-                    "{wt} n={n} {wk:?}: {got} vs {want}"
+                    "{}: {wt} n={n} arbitrary blocks",
+                    k.name
                 );
             }
-            let w = random_blocks(wt, n, &mut rng);
-            let a = quantized(at, &values(Kind::MaxMagnitude, n, &mut rng));
-            let (got, want) = (k.quant_dot(wt).unwrap()(n, &w, &a), twin(n, &w, &a));
-            assert_eq!(got.to_bits(), want.to_bits(), "{wt} n={n} arbitrary blocks");
+        }
+    }
+}
+
+/// Activation blocks with arbitrary quants: Q8_K quants anywhere in [−128, 127] (the Q8_K
+/// quantizer maps a block's largest negative value to −128) with consistent bsums, Q8_0 quants
+/// in [−127, 127] (the Q8_0 quantizer's range), sane scales.
+fn random_activations(at: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut a = vec![0u8; at.row_bytes(n as u64).unwrap() as usize];
+    for block in a.chunks_exact_mut(at.type_size()) {
+        match at {
+            GgmlType::Q8_K => {
+                block[..4].copy_from_slice(&(rng.f() * 0.01).to_le_bytes());
+                for q in &mut block[4..260] {
+                    // Every fourth block-quant pushed to −128 so the extreme is common.
+                    *q = if rng.next().is_multiple_of(4) {
+                        0x80
+                    } else {
+                        rng.next() as u8
+                    };
+                }
+                for g in 0..16 {
+                    let s: i16 = block[4 + 16 * g..20 + 16 * g]
+                        .iter()
+                        .map(|&q| q as i8 as i16)
+                        .sum();
+                    block[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            GgmlType::Q8_0 => {
+                let d = half::f16::from_f32(rng.f() * 0.01);
+                block[..2].copy_from_slice(&d.to_le_bytes());
+                for q in &mut block[2..34] {
+                    let v = match rng.next() % 4 {
+                        0 => -127,
+                        1 => 127,
+                        _ => (rng.next() % 255) as i32 - 127,
+                    };
+                    *q = v as i8 as u8;
+                }
+            }
+            _ => unreachable!("{at}"),
+        }
+    }
+    a
+}
+
+/// Arbitrary weight blocks times arbitrary activation quants (Q8_K −128 included): the x86
+/// SIMD kernels and tiles equal their scalar twins bitwise.
+#[test]
+fn x86_simd_equals_twins_on_extreme_activations() {
+    for k in x86_simd_variants() {
+        let mut rng = Rng(0xACE);
+        for (wt, twin) in TWINS {
+            let at = vec_dot_type(wt);
+            for n in lengths(wt) {
+                for _ in 0..3 {
+                    let w = random_blocks(wt, n, &mut rng);
+                    let a = random_activations(at, n, &mut rng);
+                    let got = k.quant_dot(wt).unwrap()(n, &w, &a);
+                    let want = twin(n, &w, &a);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{}: {wt} n={n}", k.name);
+                    let mut out = [0f32; 4];
+                    k.quant_tile(wt).unwrap()(n, &[&w, &w], &[&a, &a], &mut out);
+                    for o in out {
+                        assert_eq!(o.to_bits(), want.to_bits(), "{}: {wt} n={n} tile", k.name);
+                    }
+                }
+            }
         }
     }
 }
@@ -344,7 +431,21 @@ fn available_lists_generic_last_and_names_resolve() {
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
     {
-        assert_eq!(v[0].name, "avx2");
+        let names: Vec<&str> = v.iter().map(|k| k.name).collect();
+        let vnni = is_x86_feature_detected!("avxvnni");
+        let want: &[&str] = if vnni
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            &["avx512vnni", "avxvnni", "avx2", "generic"]
+        } else if vnni {
+            &["avxvnni", "avx2", "generic"]
+        } else {
+            &["avx2", "generic"]
+        };
+        assert!(names.ends_with(want), "{names:?}");
+        assert_eq!(names[0], want[0], "{names:?}");
     }
 }
 

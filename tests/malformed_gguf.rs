@@ -233,7 +233,7 @@ impl Spec {
             b.extend(t.typ.to_le_bytes());
             b.extend(le64(t.offset));
         }
-        while b.len() % self.align != 0 {
+        while !b.len().is_multiple_of(self.align) {
             b.push(0);
         }
         b.extend(&self.data);

@@ -208,9 +208,11 @@ impl HfConfig {
 
     fn check(&self, file: &str) -> Result<()> {
         let (v, a) = (&self.vision, &self.abstractor);
-        if self.hidden_size % self.num_attention_heads != 0
-            || self.num_attention_heads % self.num_key_value_heads != 0
-            || (self.hidden_size / self.num_attention_heads) % 2 != 0
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads)
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
+            || !(self.hidden_size / self.num_attention_heads).is_multiple_of(2)
         {
             bail!(
                 "{file}: hidden_size {} is not divisible into {} heads ({} kv heads) of even size",

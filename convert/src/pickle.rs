@@ -826,7 +826,7 @@ impl<'a> Vm<'a> {
 
     /// Groups `k1 v1 k2 v2 ...` into pairs.
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             bail!("odd number of dict items in {}", self.source);
         }
         let mut out = Vec::with_capacity(items.len() / 2);

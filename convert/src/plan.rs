@@ -129,7 +129,7 @@ pub trait Shapes {
 
 /// llama.cpp's choice for a K-quant when a row does not divide into 256-blocks.
 fn row_fallback(t: GgmlType, cols: usize) -> GgmlType {
-    let t = if cols % 256 != 0 {
+    let t = if !cols.is_multiple_of(256) {
         match t {
             GgmlType::Q4_K => GgmlType::Q5_0,
             GgmlType::Q5_K => GgmlType::Q5_1,
@@ -139,7 +139,7 @@ fn row_fallback(t: GgmlType, cols: usize) -> GgmlType {
     } else {
         t
     };
-    if cols % t.block_size() != 0 {
+    if !cols.is_multiple_of(t.block_size()) {
         GgmlType::F16
     } else {
         t

@@ -194,7 +194,7 @@ fn write_safetensors(path: &Path, entries: &[StEntry]) {
         off += bytes.len();
     }
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());

@@ -399,7 +399,7 @@ fn tensor_size(name: &str, dims: &[u64], typ: GgmlType) -> Result<u64, GgufError
         ));
     }
     let block = typ.block_size() as u64;
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(GgufError::tensor(
             name,
             format!(
@@ -509,7 +509,7 @@ mod tests {
         }
         /// Zero padding to a multiple of `align`, then `n` data bytes.
         fn data(mut self, align: usize, n: usize) -> Raw {
-            while self.0.len() % align != 0 {
+            while !self.0.len().is_multiple_of(align) {
                 self.0.push(0);
             }
             self.0.extend((0..n).map(|i| i as u8));

@@ -77,17 +77,19 @@ static AVX2: Kernels = Kernels {
 
 /// A monomorphized tile body: `nb` blocks, 4 weight-row and 4 activation-row pointers (unused
 /// ones alias row 0), results as `res[c][r]`.
-type Inner = unsafe fn(usize, &[*const u8; TILE], &[*const u8; TILE], &mut [[f32; TILE]; TILE]);
+pub(super) type Inner =
+    unsafe fn(usize, &[*const u8; TILE], &[*const u8; TILE], &mut [[f32; TILE]; TILE]);
 
 /// Block geometry of a (weight, activation) pair: values per block, bytes per weight block,
 /// bytes per activation block.
-type Geometry = (usize, usize, usize);
+pub(super) type Geometry = (usize, usize, usize);
 
 /// Checks a tile call's slices, gathers row pointers and runs the body picked for its shape.
 /// Blocks missing from a too-short slice are skipped (like the generic kernels), rows beyond
 /// [`TILE`] are ignored, and outputs that do not fit `out` are dropped: nothing panics and
-/// nothing is read out of bounds.
-fn run_tile(
+/// nothing is read out of bounds. Shared with the sibling x86 tables: `pick` must come from a
+/// table whose `detect` verified the target features of the bodies it returns.
+pub(super) fn run_tile(
     n: usize,
     w: &[&[u8]],
     a: &[&[u8]],
@@ -116,9 +118,10 @@ fn run_tile(
     }
     let mut res = [[0f32; TILE]; TILE];
     let body = pick(nw == 1, na);
-    // SAFETY: `body` needs AVX2/FMA/F16C, which `detect` verified before this table could be
-    // obtained; every pointer starts a slice holding at least `nb` blocks of its type, so the
-    // body's reads stay in bounds.
+    // SAFETY: `body` needs the target features of the table it belongs to (AVX2/FMA/F16C here,
+    // plus AVX-VNNI or AVX-512 for the tables in the sibling modules), which that table's
+    // `detect` verified before the table could be obtained; every pointer starts a slice
+    // holding at least `nb` blocks of its type, so the body's reads stay in bounds.
     unsafe { body(nb, &wp, &ap, &mut res) };
     for r in 0..nw {
         for c in 0..na {
@@ -129,7 +132,8 @@ fn run_tile(
     }
 }
 
-/// Defines the safe tile wrapper, the shape picker and the safe single dot for one kernel body.
+/// Defines the safe tile wrapper, the shape picker and the safe single dot for one kernel body
+/// (`run_tile` and `Inner` must be in scope where it is used).
 macro_rules! tile_kernel {
     ($tile:ident, $dot:ident, $pick:ident, $body:ident, $geom:expr) => {
         fn $pick(one_row: bool, na: usize) -> Inner {
@@ -154,6 +158,7 @@ macro_rules! tile_kernel {
         }
     };
 }
+pub(super) use tile_kernel;
 
 tile_kernel!(
     q4_0_q8_0_tile,
@@ -186,21 +191,21 @@ tile_kernel!(
 
 /// Unaligned little-endian u16 at `p`.
 #[inline]
-unsafe fn rd16(p: *const u8) -> u16 {
+pub(super) unsafe fn rd16(p: *const u8) -> u16 {
     std::ptr::read_unaligned(p.cast::<u16>())
 }
 
 /// The f16 at `p` as f32 (exact).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(rd16(p) as i32)))
 }
 
 /// The f16s at `off` of the four weight rows, as f32 lanes 0..4.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn f16x4(wp: &[*const u8; TILE], off: usize) -> __m128 {
+pub(super) unsafe fn f16x4(wp: &[*const u8; TILE], off: usize) -> __m128 {
     let (h0, h1) = (rd16(wp[0].add(off)) as i16, rd16(wp[1].add(off)) as i16);
     let (h2, h3) = (rd16(wp[2].add(off)) as i16, rd16(wp[3].add(off)) as i16);
     _mm_cvtph_ps(_mm_setr_epi16(h0, h1, h2, h3, 0, 0, 0, 0))
@@ -209,7 +214,7 @@ unsafe fn f16x4(wp: &[*const u8; TILE], off: usize) -> __m128 {
 /// Sum of the eight i32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn hsum1(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum1(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
@@ -219,7 +224,7 @@ unsafe fn hsum1(v: __m256i) -> i32 {
 /// The lane sums of four i32×8 vectors, as lanes 0..4.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn hsum4(p: &[__m256i; TILE]) -> __m128i {
+pub(super) unsafe fn hsum4(p: &[__m256i; TILE]) -> __m128i {
     // hadd works within 128-bit halves: after two rounds each half holds, per row, the sum of
     // that row's four lanes in the half; adding the halves finishes the reduction.
     let a = _mm256_hadd_epi32(p[0], p[1]);
@@ -241,7 +246,7 @@ unsafe fn dot_i8(w: __m256i, w_abs: __m256i, a: __m256i) -> __m256i {
 /// Writes tile accumulators to `res[c][r]`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn store<const R: usize, const C: usize>(
+pub(super) unsafe fn store<const R: usize, const C: usize>(
     acc4: &[__m128; TILE],
     acc1: &[f32; TILE],
     res: &mut [[f32; TILE]; TILE],
@@ -547,7 +552,7 @@ macro_rules! float_dot {
             s
         }
 
-        fn $name(n: usize, w: &[u8], x: &[f32]) -> f32 {
+        pub(super) fn $name(n: usize, w: &[u8], x: &[f32]) -> f32 {
             let n = n.min(w.len() / $width).min(x.len());
             // SAFETY: `detect` verified AVX2/FMA/F16C before this table could be obtained, and
             // `n` was clamped so that `w` holds n weights and `x` n activations.

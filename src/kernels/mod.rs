@@ -13,13 +13,17 @@
 //! A [`Kernels`] table bundles one implementation of every kernel. The table is chosen once,
 //! when a model is loaded ([`select`]): the best variant the CPU supports (run-time detection
 //! on Linux/Android, compile-time features where detection is unavailable), or the one named by
-//! `OWLET_KERNELS` (`generic`, `avx2`, ...) for tests and bug reports. The forward pass never
-//! branches on the instruction set.
+//! `OWLET_KERNELS` (`generic`, `avx2`, `avxvnni`, ...) for tests and bug reports. The forward
+//! pass never branches on the instruction set.
 
 use crate::quant::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512vnni;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 pub mod generic;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
@@ -145,10 +149,13 @@ pub static GENERIC: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
+    // x86-64: AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs).
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = avx2::detect() {
-        v.push(k);
-    }
+    v.extend(avx512vnni::detect());
+    #[cfg(target_arch = "x86_64")]
+    v.extend(avxvnni::detect());
+    #[cfg(target_arch = "x86_64")]
+    v.extend(avx2::detect());
     // aarch64: NEON is baseline; the i8mm and dot-product variants only when detected.
     #[cfg(target_arch = "aarch64")]
     v.extend(neon_i8mm::detected());

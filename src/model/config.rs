@@ -308,8 +308,8 @@ impl Config {
             aspect_mode,
             pad_color: m.u8_array3(key::V_PAD_COLOR)?,
         };
-        if vision.image_size % vision.patch_size != 0
-            || vision.n_embd % vision.n_head != 0
+        if !vision.image_size.is_multiple_of(vision.patch_size)
+            || !vision.n_embd.is_multiple_of(vision.n_head)
             || vision.image_size > 4096
         {
             bail_kind!(
@@ -336,7 +336,7 @@ impl Config {
         };
         if abstractor.n_embd != vision.n_embd
             || abstractor.grid_size != vision.grid()
-            || abstractor.n_embd % abstractor.n_head != 0
+            || !abstractor.n_embd.is_multiple_of(abstractor.n_head)
         {
             bail_kind!(
                 BadModel,

@@ -137,7 +137,7 @@ impl GgmlType {
     /// the size overflows.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
@@ -212,7 +212,7 @@ pub enum QuantError {
 /// Checks that `n` elements of `typ` occupy exactly `bytes` bytes.
 fn check_row(typ: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
     let block = typ.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::PartialBlock { typ, n, block });
     }
     let expected = n / block * typ.type_size();
