@@ -10,13 +10,20 @@ T="$CARGO_TARGET_DIR"
 TARGETS=(aarch64-linux-android aarch64-apple-ios aarch64-apple-ios-sim)
 
 # The simulator's std is not offered by every rustup mirror (this project's returns 404 for
-# rust-std-1.95.0-aarch64-apple-ios-sim): then that target is skipped with a message, unless
-# OWLET_REQUIRE_ALL_MOBILE=1.
+# rust-std-1.95.0-aarch64-apple-ios-sim). Then the simulator library is built with its standard
+# library compiled from source (`-Zbuild-std`, with the machine image's nightly toolchain and
+# its rust-src component); owlet's own code is the same stable Rust either way. Without a
+# nightly toolchain the target is skipped with a message, unless OWLET_REQUIRE_ALL_MOBILE=1.
 installed=$(rustup target list --installed)
 BUILD=()
+BUILD_STD=()
 for t in "${TARGETS[@]}"; do
     if grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null 2>&1; then
         BUILD+=("$t")
+    elif [[ "$t" == aarch64-apple-ios-sim ]] && rustup toolchain list | grep -q '^nightly' \
+        && rustup component add rust-src --toolchain nightly >/dev/null 2>&1; then
+        echo "mobile.sh: $t: no prebuilt std from rustup; building std from source with nightly"
+        BUILD_STD+=("$t")
     elif [[ "$t" == aarch64-apple-ios-sim && "${OWLET_REQUIRE_ALL_MOBILE:-0}" != 1 ]]; then
         echo "mobile.sh: SKIPPED $t: rustup cannot download its standard library here"
     else
@@ -35,10 +42,15 @@ NM="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bi
 grep -v '^ *//' include/owlet.h | grep -oE 'owlet_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$T/owlet-h-functions.txt"
 [[ $(wc -l < "$T/owlet-h-functions.txt") -ge 15 ]] || { echo "mobile.sh: too few functions parsed" >&2; exit 1; }
 
-for t in "${BUILD[@]}"; do
+for t in "${BUILD[@]}" "${BUILD_STD[@]}"; do
     start=$SECONDS
     # --no-default-features: the library without the CLI's argument parser.
-    cargo build -q --release --lib -p owlet --no-default-features --target "$t"
+    if [[ " ${BUILD_STD[*]} " == *" $t "* ]]; then
+        cargo +nightly build -q -Zbuild-std=std,panic_unwind --release --lib -p owlet \
+            --no-default-features --target "$t"
+    else
+        cargo build -q --release --lib -p owlet --no-default-features --target "$t"
+    fi
     lib="$T/$t/release/libowlet.a"
     case "$t" in *apple*) prefix=_ ;; *) prefix= ;; esac
     # Defined text symbols; Mach-O prefixes C names with '_'. (llvm-nm reports members without
