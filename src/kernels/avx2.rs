@@ -27,7 +27,7 @@
 use std::arch::x86_64::*;
 
 use super::rows::RowOps;
-use super::{generic, tiles, Kernels, TILE};
+use super::{generic, tiles, Kernels, QuantDot, QuantTile, TILE};
 use crate::quant::{read_bf16, read_f16, read_f32};
 use half::f16;
 
@@ -188,6 +188,12 @@ tile_kernel!(
     q6_k_body,
     (256, 210, 292)
 );
+
+/// The K-quant tiles and dots, shared by the VNNI tables (VNNI does not speed them up).
+pub(super) const K_QUANTS: [(QuantTile, QuantDot); 2] = [
+    (q4_k_q8_k_tile, q4_k_q8_k_dot),
+    (q6_k_q8_k_tile, q6_k_q8_k_dot),
+];
 
 /// Unaligned little-endian u16 at `p`.
 #[inline]

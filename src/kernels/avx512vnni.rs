@@ -37,9 +37,9 @@ static AVX512VNNI: Kernels = Kernels {
     q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
     q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
     q8_0_q8_0: q8_0_q8_0_dot,
-    q4_k_q8_k: avxvnni::K_QUANTS[0].1,
+    q4_k_q8_k: avx2::K_QUANTS[0].1,
     q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: avxvnni::K_QUANTS[1].1,
+    q6_k_q8_k: avx2::K_QUANTS[1].1,
     f16_f32: avx2::f16_f32_dot,
     bf16_f32: avx2::bf16_f32_dot,
     f32_f32: avx2::f32_f32_dot,
@@ -48,9 +48,9 @@ static AVX512VNNI: Kernels = Kernels {
     q5_0_q8_0_tile: tiles::q5_0_q8_0,
     q5_1_q8_1_tile: tiles::q5_1_q8_1,
     q8_0_q8_0_tile,
-    q4_k_q8_k_tile: avxvnni::K_QUANTS[0].0,
+    q4_k_q8_k_tile: avx2::K_QUANTS[0].0,
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile: avxvnni::K_QUANTS[1].0,
+    q6_k_q8_k_tile: avx2::K_QUANTS[1].0,
 };
 
 tile_kernel!(
