@@ -27,7 +27,7 @@
 use std::arch::x86_64::*;
 
 use super::rows::RowOps;
-use super::{generic, tiles, Kernels, QuantDot, QuantTile, TILE};
+use super::{generic, tiles, Kernels, TILE};
 use crate::quant::{read_bf16, read_f16, read_f32};
 use half::f16;
 
@@ -52,7 +52,11 @@ static AVX2_ROWS: RowOps = RowOps {
     axpy_f16: row_axpy_f16,
 };
 
-static AVX2: Kernels = Kernels {
+static AVX2: Kernels = AVX2_TABLE;
+
+/// [`AVX2`] as a constant, for the VNNI tables, which replace only some of its entries. Like
+/// the static, it must only be handed out after [`detect`] has seen the features.
+pub(super) const AVX2_TABLE: Kernels = Kernels {
     name: "avx2",
     q4_0_q8_0: q4_0_q8_0_dot,
     q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
@@ -188,12 +192,6 @@ tile_kernel!(
     q6_k_body,
     (256, 210, 292)
 );
-
-/// The K-quant tiles and dots, shared by the VNNI tables (VNNI does not speed them up).
-pub(super) const K_QUANTS: [(QuantTile, QuantDot); 2] = [
-    (q4_k_q8_k_tile, q4_k_q8_k_dot),
-    (q6_k_q8_k_tile, q6_k_q8_k_dot),
-];
 
 /// Unaligned little-endian u16 at `p`.
 #[inline]
