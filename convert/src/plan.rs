@@ -300,41 +300,28 @@ pub fn build(
                 Transform::Copy,
             )?;
         }
-        b.tensor(
-            names::blk(i, blk::ATTN_Q, false),
-            &format!("{pre}.self_attn.q_proj.weight"),
-            &[d, d],
-            llm_type(p, "attn_q", i, nl, d),
-            Transform::PermuteQK { n_head: nh },
-        )?;
-        b.tensor(
-            names::blk(i, blk::ATTN_OUTPUT, false),
-            &format!("{pre}.self_attn.o_proj.weight"),
-            &[d, d],
-            llm_type(p, "attn_output", i, nl, d),
-            Transform::Copy,
-        )?;
-        b.tensor(
-            names::blk(i, blk::FFN_GATE, false),
-            &format!("{pre}.mlp.gate_proj.weight"),
-            &[ff, d],
-            llm_type(p, "ffn_gate", i, nl, d),
-            Transform::Copy,
-        )?;
-        b.tensor(
-            names::blk(i, blk::FFN_UP, false),
-            &format!("{pre}.mlp.up_proj.weight"),
-            &[ff, d],
-            llm_type(p, "ffn_up", i, nl, d),
-            Transform::Copy,
-        )?;
-        b.tensor(
-            names::blk(i, blk::FFN_DOWN, false),
-            &format!("{pre}.mlp.down_proj.weight"),
-            &[d, ff],
-            llm_type(p, "ffn_down", i, nl, ff),
-            Transform::Copy,
-        )?;
+        // Shared by both modalities: (GGUF name = llama.cpp role, HF module, [rows, cols], order).
+        for (role, module, rows, cols, t) in [
+            (
+                blk::ATTN_Q,
+                "self_attn.q_proj",
+                d,
+                d,
+                Transform::PermuteQK { n_head: nh },
+            ),
+            (blk::ATTN_OUTPUT, "self_attn.o_proj", d, d, Transform::Copy),
+            (blk::FFN_GATE, "mlp.gate_proj", ff, d, Transform::Copy),
+            (blk::FFN_UP, "mlp.up_proj", ff, d, Transform::Copy),
+            (blk::FFN_DOWN, "mlp.down_proj", d, ff, Transform::Copy),
+        ] {
+            b.tensor(
+                names::blk(i, role, false),
+                &format!("{pre}.{module}.weight"),
+                &[rows, cols],
+                llm_type(p, role, i, nl, cols),
+                t,
+            )?;
+        }
         // Upstream ignores the stored inv_freq (RoPE tables are computed at construction).
         b.used
             .insert(format!("{pre}.self_attn.rotary_emb.inv_freq"));
