@@ -1,7 +1,7 @@
 //! Twins tests: every kernel variant this CPU can run against the scalar reference, on random
 //! and edge-case inputs, plus the tile contract (a tile equals the single dot bitwise).
 
-use owlet::kernels::{self, tiles, Kernels, GENERIC, TILE};
+use owlet::kernels::{self, tiles, Kernels, GENERIC, TILE, TILE_ROWS};
 use owlet::quant::{quantize_row, vec_dot_type, GgmlType};
 
 const QUANT_TYPES: [GgmlType; 8] = [
@@ -192,7 +192,10 @@ fn quantized_dots_match_generic_on_arbitrary_blocks() {
     }
 }
 
-/// A tile of any shape gives, element by element, exactly the single dot's number.
+/// A tile of any shape (up to the variant's tile height for the type: 16 rows for the
+/// one-row-per-lane AVX-512 tiles) gives, element by element, exactly the single dot's number,
+/// with every kind of weight row (all-equal, zeros, max-magnitude, ...) in the tile and
+/// max-magnitude activations among the columns.
 #[test]
 fn tiles_equal_dots_bitwise() {
     let mut rng = Rng(99);
@@ -200,14 +203,18 @@ fn tiles_equal_dots_bitwise() {
         for wt in QUANT_TYPES {
             let at = vec_dot_type(wt);
             let n = if wt.block_size() == 256 { 768 } else { 224 };
-            let ws: Vec<Vec<u8>> = (0..TILE)
-                .map(|_| quantized(wt, &values(Kind::Heavy, n, &mut rng)))
+            let ws: Vec<Vec<u8>> = (0..TILE_ROWS)
+                .map(|i| quantized(wt, &values(KINDS[i % KINDS.len()], n, &mut rng)))
                 .collect();
             let as_: Vec<Vec<u8>> = (0..TILE)
-                .map(|_| quantized(at, &values(Kind::Random, n, &mut rng)))
+                .map(|i| {
+                    let kind = [Kind::Random, Kind::MaxMagnitude, Kind::Heavy][i % 3];
+                    quantized(at, &values(kind, n, &mut rng))
+                })
                 .collect();
             let (dot, tile) = (k.quant_dot(wt).unwrap(), k.quant_tile(wt).unwrap());
-            for nw in 1..=TILE {
+            let heights = [1, 2, 3, 4, 5, 7, 8, 13, 16];
+            for nw in heights.into_iter().filter(|&h| h <= k.tile_rows(wt)) {
                 for na in 1..=TILE {
                     let w: Vec<&[u8]> = ws[..nw].iter().map(|v| v.as_slice()).collect();
                     let a: Vec<&[u8]> = as_[..na].iter().map(|v| v.as_slice()).collect();

@@ -77,6 +77,7 @@ pub(super) const AVX2_TABLE: Kernels = Kernels {
     q4_k_q8_k_tile,
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile,
+    wide: &[],
 };
 
 /// A monomorphized tile body: `nb` blocks, 4 weight-row and 4 activation-row pointers (unused
@@ -152,10 +153,10 @@ macro_rules! tile_kernel {
                 (false, _) => $body::<4, 4>,
             }
         }
-        fn $tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+        pub(super) fn $tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
             run_tile(n, w, a, out, $geom, $pick)
         }
-        fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        pub(super) fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let mut out = [0f32];
             $tile(n, &[w], &[a], &mut out);
             out[0]
@@ -264,7 +265,7 @@ pub(super) unsafe fn store<const R: usize, const C: usize>(
     }
 }
 
-/// Q4_0 · Q8_0 tile body. Per block: `acc += ((Σ (q−8)·a) · d_w) · d_a`, as in the generic dot.
+/// Q4_0 · Q8_0 tile body. Per block: `acc = fma(Σ (q−8)·a, d_w·d_a, acc)`, as in the generic dot.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_body<const R: usize, const C: usize>(
     nb: usize,
@@ -297,17 +298,17 @@ unsafe fn q4_0_body<const R: usize, const C: usize>(
                 p[r] = dot_i8(wv[r], wa[r], av);
             }
             if R == 1 {
-                acc1[c] += hsum1(p[0]) as f32 * _mm_cvtss_f32(dw) * da;
+                acc1[c] = (hsum1(p[0]) as f32).mul_add(_mm_cvtss_f32(dw) * da, acc1[c]);
             } else {
                 let s = _mm_cvtepi32_ps(hsum4(&p));
-                acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(_mm_mul_ps(s, dw), _mm_set1_ps(da)));
+                acc4[c] = _mm_fmadd_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da)), acc4[c]);
             }
         }
     }
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q8_0 · Q8_0 tile body. Per block: `acc += (Σ q_w·q_a) · (d_w·d_a)`, as in the generic dot.
+/// Q8_0 · Q8_0 tile body. Per block: `acc = fma(Σ q_w·q_a, d_w·d_a, acc)`, as in the generic dot.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_body<const R: usize, const C: usize>(
     nb: usize,
@@ -334,10 +335,10 @@ unsafe fn q8_0_body<const R: usize, const C: usize>(
                 p[r] = dot_i8(wv[r], wa[r], av);
             }
             if R == 1 {
-                acc1[c] += hsum1(p[0]) as f32 * (_mm_cvtss_f32(dw) * da);
+                acc1[c] = (hsum1(p[0]) as f32).mul_add(_mm_cvtss_f32(dw) * da, acc1[c]);
             } else {
                 let s = _mm_cvtepi32_ps(hsum4(&p));
-                acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da))));
+                acc4[c] = _mm_fmadd_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da)), acc4[c]);
             }
         }
     }

@@ -1,13 +1,22 @@
 //! x86-64 kernels for AVX-512 VNNI (with AVX-512 F/BW, and AVX-VNNI for the rest of the table):
-//! Sapphire Rapids and later, Zen 5.
+//! Sapphire Rapids and later, Zen 4 and later.
 //!
-//! Q4_0 · Q8_0 and Q8_0 · Q8_0 take two 32-value blocks per 512-bit `vpdpbusd`, with the same
-//! unsigned-offset formulation as [`super::avxvnni`] (levels `q` or `w + 128` as u8, the
-//! accumulator started at `−k·Σa`), so each block's integer sum is the same exact i32. The four
-//! weight rows' sums are reduced with unpacks (one µop each) rather than `hadd`, two blocks at a
-//! time, and each block is then scaled and added with the generic dot's f32 formula, block after
-//! block: the results equal [`super::generic`] bitwise, like the AVX2 and AVX-VNNI tables. An
-//! odd last block goes through the AVX-VNNI body. Everything else is the AVX-VNNI table's.
+//! Q4_0 · Q8_0 and Q8_0 · Q8_0 tiles take **16 weight rows** at a time, one row per f32 lane,
+//! so a block is scaled and accumulated for 16 rows by one `vfmadd` and no output ever needs a
+//! horizontal reduction of f32 lanes. Per block:
+//! 1. the rows' 32 quants are split in halves (values 0..16 and 16..32) and loaded four rows per
+//!    register, one row per 128-bit lane, as unsigned bytes (Q4_0 levels 0..15, Q8_0 `w + 128`);
+//! 2. the activation halves are broadcast to all four 128-bit lanes and two `vpdpbusd` per
+//!    four rows give, per lane, four i32 partial sums; the accumulator starts at `−k·Σa` (k = 8
+//!    or 128), which removes the unsigned offset, so the partial sums add up to the exact
+//!    integer block sum;
+//! 3. two rounds of unpack-and-add reduce the four registers' lanes to one register holding the
+//!    16 rows' exact block sums in row order;
+//! 4. the rows' f16 scales come in with one gather, and `acc = fma(s, d_w·d_a, acc)`.
+//!
+//! Step 4 is the 32-block formula of [`super::generic`] evaluated lane by lane, so the results
+//! equal the generic dot bitwise, like every other variant's. Single dots and tiles of at most
+//! four rows use the AVX-VNNI code (same numbers). Everything else is the AVX2 table's.
 //!
 //! Every `unsafe fn` here requires the features in its `target_feature` list; the [`Kernels`]
 //! table holding the safe wrappers is only handed out by [`detect`] after run-time detection.
@@ -18,8 +27,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{self, f16_at, f16x4, run_tile, store, tile_kernel, Inner};
-use super::{avxvnni, Kernels, TILE};
+use super::{avx2, avxvnni, Kernels, TILE, TILE_ROWS};
+use crate::quant::GgmlType;
 
 /// The AVX-512 VNNI table, if this CPU has AVX-512 F/BW/VNNI and everything AVX-VNNI needs.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -32,43 +41,75 @@ pub(super) fn detect() -> Option<&'static Kernels> {
 
 static AVX512VNNI: Kernels = Kernels {
     name: "avx512vnni",
-    q4_0_q8_0: q4_0_q8_0_dot,
-    q8_0_q8_0: q8_0_q8_0_dot,
+    q4_0_q8_0: avxvnni::q4_0_q8_0_dot,
+    q8_0_q8_0: avxvnni::q8_0_q8_0_dot,
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
+    wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
 };
 
-tile_kernel!(
-    q4_0_q8_0_tile,
-    q4_0_q8_0_dot,
-    pick_q4_0,
-    q4_0_body,
-    (32, 18, 34)
-);
-tile_kernel!(
-    q8_0_q8_0_tile,
-    q8_0_q8_0_dot,
-    pick_q8_0,
-    q8_0_body,
-    (32, 34, 34)
-);
-
-/// `−k·Σa` over each i32 lane's four activations (`k` taken as unsigned).
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn neg_offset(k8: __m512i, a: __m512i) -> __m512i {
-    let zero = _mm512_setzero_si512();
-    _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k8, a))
+/// A 32-value weight block format for the 16-row tiles (activations are always Q8_0).
+trait Format {
+    /// Bytes per weight block (an f16 scale first).
+    const WSIZE: usize;
+    /// The unsigned offset `k` of the loaded quants (`q_stored = q + k`), as a byte.
+    const OFFSET: i8;
+    /// Block `b` of four rows, as unsigned bytes: (values 0..16, values 16..32), row `i` in
+    /// 128-bit lane `i`.
+    unsafe fn halves(p: &[*const u8; 4], b: usize) -> (__m512i, __m512i);
 }
 
-/// Reduces two blocks' lane sums of four weight rows. Input: `p[r]` with block A in 128-bit
-/// lanes 0 and 2 and block B in lanes 1 and 3. Output: `[A r0..r3 | B r0..r3]`.
+/// Q4_0: byte `i` holds value `i` (low nibble) and value `i + 16` (high nibble), levels 0..15
+/// standing for −8..7.
+struct Q40;
+/// Q8_0: 32 signed bytes, flipped to `w + 128`.
+struct Q80;
+
+/// Four 16-byte loads, one per 128-bit lane.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn reduce4(p: &[__m512i; TILE]) -> __m256i {
-    // Per 128-bit lane: [p0, p1, p0, p1] partial pairs, then [p0, p1, p2, p3] lane sums.
+unsafe fn load4x16(p: &[*const u8; 4], off: usize) -> __m512i {
+    let z = _mm512_castsi128_si512(_mm_loadu_si128(p[0].add(off).cast()));
+    let z = _mm512_inserti32x4::<1>(z, _mm_loadu_si128(p[1].add(off).cast()));
+    let z = _mm512_inserti32x4::<2>(z, _mm_loadu_si128(p[2].add(off).cast()));
+    _mm512_inserti32x4::<3>(z, _mm_loadu_si128(p[3].add(off).cast()))
+}
+
+impl Format for Q40 {
+    const WSIZE: usize = 18;
+    const OFFSET: i8 = 8;
+    #[inline(always)]
+    unsafe fn halves(p: &[*const u8; 4], b: usize) -> (__m512i, __m512i) {
+        let z = load4x16(p, b * 18 + 2);
+        let m4 = _mm512_set1_epi8(0x0F);
+        (
+            _mm512_and_si512(z, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4),
+        )
+    }
+}
+
+impl Format for Q80 {
+    const WSIZE: usize = 34;
+    const OFFSET: i8 = i8::MIN;
+    #[inline(always)]
+    unsafe fn halves(p: &[*const u8; 4], b: usize) -> (__m512i, __m512i) {
+        let flip = _mm512_set1_epi8(i8::MIN);
+        (
+            _mm512_xor_si512(load4x16(p, b * 34 + 2), flip),
+            _mm512_xor_si512(load4x16(p, b * 34 + 18), flip),
+        )
+    }
+}
+
+/// Per 128-bit lane, the sums of its four i32 of `p[k]`, as i32 `4·lane + k`: with `p[k]`
+/// holding rows `k, 4 + k, 8 + k, 12 + k` in its lanes, the result is in row order.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn reduce16(p: &[__m512i; 4]) -> __m512i {
+    // Per lane: [p0₀+p0₂, p1₀+p1₂, p0₁+p0₃, p1₁+p1₃], and the same for p2, p3.
     let x = _mm512_add_epi32(
         _mm512_unpacklo_epi32(p[0], p[1]),
         _mm512_unpackhi_epi32(p[0], p[1]),
@@ -77,187 +118,146 @@ unsafe fn reduce4(p: &[__m512i; TILE]) -> __m256i {
         _mm512_unpacklo_epi32(p[2], p[3]),
         _mm512_unpackhi_epi32(p[2], p[3]),
     );
-    let z = _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
-    fold(z)
+    // Per lane: [Σp0, Σp1, Σp2, Σp3].
+    _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y))
 }
 
-/// Adds 128-bit lanes 0 + 2 and 1 + 3.
+/// The 16-row tile body over `nb` blocks: `wp` the 16 weight rows (`idx[r]` = byte offset of
+/// row `r` from row 0), `ap` up to [`TILE`] activation rows; `res[c][r]` gets row `r` · column
+/// `c`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn fold(z: __m512i) -> __m256i {
-    _mm256_add_epi32(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64::<1>(z))
-}
-
-/// The two block sums of one row's lanes (block A in 128-bit lanes 0 and 2, B in 1 and 3).
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn reduce1(p: __m512i) -> (i32, i32) {
-    let h = fold(p);
-    let h = _mm256_hadd_epi32(h, h);
-    let h = _mm256_hadd_epi32(h, h);
-    (_mm256_extract_epi32::<0>(h), _mm256_extract_epi32::<4>(h))
-}
-
-/// Reorders the 128-bit lanes `[0, 1, 2, 3]` to `[0, 2, 1, 3]`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn swap_mid(v: __m512i) -> __m512i {
-    _mm512_shuffle_i64x2::<0b11_01_10_00>(v, v)
-}
-
-/// Two consecutive 32-byte activation blocks' quants (block b at `y + 2`, b + 1 at `y + 36`).
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn load_pair(y: *const u8) -> __m512i {
-    let a0 = _mm256_loadu_si256(y.add(2).cast());
-    let a1 = _mm256_loadu_si256(y.add(36).cast());
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a0), a1)
-}
-
-/// The f16 scales of blocks b (lanes 0..4) and b + 1 (lanes 4..8) of the four weight rows.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-#[inline]
-unsafe fn scales_pair(wp: &[*const u8; TILE], off: usize, stride: usize) -> __m256 {
-    _mm256_set_m128(f16x4(wp, off + stride), f16x4(wp, off))
-}
-
-/// Row pointers advanced by `bytes`.
-#[inline]
-fn advance(p: &[*const u8; TILE], bytes: usize) -> [*const u8; TILE] {
-    p.map(|q| q.wrapping_add(bytes))
-}
-
-/// Adds the odd last block (computed by the AVX-VNNI body, which starts from zero: `0 + x` is
-/// `x`, so `acc + (0 + x)` is bitwise `acc + x`).
-#[inline]
-fn add_tail<const R: usize, const C: usize>(
-    acc4: &mut [__m128; TILE],
-    acc1: &mut [f32; TILE],
-    tail: &[[f32; TILE]; TILE],
+unsafe fn body16<F: Format, const C: usize>(
+    nb: usize,
+    wp: &[*const u8; TILE_ROWS],
+    idx: __m512i,
+    ap: &[*const u8; TILE],
+    res: &mut [[f32; TILE_ROWS]; TILE],
 ) {
+    // Quad k: rows k, 4 + k, 8 + k, 12 + k (see `reduce16`).
+    let quads: [[*const u8; 4]; 4] =
+        std::array::from_fn(|k| [wp[k], wp[4 + k], wp[8 + k], wp[12 + k]]);
+    let k8 = _mm512_set1_epi8(F::OFFSET);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        let mut lo = [zero; 4];
+        let mut hi = [zero; 4];
+        for k in 0..4 {
+            (lo[k], hi[k]) = F::halves(&quads[k], b);
+        }
+        // The 16 rows' f16 scales: the low half of the dword at each block's start.
+        let g = _mm512_i32gather_epi32::<1>(idx, wp[0].add(b * F::WSIZE).cast());
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        for c in 0..C {
+            let y = ap[c].add(b * 34);
+            let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
+            let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
+            // Each lane's four i32 start at −k·Σa: the offset of the unsigned quants.
+            let off = _mm512_sub_epi32(
+                zero,
+                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, k8, a_lo), k8, a_hi),
+            );
+            let mut p = [zero; 4];
+            for k in 0..4 {
+                p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(off, lo[k], a_lo), hi[k], a_hi);
+            }
+            let s = _mm512_cvtepi32_ps(reduce16(&p));
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(avx2::f16_at(y)));
+            acc[c] = _mm512_fmadd_ps(s, d, acc[c]);
+        }
+    }
     for c in 0..C {
-        if R == 1 {
-            acc1[c] += tail[c][0];
-        } else {
-            // SAFETY: SSE is baseline on x86-64; `tail[c]` holds four f32.
-            unsafe {
-                acc4[c] = _mm_add_ps(acc4[c], _mm_loadu_ps(tail[c].as_ptr()));
+        _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// The monomorphized 16-row body for one column count.
+type Body16 = unsafe fn(
+    usize,
+    &[*const u8; TILE_ROWS],
+    __m512i,
+    &[*const u8; TILE],
+    &mut [[f32; TILE_ROWS]; TILE],
+);
+
+fn pick16<F: Format>(na: usize) -> Body16 {
+    match na {
+        1 => body16::<F, 1>,
+        2 => body16::<F, 2>,
+        3 => body16::<F, 3>,
+        _ => body16::<F, 4>,
+    }
+}
+
+/// A tile of up to [`TILE_ROWS`] weight rows: more than four go through the 16-row body (unused
+/// rows alias row 0 and their results are dropped), otherwise the AVX-VNNI tile. Slices are
+/// checked like [`avx2::run_tile`]: blocks missing from a short slice are skipped, rows or
+/// columns beyond the limits ignored, outputs that do not fit `out` dropped.
+fn run16<F: Format>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32], narrow: super::QuantTile) {
+    let (nw, na) = (w.len().min(TILE_ROWS), a.len().min(TILE));
+    if nw == 0 || na == 0 {
+        return;
+    }
+    let mut nb = n / 32;
+    for row in &w[..nw] {
+        nb = nb.min(row.len() / F::WSIZE);
+    }
+    for row in &a[..na] {
+        nb = nb.min(row.len() / 34);
+    }
+    let mut wp = [w[0].as_ptr(); TILE_ROWS];
+    for (p, row) in wp.iter_mut().zip(&w[..nw]) {
+        *p = row.as_ptr();
+    }
+    // The gather takes row offsets as i32: rows of one matrix always qualify; rows scattered
+    // further apart (never in a matmul) go through the narrow tile four at a time.
+    let mut offsets = [0i32; TILE_ROWS];
+    let mut fits = nw > TILE;
+    for (o, p) in offsets.iter_mut().zip(&wp) {
+        match i32::try_from((*p as isize).wrapping_sub(wp[0] as isize)) {
+            Ok(v) => *o = v,
+            Err(_) => fits = false,
+        }
+    }
+    if !fits {
+        for (i, rows) in w[..nw].chunks(TILE).enumerate() {
+            let mut part = [0f32; TILE * TILE];
+            narrow(n, rows, &a[..na], &mut part[..rows.len() * na]);
+            for (j, v) in part[..rows.len() * na].iter().enumerate() {
+                if let Some(o) = out.get_mut(i * TILE * na + j) {
+                    *o = *v;
+                }
+            }
+        }
+        return;
+    };
+    let mut ap = [a[0].as_ptr(); TILE];
+    for (p, row) in ap.iter_mut().zip(&a[..na]) {
+        *p = row.as_ptr();
+    }
+    let mut res = [[0f32; TILE_ROWS]; TILE];
+    let body = pick16::<F>(na);
+    // SAFETY: the body needs AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C, which `detect`
+    // verified before this table could be obtained. Every row pointer starts a slice holding at
+    // least `nb` blocks (unused rows alias row 0), and each gathered dword lies inside its
+    // row's block `b < nb` (offset `idx[r]` from row 0 is exactly row `r`'s start).
+    unsafe {
+        let idx = _mm512_loadu_si512(offsets.as_ptr().cast());
+        body(nb, &wp, idx, &ap, &mut res);
+    }
+    for r in 0..nw {
+        for c in 0..na {
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = res[c][r];
             }
         }
     }
 }
 
-/// Q4_0 · Q8_0 tile body, two blocks per step: per block `acc += ((Σ (q−8)·a) · d_w) · d_a`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_0_body<const R: usize, const C: usize>(
-    nb: usize,
-    wp: &[*const u8; TILE],
-    ap: &[*const u8; TILE],
-    res: &mut [[f32; TILE]; TILE],
-) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let k8 = _mm512_set1_epi8(8);
-    let mut acc4 = [_mm_setzero_ps(); TILE];
-    let mut acc1 = [0f32; TILE];
-    let mut b = 0;
-    while b + 2 <= nb {
-        // Weights as [lo_b, lo_b+1, hi_b, hi_b+1] (16 levels each, unsigned 0..15).
-        let mut wv = [_mm512_setzero_si512(); TILE];
-        for r in 0..R {
-            let x = wp[r].add(b * 18 + 2);
-            let q = _mm256_set_m128i(_mm_loadu_si128(x.add(18).cast()), _mm_loadu_si128(x.cast()));
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-            wv[r] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-        }
-        let dw = scales_pair(wp, b * 18, 18);
-        for c in 0..C {
-            let y = ap[c].add(b * 34);
-            // Activations [a_b 0..16, a_b+1 0..16, a_b 16..32, a_b+1 16..32] to match.
-            let av = swap_mid(load_pair(y));
-            let (da0, da1) = (f16_at(y), f16_at(y.add(34)));
-            let off = neg_offset(k8, av);
-            let mut p = [_mm512_setzero_si512(); TILE];
-            for r in 0..R {
-                p[r] = _mm512_dpbusd_epi32(off, wv[r], av);
-            }
-            if R == 1 {
-                let (s0, s1) = reduce1(p[0]);
-                let (d0, d1) = (
-                    _mm256_cvtss_f32(dw),
-                    _mm_cvtss_f32(_mm256_extractf128_ps::<1>(dw)),
-                );
-                acc1[c] += s0 as f32 * d0 * da0;
-                acc1[c] += s1 as f32 * d1 * da1;
-            } else {
-                let s = _mm256_cvtepi32_ps(reduce4(&p));
-                let da = _mm256_set_m128(_mm_set1_ps(da1), _mm_set1_ps(da0));
-                let t = _mm256_mul_ps(_mm256_mul_ps(s, dw), da);
-                acc4[c] = _mm_add_ps(acc4[c], _mm256_castps256_ps128(t));
-                acc4[c] = _mm_add_ps(acc4[c], _mm256_extractf128_ps::<1>(t));
-            }
-        }
-        b += 2;
-    }
-    if b < nb {
-        let mut tail = [[0f32; TILE]; TILE];
-        avxvnni::q4_0_body::<R, C>(1, &advance(wp, b * 18), &advance(ap, b * 34), &mut tail);
-        add_tail::<R, C>(&mut acc4, &mut acc1, &tail);
-    }
-    store::<R, C>(&acc4, &acc1, res);
+fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run16::<Q40>(n, w, a, out, avxvnni::q4_0_q8_0_tile)
 }
 
-/// Q8_0 · Q8_0 tile body, two blocks per step: per block `acc += (Σ q_w·q_a) · (d_w·d_a)`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-unsafe fn q8_0_body<const R: usize, const C: usize>(
-    nb: usize,
-    wp: &[*const u8; TILE],
-    ap: &[*const u8; TILE],
-    res: &mut [[f32; TILE]; TILE],
-) {
-    let k128 = _mm512_set1_epi8(i8::MIN);
-    let mut acc4 = [_mm_setzero_ps(); TILE];
-    let mut acc1 = [0f32; TILE];
-    let mut b = 0;
-    while b + 2 <= nb {
-        // Weights flipped to w + 128; blocks b and b + 1 fill 128-bit lanes (0, 1) and (2, 3),
-        // reordered (like the activations) so that the reductions see them in (0, 2), (1, 3).
-        let mut wu = [_mm512_setzero_si512(); TILE];
-        for r in 0..R {
-            wu[r] = swap_mid(_mm512_xor_si512(load_pair(wp[r].add(b * 34)), k128));
-        }
-        let dw = scales_pair(wp, b * 34, 34);
-        for c in 0..C {
-            let y = ap[c].add(b * 34);
-            let av = swap_mid(load_pair(y));
-            let (da0, da1) = (f16_at(y), f16_at(y.add(34)));
-            let off = neg_offset(k128, av);
-            let mut p = [_mm512_setzero_si512(); TILE];
-            for r in 0..R {
-                p[r] = _mm512_dpbusd_epi32(off, wu[r], av);
-            }
-            if R == 1 {
-                let (s0, s1) = reduce1(p[0]);
-                let (d0, d1) = (
-                    _mm256_cvtss_f32(dw),
-                    _mm_cvtss_f32(_mm256_extractf128_ps::<1>(dw)),
-                );
-                acc1[c] += s0 as f32 * (d0 * da0);
-                acc1[c] += s1 as f32 * (d1 * da1);
-            } else {
-                let s = _mm256_cvtepi32_ps(reduce4(&p));
-                let da = _mm256_set_m128(_mm_set1_ps(da1), _mm_set1_ps(da0));
-                let t = _mm256_mul_ps(s, _mm256_mul_ps(dw, da));
-                acc4[c] = _mm_add_ps(acc4[c], _mm256_castps256_ps128(t));
-                acc4[c] = _mm_add_ps(acc4[c], _mm256_extractf128_ps::<1>(t));
-            }
-        }
-        b += 2;
-    }
-    if b < nb {
-        let mut tail = [[0f32; TILE]; TILE];
-        avxvnni::q8_0_body::<R, C>(1, &advance(wp, b * 34), &advance(ap, b * 34), &mut tail);
-        add_tail::<R, C>(&mut acc4, &mut acc1, &tail);
-    }
-    store::<R, C>(&acc4, &acc1, res);
+fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run16::<Q80>(n, w, a, out, avxvnni::q8_0_q8_0_tile)
 }

@@ -71,7 +71,7 @@ unsafe fn neg_offset(k8: __m256i, a: __m256i) -> __m256i {
     _mm256_sub_epi32(zero, _mm256_dpbusd_avx_epi32(zero, k8, a))
 }
 
-/// Q4_0 · Q8_0 tile body. Per block: `acc += ((Σ (q−8)·a) · d_w) · d_a`, as in the generic dot;
+/// Q4_0 · Q8_0 tile body. Per block: `acc = fma(Σ (q−8)·a, d_w·d_a, acc)`, as in the generic dot;
 /// the sum is `vpdpbusd(−8·Σa, q, a)` with the levels q unsigned 0..15.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 pub(super) unsafe fn q4_0_body<const R: usize, const C: usize>(
@@ -104,17 +104,17 @@ pub(super) unsafe fn q4_0_body<const R: usize, const C: usize>(
                 p[r] = _mm256_dpbusd_avx_epi32(off, wv[r], av);
             }
             if R == 1 {
-                acc1[c] += hsum1(p[0]) as f32 * _mm_cvtss_f32(dw) * da;
+                acc1[c] = (hsum1(p[0]) as f32).mul_add(_mm_cvtss_f32(dw) * da, acc1[c]);
             } else {
                 let s = _mm_cvtepi32_ps(hsum4(&p));
-                acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(_mm_mul_ps(s, dw), _mm_set1_ps(da)));
+                acc4[c] = _mm_fmadd_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da)), acc4[c]);
             }
         }
     }
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q8_0 · Q8_0 tile body. Per block: `acc += (Σ q_w·q_a) · (d_w·d_a)`, as in the generic dot;
+/// Q8_0 · Q8_0 tile body. Per block: `acc = fma(Σ q_w·q_a, d_w·d_a, acc)`, as in the generic dot;
 /// the sum is `vpdpbusd(−128·Σa, q_w + 128, a)`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 pub(super) unsafe fn q8_0_body<const R: usize, const C: usize>(
@@ -143,10 +143,10 @@ pub(super) unsafe fn q8_0_body<const R: usize, const C: usize>(
                 p[r] = _mm256_dpbusd_avx_epi32(off, wu[r], av);
             }
             if R == 1 {
-                acc1[c] += hsum1(p[0]) as f32 * (_mm_cvtss_f32(dw) * da);
+                acc1[c] = (hsum1(p[0]) as f32).mul_add(_mm_cvtss_f32(dw) * da, acc1[c]);
             } else {
                 let s = _mm_cvtepi32_ps(hsum4(&p));
-                acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da))));
+                acc4[c] = _mm_fmadd_ps(s, _mm_mul_ps(dw, _mm_set1_ps(da)), acc4[c]);
             }
         }
     }

@@ -46,7 +46,12 @@ fn i8_at(b: &[u8], i: usize) -> i32 {
     b[i] as i8 as i32
 }
 
-/// Q4_0 weights · Q8_0 activations. Per block: Σ (q4 − 8)·q8 in integers, times d_w, times d_a.
+/// Q4_0 weights · Q8_0 activations. Per block, in order: the exact integer `s = Σ (q4 − 8)·q8`,
+/// then `sumf = fma(s, d_w·d_a, sumf)` (one rounding for the scale product, one for the fused
+/// multiply-add). ggml's scalar code rounds `s·d_w·d_a + sumf` three times and its SIMD code
+/// fuses the add as here; the difference is f32 rounding. This formula is the contract of the
+/// 32-block kernels: every variant computes it exactly, so a row's lanes can be a block
+/// ([`super::QuantDot`]) or a weight row (wide SIMD tiles) and give the same bits.
 pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q4_0, w, GgmlType::Q8_0, a) {
@@ -57,7 +62,7 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi0 += ((q & 0xF) as i32 - 8) * i8_at(qy, j);
             sumi1 += ((q >> 4) as i32 - 8) * i8_at(qy, j + 16);
         }
-        sumf += (sumi0 + sumi1) as f32 * read_f16(x, 0) * read_f16(y, 0);
+        sumf = ((sumi0 + sumi1) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }
@@ -122,12 +127,13 @@ pub fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
-/// Q8_0 weights · Q8_0 activations. Per block: Σ q8_w·q8_a in integers, times (d_w·d_a).
+/// Q8_0 weights · Q8_0 activations. Per block: the exact `s = Σ q8_w·q8_a`, then
+/// `sumf = fma(s, d_w·d_a, sumf)` (the Q4_0 contract above).
 pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q8_0, w, GgmlType::Q8_0, a) {
         let sumi: i32 = (0..32).map(|j| i8_at(x, 2 + j) * i8_at(y, 2 + j)).sum();
-        sumf += sumi as f32 * (read_f16(x, 0) * read_f16(y, 0));
+        sumf = (sumi as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }

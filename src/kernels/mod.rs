@@ -39,18 +39,22 @@ pub type QuantDot = fn(usize, &[u8], &[u8]) -> f32;
 /// Float weight row (raw little-endian bytes) · f32 activation row.
 pub type FloatDot = fn(usize, &[u8], &[f32]) -> f32;
 /// A tile of dot products: `out[r * a.len() + c] = dot(n, w[r], a[c])` for up to
-/// [`TILE`] weight rows `w` and up to [`TILE`] activation rows `a` (quantized blocks, as for
-/// [`QuantDot`]). One call runs the whole row length, so each loaded activation block is
+/// [`Kernels::tile_rows`] weight rows `w` and up to [`TILE`] activation rows `a` (quantized
+/// blocks, as for [`QuantDot`]). One call runs the whole row length, so each loaded activation block is
 /// reused across the weight rows and each unpacked weight block across the activation rows.
 ///
 /// Contract shared by every variant: each output is bitwise the same number whatever the tile
 /// shape it was computed in (the per-block integer sums are exact and the f32 scaling follows
-/// one fixed formula per block), so matmul results do not depend on how work is tiled or split
-/// over threads.
+/// one fixed formula per block, for the 32-blocks `acc = fma(s, d_w·d_a, acc)`), so matmul
+/// results do not depend on how work is tiled or split over threads.
 pub type QuantTile = fn(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]);
 
-/// The largest tile side a [`QuantTile`] accepts.
+/// The most activation rows a [`QuantTile`] accepts, and the most weight rows unless the type
+/// is one of the table's [`Kernels::wide`] ones.
 pub const TILE: usize = 4;
+
+/// The most weight rows a [`QuantTile`] of a [`Kernels::wide`] type accepts.
+pub const TILE_ROWS: usize = 16;
 
 /// One implementation of every kernel.
 pub struct Kernels {
@@ -77,6 +81,9 @@ pub struct Kernels {
     pub q4_k_q8_k_tile: QuantTile,
     pub q5_k_q8_k_tile: QuantTile,
     pub q6_k_q8_k_tile: QuantTile,
+    /// Weight types whose tiles take [`TILE_ROWS`] weight rows per call (one per SIMD lane)
+    /// rather than [`TILE`].
+    pub wide: &'static [GgmlType],
 }
 
 impl Kernels {
@@ -93,6 +100,15 @@ impl Kernels {
             GgmlType::Q6_K => self.q6_k_q8_k,
             _ => return None,
         })
+    }
+
+    /// The most weight rows one [`QuantTile`] call for `w` takes.
+    pub fn tile_rows(&self, w: GgmlType) -> usize {
+        if self.wide.contains(&w) {
+            TILE_ROWS
+        } else {
+            TILE
+        }
     }
 
     /// The tiled integer dot product for a quantized weight type.
@@ -143,6 +159,7 @@ pub static GENERIC: Kernels = Kernels {
     q4_k_q8_k_tile: tiles::q4_k_q8_k,
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
+    wide: &[],
 };
 
 /// Every variant this CPU can run, best first (the generic one last).

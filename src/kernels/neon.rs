@@ -49,6 +49,7 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
     q4_k_q8_k_tile: tiles::q4_k_q8_k,
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
+    wide: &[],
 };
 
 /// Whole blocks present in both rows (`n` values; extra bytes ignored, missing blocks skipped).
@@ -122,7 +123,7 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             hi,
             load_s8(y, 18),
         );
-        sumf += hsum(acc) as f32 * read_f16(x, 0) * read_f16(y, 0);
+        sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }
@@ -139,7 +140,7 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             load_s8(x, 18),
             load_s8(y, 18),
         );
-        sumf += hsum(acc) as f32 * (read_f16(x, 0) * read_f16(y, 0));
+        sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }

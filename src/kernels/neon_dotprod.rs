@@ -89,7 +89,7 @@ unsafe fn q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let acc = sdot(sdot(vdupq_n_s32(0), lo, load_s8(y, 2)), hi, load_s8(y, 18));
             vaddvq_s32(acc)
         };
-        sumf += sumi as f32 * read_f16(x, 0) * read_f16(y, 0);
+        sumf = (sumi as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }
@@ -106,7 +106,7 @@ unsafe fn q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let acc = sdot(vdupq_n_s32(0), load_s8(x, 2), load_s8(y, 2));
             vaddvq_s32(sdot(acc, load_s8(x, 18), load_s8(y, 18)))
         };
-        sumf += sumi as f32 * (read_f16(x, 0) * read_f16(y, 0));
+        sumf = (sumi as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
     sumf
 }

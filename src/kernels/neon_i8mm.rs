@@ -145,17 +145,9 @@ trait WeightFormat {
     const WSIZE: usize;
     /// A block's values 0..16 and 16..32 as signed bytes.
     fn halves(x: &[u8]) -> (int8x16_t, int8x16_t);
-    /// The variant's dot's float step for block sums `s` (lanes as [`block_sums`]), weight
-    /// scales `dw = [d_w0, d_w0, d_w1, d_w1]` and activation scales `da = [d_a0, d_a1, d_a0,
-    /// d_a1]`: what it adds to the running sums.
-    ///
-    /// # Safety
-    /// Baseline NEON only; `unsafe` for the intrinsics' signatures.
-    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t;
 }
 
-/// Q4_0 weights: levels minus 8; `sumf += sumi as f32 * d_w * d_a` (left to right, as the
-/// single dot).
+/// Q4_0 weights: levels minus 8.
 struct Q4_0;
 
 impl WeightFormat for Q4_0 {
@@ -164,14 +156,9 @@ impl WeightFormat for Q4_0 {
     fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
         q4_0_levels(&x[2..18])
     }
-    #[inline]
-    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t {
-        // SAFETY: register-only NEON operations.
-        unsafe { vmulq_f32(vmulq_f32(s, dw), da) }
-    }
 }
 
-/// Q8_0 weights: `sumf += sumi as f32 * (d_w * d_a)` (as the single dot).
+/// Q8_0 weights.
 struct Q8_0;
 
 impl WeightFormat for Q8_0 {
@@ -179,11 +166,6 @@ impl WeightFormat for Q8_0 {
     #[inline]
     fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
         q8_0_halves(x)
-    }
-    #[inline]
-    unsafe fn scale(s: float32x4_t, dw: float32x4_t, da: float32x4_t) -> float32x4_t {
-        // SAFETY: register-only NEON operations.
-        unsafe { vmulq_f32(s, vmulq_f32(dw, da)) }
     }
 }
 
@@ -229,7 +211,8 @@ unsafe fn tile_body<F: WeightFormat, const WP: usize, const AP: usize>(
                 let wd = f32x4([d0, d0, d1, d1]);
                 for q in 0..AP {
                     let s = vcvtq_f32_s32(block_sums(&wops, &aops[q]));
-                    acc[p][q] = vaddq_f32(acc[p][q], F::scale(s, wd, ad[q]));
+                    // The 32-block contract: `acc = fma(s, d_w·d_a, acc)` per block.
+                    acc[p][q] = vfmaq_f32(acc[p][q], s, vmulq_f32(wd, ad[q]));
                 }
             }
         }

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{Kernels, QuantTile, TILE};
+use crate::kernels::{Kernels, QuantTile, TILE, TILE_ROWS};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -93,22 +93,23 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Weight rows per parallel task: about eight tasks per thread, a multiple of the tile height,
-/// at least 16 rows. Results do not depend on it (every output is computed whole by one
-/// kernel call whose value does not depend on the tile shape), only speed does.
+/// Weight rows per parallel task: about eight tasks per thread, a multiple of the tallest
+/// tile, at least [`TILE_ROWS`] rows. Results do not depend on it (every output is computed
+/// whole by one kernel call whose value does not depend on the tile shape), only speed does.
 fn rows_per_task(n: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let per = n.div_ceil(8 * threads).max(16);
-    per.div_ceil(TILE) * TILE
+    let per = n.div_ceil(8 * threads).max(TILE_ROWS);
+    per.div_ceil(TILE_ROWS) * TILE_ROWS
 }
 
 /// `y[i][j] = Σ_c x[i][c] · W[j][c]`: `x` is `m × cols`, `y` is `m × rows`.
 ///
 /// Quantized weights: `x` is quantized once per call into per-thread scratch, then each task
-/// takes a fixed band of weight rows and sweeps the activation rows in
-/// [`TILE`]×[`TILE`] tiles (4 weight rows × up to 4 activation rows per kernel call, the whole
-/// row length inside the call). Decode (`m = 1`) is the same loop with 4-row × 1 tiles, so each
-/// loaded activation block feeds four weight rows. Float weights: one float dot per output.
+/// takes a fixed band of weight rows and sweeps the activation rows in tiles of
+/// [`Kernels::tile_rows`] weight rows (4, or 16 where the kernels have a row per SIMD lane) ×
+/// up to [`TILE`] activation rows per kernel call, the whole row length inside the call.
+/// Decode (`m = 1`) is the same loop with one activation row, so each loaded activation block
+/// feeds all the tile's weight rows. Float weights: one float dot per output.
 /// Every output element is computed by exactly one kernel call, so results are identical for
 /// every thread count.
 pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
@@ -145,7 +146,7 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
                 let Some(tile) = k.quant_tile(w.typ) else {
                     unreachable!("no integer dot product for {}", w.typ);
                 };
-                quant_product(tile, w, xq, arb, m, band, out);
+                quant_product(tile, k.tile_rows(w.typ), w, xq, arb, m, band, out);
             }
         }
         if m > 1 {
@@ -169,8 +170,10 @@ fn quantize_rows(at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]
 }
 
 /// The quantized product into `out` (`n × m`, weight row major; for `m = 1` simply `n`).
+#[allow(clippy::too_many_arguments)]
 fn quant_product(
     tile: QuantTile,
+    tile_rows: usize,
     w: MatRef<'_>,
     xq: &[u8],
     arb: usize,
@@ -184,7 +187,7 @@ fn quant_product(
         .for_each(|(t, chunk)| {
             let j_start = t * band;
             let n_rows = chunk.len() / m;
-            let mut res = [0f32; TILE * TILE];
+            let mut res = [0f32; TILE_ROWS * TILE];
             // Activation tiles outside, weight tiles inside: the band's weight rows stay in cache
             // while each activation tile is swept over them.
             for i0 in (0..m).step_by(TILE) {
@@ -193,9 +196,9 @@ fn quant_product(
                 for (c, slot) in a.iter_mut().enumerate().take(na) {
                     *slot = &xq[(i0 + c) * arb..(i0 + c + 1) * arb];
                 }
-                for r0 in (0..n_rows).step_by(TILE) {
-                    let nw = TILE.min(n_rows - r0);
-                    let mut wr: [&[u8]; TILE] = [&[]; TILE];
+                for r0 in (0..n_rows).step_by(tile_rows) {
+                    let nw = tile_rows.min(n_rows - r0);
+                    let mut wr: [&[u8]; TILE_ROWS] = [&[]; TILE_ROWS];
                     for (r, slot) in wr.iter_mut().enumerate().take(nw) {
                         *slot = w.row(j_start + r0 + r);
                     }
