@@ -26,7 +26,7 @@
 
 use std::arch::x86_64::*;
 
-use super::rows::RowOps;
+use super::rows::{Gemm, RowOps};
 use super::{generic, tiles, Kernels, TILE};
 use crate::quant::{read_bf16, read_f16, read_f32};
 use half::f16;
@@ -50,6 +50,7 @@ static AVX2_ROWS: RowOps = RowOps {
     dot_f16: row_dot_f16,
     axpy_f32: row_axpy_f32,
     axpy_f16: row_axpy_f16,
+    gemm_f32: row_gemm_f32,
 };
 
 static AVX2: Kernels = AVX2_TABLE;
@@ -646,3 +647,75 @@ axpy!(
     |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
     |s| s.to_f32()
 );
+
+/// [`Gemm`] rows `M` at a time: 16 columns per step in two 8-lane accumulators per row (each
+/// lane one output's fma chain over `d`), then 8, then the scalar tail with `mul_add` (the same
+/// fused operation). `a`, `b`, `c` point at the block's first row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
+    let (n, k, b) = (g.n, g.k, g.b.as_ptr());
+    let mut j = 0;
+    while j + 16 <= n {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        for d in 0..k {
+            let bp = b.add(d * g.ldb + j);
+            let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+            for i in 0..M {
+                let av = _mm256_set1_ps(*a.add(i * g.lda + d));
+                acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
+            }
+        }
+        for i in 0..M {
+            _mm256_storeu_ps(c.add(i * g.ldc + j), acc[i][0]);
+            _mm256_storeu_ps(c.add(i * g.ldc + j + 8), acc[i][1]);
+        }
+        j += 16;
+    }
+    while j + 8 <= n {
+        let mut acc = [_mm256_setzero_ps(); M];
+        for d in 0..k {
+            let b0 = _mm256_loadu_ps(b.add(d * g.ldb + j));
+            for i in 0..M {
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(*a.add(i * g.lda + d)), b0, acc[i]);
+            }
+        }
+        for i in 0..M {
+            _mm256_storeu_ps(c.add(i * g.ldc + j), acc[i]);
+        }
+        j += 8;
+    }
+    for j in j..n {
+        for i in 0..M {
+            let mut s = 0f32;
+            for d in 0..k {
+                s = (*a.add(i * g.lda + d)).mul_add(*b.add(d * g.ldb + j), s);
+            }
+            *c.add(i * g.ldc + j) = s;
+        }
+    }
+}
+
+fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
+    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
+    let mut i = 0;
+    while i < g.m {
+        let rows = (g.m - i).min(4);
+        // SAFETY: AVX2/FMA/F16C were detected before this table could be obtained; `fits`
+        // checked that rows i..i+rows of `a` and `c` and all k rows of `b` are in bounds for
+        // the n columns (and k elements of `a`) the body touches.
+        unsafe {
+            let (a, cp) = (
+                g.a.as_ptr().wrapping_add(i * g.lda),
+                c.as_mut_ptr().wrapping_add(i * g.ldc),
+            );
+            match rows {
+                1 => gemm_rows::<1>(g, a, cp),
+                2 => gemm_rows::<2>(g, a, cp),
+                3 => gemm_rows::<3>(g, a, cp),
+                _ => gemm_rows::<4>(g, a, cp),
+            }
+        }
+        i += rows;
+    }
+}

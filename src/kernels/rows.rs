@@ -1,6 +1,8 @@
 //! Row primitives for attention: dot products and `axpy` between f32 query/output rows and
-//! f32 or f16 key/value rows. The variant is picked once per process ([`row_ops`]): AVX2+F16C
-//! when the CPU has it (and `OWLET_KERNELS` does not ask for `generic`), else scalar code.
+//! f32 or f16 key/value rows, and a small f32 matrix product for attention over whole
+//! matrices (the vision tower and the abstractor). The variant is picked once per process
+//! ([`row_ops`]): AVX2+F16C when the CPU has it (and `OWLET_KERNELS` does not ask for
+//! `generic`), else scalar code.
 
 use std::sync::OnceLock;
 
@@ -17,6 +19,43 @@ pub struct RowOps {
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `out[i] += w·v[i]` with f16 `v`
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    /// `c = a·b` for the f32 matrices of a [`Gemm`]: see there.
+    pub gemm_f32: fn(&Gemm<'_>, &mut [f32]),
+}
+
+/// An f32 product `c[i·ldc + j] = Σ_d a[i·lda + d] · b[d·ldb + j]` for `i < m`, `j < n`,
+/// `d < k` (row-major operands with leading dimensions). Every output is one fused
+/// multiply-add chain over `d = 0, 1, …, k−1` starting from 0, in every variant (SIMD lanes run
+/// over `j`), so a value does not depend on `m`, `n` or how the work is split.
+pub struct Gemm<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: &'a [f32],
+    pub lda: usize,
+    pub b: &'a [f32],
+    pub ldb: usize,
+    pub ldc: usize,
+}
+
+impl Gemm<'_> {
+    /// Whether `a`, `b` and a `c` of `c_len` floats hold every element the product touches
+    /// (and rows do not overlap within an operand).
+    pub fn fits(&self, c_len: usize) -> bool {
+        fn span(rows: usize, ld: usize, cols: usize) -> Option<usize> {
+            if rows == 0 || cols == 0 {
+                return Some(0);
+            }
+            if rows > 1 && ld < cols {
+                return None;
+            }
+            (rows - 1).checked_mul(ld)?.checked_add(cols)
+        }
+        matches!(
+            (span(self.m, self.lda, self.k), span(self.k, self.ldb, self.n), span(self.m, self.ldc, self.n)),
+            (Some(a), Some(b), Some(c)) if a <= self.a.len() && b <= self.b.len() && c <= c_len
+        )
+    }
 }
 
 /// The portable scalar row primitives.
@@ -26,6 +65,7 @@ pub static SCALAR: RowOps = RowOps {
     dot_f16: scalar_dot_f16,
     axpy_f32: scalar_axpy_f32,
     axpy_f16: scalar_axpy_f16,
+    gemm_f32: scalar_gemm_f32,
 };
 
 /// The row primitives for this process (chosen on first use).
@@ -59,6 +99,27 @@ pub fn scalar_dot_f32(a: &[f32], b: &[f32]) -> f32 {
         s += a[i] * b[i];
     }
     s
+}
+
+/// The scalar [`Gemm`]: loops ordered `i, d, j` so each output's chain runs over `d` in order
+/// while the inner loop over `j` stays contiguous (and vectorizes where `mul_add` is an
+/// instruction).
+///
+/// # Panics
+/// If the operands are shorter than the shape says ([`Gemm::fits`]): a caller bug.
+pub fn scalar_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
+    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
+    for i in 0..g.m {
+        let crow = &mut c[i * g.ldc..i * g.ldc + g.n];
+        crow.fill(0.0);
+        for d in 0..g.k {
+            let av = g.a[i * g.lda + d];
+            let brow = &g.b[d * g.ldb..d * g.ldb + g.n];
+            for (o, &bv) in crow.iter_mut().zip(brow) {
+                *o = av.mul_add(bv, *o);
+            }
+        }
+    }
 }
 
 fn scalar_dot_f16(a: &[f32], b: &[f16]) -> f32 {

@@ -12,10 +12,7 @@ use crate::error::Result;
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
 use crate::model::names::{self, ablk, ablk_prefix};
 use crate::model::{Linear, Loader, Model, Norm};
-use crate::ops::{
-    self,
-    attention::{AttnShape, F32Rows},
-};
+use crate::ops::{self, attention::AttnShape};
 
 struct AbstractorLayer {
     ln_q: Norm,
@@ -124,13 +121,7 @@ impl Model {
                 first_pos: 0,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            ops::attention(
-                &q,
-                &F32Rows { data: &k, width: d },
-                &F32Rows { data: &v, width: d },
-                shape,
-                &mut a,
-            );
+            ops::attention_dense(&q, &k, &v, shape, &mut a);
             // Y = Xn + A Wo + bo   (residual from the normalised queries)
             let mut y = xn;
             ops::add_in_place(&mut y, &self.affine(&l.out, &a));

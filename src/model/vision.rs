@@ -6,10 +6,7 @@ use crate::error::Result;
 use crate::model::config::VisionConfig;
 use crate::model::names::{self, vblk, vblk_prefix};
 use crate::model::{Linear, Loader, Mat, Model, Norm};
-use crate::ops::{
-    self,
-    attention::{AttnShape, F32Rows},
-};
+use crate::ops::{self, attention::AttnShape};
 
 struct VisionLayer {
     ln1: Norm,
@@ -120,13 +117,7 @@ impl Model {
                 first_pos: 0,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            ops::attention(
-                &q,
-                &F32Rows { data: &k, width: d },
-                &F32Rows { data: &v, width: d },
-                shape,
-                &mut a,
-            );
+            ops::attention_dense(&q, &k, &v, shape, &mut a);
             ops::add_in_place(&mut x, &self.affine(&l.out, &a));
             let mut h = x.clone();
             ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);

@@ -1,10 +1,17 @@
-//! Scaled dot-product attention, one query row at a time (never an n×n score matrix beyond
-//! one row per head), softmax in f32. Dots and `axpy`s over key/value rows go through the
-//! process's row primitives ([`crate::kernels::rows::row_ops`]: AVX2/F16C where available).
+//! Scaled dot-product attention with the softmax in f32.
+//!
+//! - [`attention`]: the decoder's, over the KV cache, one query row at a time (never an n×n
+//!   score matrix beyond one row per head). Dots and `axpy`s over key/value rows go through
+//!   the process's row primitives ([`crate::kernels::rows::row_ops`]: AVX2/F16C where
+//!   available), so a position's result is the same number whether it was prefilled with
+//!   others or decoded alone.
+//! - [`attention_dense`]: the vision tower's and the abstractor's, all queries at once over
+//!   f32 key/value matrices, as two small matrix products per (head, block of queries), so the
+//!   1025×1025 scores per head exist only one block of query rows at a time.
 
 use rayon::prelude::*;
 
-use crate::kernels::rows::row_ops;
+use crate::kernels::rows::{row_ops, Gemm};
 
 /// Rows of keys or values: `row(i)` is one position's `n_kv_heads × head_dim` vector.
 /// Implemented for plain f32 matrices and for the f16/f32 KV cache.
@@ -81,4 +88,161 @@ pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &
             }
         }
     });
+}
+
+/// Query rows per [`attention_dense`] task: the block's scores (`QUERY_BLOCK × n_keys` f32)
+/// stay in L2 while they are turned into outputs.
+const QUERY_BLOCK: usize = 32;
+
+/// Non-causal attention of every row of `q` over f32 keys `k` and values `v` (all row-major,
+/// `n × (n_head·head_dim)`-shaped, keys/values `s.n_keys` rows of `n_head_kv·head_dim`):
+/// `out[i, h] = softmax_s(q[i,h]·K[s,h]·scale) V[s,h]`.
+///
+/// Per (head, block of [`QUERY_BLOCK`] queries): the head's keys are transposed once
+/// (`head_dim × n_keys`), the scores are one [`Gemm`] (queries × transposed keys), each row is
+/// scaled and soft-maxed, and the outputs are a second [`Gemm`] (scores × the head's value
+/// columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
+/// on the thread count.
+pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
+    let hd = s.head_dim;
+    let width = s.n_head * hd;
+    let kv_width = s.n_head_kv * hd;
+    let group = (s.n_head / s.n_head_kv.max(1)).max(1);
+    let n_q = q.len() / width.max(1);
+    let nk = s.n_keys;
+    if n_q == 0 || hd == 0 || nk == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let blocks = n_q.div_ceil(QUERY_BLOCK);
+    let ops = row_ops();
+    // Kᵀ per key/value head: kt[(g·hd + d)·nk + p] = K[p, g·hd + d].
+    let mut kt = vec![0f32; kv_width * nk];
+    kt.par_chunks_mut(hd * nk).enumerate().for_each(|(g, ktg)| {
+        for (p, krow) in k.chunks_exact(kv_width).take(nk).enumerate() {
+            for (d, &x) in krow[g * hd..(g + 1) * hd].iter().enumerate() {
+                ktg[d * nk + p] = x;
+            }
+        }
+    });
+    // Head-major results, each head padded to whole blocks: task (h, b) owns rows
+    // b·QUERY_BLOCK.. of head h, `hd` floats each.
+    let padded = blocks * QUERY_BLOCK;
+    let mut by_head = vec![0f32; s.n_head * padded * hd];
+    by_head
+        .par_chunks_mut(QUERY_BLOCK * hd)
+        .enumerate()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (t, o)| {
+            let (h, blk) = (t / blocks, t % blocks);
+            let i0 = blk * QUERY_BLOCK;
+            let rows = QUERY_BLOCK.min(n_q - i0);
+            let o = &mut o[..rows * hd];
+            let koff = (h / group) * hd;
+            scores.resize(rows * nk, 0.0);
+            let qk = Gemm {
+                m: rows,
+                n: nk,
+                k: hd,
+                a: &q[i0 * width + h * hd..],
+                lda: width,
+                b: &kt[koff * nk..(koff + hd) * nk],
+                ldb: nk,
+                ldc: nk,
+            };
+            (ops.gemm_f32)(&qk, scores);
+            for row in scores.chunks_exact_mut(nk) {
+                for x in row.iter_mut() {
+                    *x *= s.scale;
+                }
+                super::softmax(row);
+            }
+            let pv = Gemm {
+                m: rows,
+                n: hd,
+                k: nk,
+                a: scores,
+                lda: nk,
+                b: &v[koff..],
+                ldb: kv_width,
+                ldc: hd,
+            };
+            (ops.gemm_f32)(&pv, o);
+        });
+    // Scatter the heads back into rows.
+    out.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
+        for (h, oh) in row.chunks_exact_mut(hd).enumerate() {
+            let src = (h * padded + i) * hd;
+            oh.copy_from_slice(&by_head[src..src + hd]);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.731).sin() * 1.3)
+            .collect()
+    }
+
+    /// Dense attention equals an f64 reference within f32 rounding, for a query count that is
+    /// not a multiple of the block, grouped heads, and any thread count (bitwise).
+    #[test]
+    fn dense_attention_matches_f64_reference_and_ignores_threads() {
+        let (n_head, n_head_kv, hd, n_q, nk) = (4, 2, 8, 37, 29);
+        let (width, kvw) = (n_head * hd, n_head_kv * hd);
+        let q = values(n_q * width, 1.0);
+        let k = values(nk * kvw, 2.0);
+        let v = values(nk * kvw, 3.0);
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            n_keys: nk,
+            causal: false,
+            first_pos: 0,
+            scale: 0.35,
+        };
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0f32; n_q * width];
+            pool.install(|| attention_dense(&q, &k, &v, shape, &mut out));
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert!(f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits())),
+            }
+        }
+        let out = first.unwrap();
+        for i in 0..n_q {
+            for h in 0..n_head {
+                let kh = h / (n_head / n_head_kv);
+                let s: Vec<f64> = (0..nk)
+                    .map(|p| {
+                        (0..hd)
+                            .map(|d| {
+                                q[i * width + h * hd + d] as f64 * k[p * kvw + kh * hd + d] as f64
+                            })
+                            .sum::<f64>()
+                            * 0.35
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = (0..nk)
+                        .map(|p| e[p] / z * v[p * kvw + kh * hd + d] as f64)
+                        .sum();
+                    let got = out[i * width + h * hd + d] as f64;
+                    assert!((got - want).abs() < 2e-6, "({i},{h},{d}): {got} vs {want}");
+                }
+            }
+        }
+    }
 }

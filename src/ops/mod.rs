@@ -9,7 +9,7 @@ pub mod attention;
 pub mod matmul;
 pub mod norm;
 
-pub use attention::{attention, KvRows};
+pub use attention::{attention, attention_dense, KvRows};
 pub use matmul::{matmul, MatRef};
 pub use norm::{layer_norm, rms_norm};
 
