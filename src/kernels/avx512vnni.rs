@@ -122,6 +122,13 @@ unsafe fn reduce16(p: &[__m512i; 4]) -> __m512i {
     _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y))
 }
 
+/// How far ahead of the block being multiplied a one-column (decode) tile prefetches each of
+/// its 16 rows, in bytes. Decode streams every weight once from DRAM, 16 rows in lock-step;
+/// the hardware prefetchers alone left a 7B Q4_0 decode at ~55 % of the read bandwidth, and
+/// 320–640 bytes ahead measured ~15–20 % faster (512 chosen; 1–2 KiB gained nothing). Many-
+/// column tiles reuse rows from cache and skip it.
+const PREFETCH_AHEAD: usize = 512;
+
 /// The 16-row tile body over `nb` blocks: `wp` the 16 weight rows (`idx[r]` = byte offset of
 /// row `r` from row 0), `ap` up to [`TILE`] activation rows; `res[c][r]` gets row `r` · column
 /// `c`.
@@ -140,6 +147,15 @@ unsafe fn body16<F: Format, const C: usize>(
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); TILE];
     for b in 0..nb {
+        // Every other block: a cache line holds 3.5 Q4_0 or 1.9 Q8_0 blocks of a row.
+        if C == 1 && b % 2 == 0 {
+            for r in 0..TILE_ROWS {
+                // A hint only: prefetching past the row's end cannot fault.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    wp[r].wrapping_add(b * F::WSIZE + PREFETCH_AHEAD).cast(),
+                );
+            }
+        }
         let mut lo = [zero; 4];
         let mut hi = [zero; 4];
         for k in 0..4 {
