@@ -6,15 +6,23 @@
 //! round-to-nearest-even), so every variant returns bitwise the same numbers as the scalar
 //! twin. Slice lengths that are not a multiple of the vector width finish through the twin.
 //!
-//! The algorithm (≤ 1 ulp against f64 `exp` over the whole f32 range, see the tests):
-//! 1. clamp `x` to `[-104, 89]` (NaN passes through): below −104 the result rounds to 0, above
-//!    89 it overflows to +∞, and the clamp keeps `n` below in a range the scaling handles;
+//! The algorithm (≤ 1 ulp against f64 `exp` wherever the result is a normal float, see the
+//! tests):
+//! 1. clamp `x` to `[X_MIN, 89]` (NaN passes through), `X_MIN = −87.33654` being the least
+//!    input whose exp is a normal float; above 89 the result overflows to +∞ anyway, and the
+//!    clamp keeps `n` below in a range the scaling handles;
 //! 2. `n = round_ties_even(x·log2 e)`, `r = x − n·ln2_hi − n·ln2_lo` (two fmas; `|r| ≤ ln2/2`);
 //! 3. `p = 1 + r·(1 + r·(c2 + r·(c3 + … r·c6)))`, a degree-6 minimax polynomial in Horner form
 //!    (relative error ≈ 2e-8 with its coefficients rounded to f32);
 //! 4. `p·2ⁿ` as `(p·2^⌊n/2⌋)·2^(n−⌊n/2⌋)`: both factors are normal floats built from exponent
-//!    bits for every `n ∈ [−150, 128]`, the first product is exact, so the only rounding is the
-//!    last multiply — results in the subnormal range and right at overflow round once, correctly.
+//!    bits for every `n ∈ [−126, 128]`, the first product is exact, so the only rounding is the
+//!    last multiply, and results right at overflow round once, correctly;
+//! 5. inputs below `X_MIN` (−∞ included) give exactly 0: exp flushes what would be subnormal
+//!    (< 1.2e-38) to zero. This is deliberate: x86 cores take a microcode assist costing ~100+
+//!    cycles for every multiply whose result is subnormal or underflows, and masked attention
+//!    scores (−∞) and QuickGELU's large inputs hit that all the time — computing them at
+//!    `X_MIN` and masking the lane to zero avoids it. No caller can tell: softmax weights and
+//!    activations below 1.2e-38 are zero for every purpose.
 //!
 //! Softmax sums its exponentials in [`SOFTMAX_LANES`] partial sums (element `i` into sum
 //! `i % 16`, the last `len % 16` elements added after) reduced by one fixed tree, so its result
@@ -79,8 +87,9 @@ pub fn variants() -> Vec<&'static ExpOps> {
     v
 }
 
-/// Inputs below this give 0 (the true value is under half the smallest subnormal).
-const X_MIN: f32 = -104.0;
+/// Inputs below this give 0: the least f32 whose exp (≈ 2^-126·(1 + 5e-6)) is a normal float,
+/// just above ln 2^-126 = −87.336544750…
+const X_MIN: f32 = -87.336_54;
 /// Inputs above this give +∞ (everything above ≈ 88.7228 overflows).
 const X_MAX: f32 = 89.0;
 /// log2(e) rounded to f32.
@@ -102,12 +111,25 @@ const QUICK_GELU_ALPHA: f32 = 1.702;
 pub const SOFTMAX_LANES: usize = 16;
 
 /// `exp(x)` in f32: the scalar twin of the SIMD kernels (see the module docs for the steps).
-/// `exp(−∞) = 0`, `exp(+∞) = +∞`, `exp(NaN)` is NaN.
+/// `exp(x < −87.33654) = 0` (no subnormals, `exp(−∞)` included), `exp(+∞) = +∞`, `exp(NaN)` is
+/// NaN.
 #[inline]
 pub fn exp_f32(x: f32) -> f32 {
     // Written as x86's `maxps(lo, x)` / `minps(hi, x)`: a NaN `x` passes through both.
-    let x = if X_MIN > x { X_MIN } else { x };
-    let x = if X_MAX < x { X_MAX } else { x };
+    let xc = if X_MIN > x { X_MIN } else { x };
+    let xc = if X_MAX < xc { X_MAX } else { xc };
+    let y = exp_clamped(xc);
+    // The lanes' "not less than" mask: a NaN keeps its NaN.
+    if x < X_MIN {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// Steps 2–4 of the algorithm for `x ∈ [X_MIN, X_MAX]` or NaN.
+#[inline]
+fn exp_clamped(x: f32) -> f32 {
     let n = (x * LOG2E).round_ties_even();
     let r = n.mul_add(-LN2_HI, x);
     let r = n.mul_add(-LN2_LO, r);
@@ -118,7 +140,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p.mul_add(r, C2);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
-    // n ∈ [−150, 128] (or NaN, where `as` gives 0 and p is NaN anyway).
+    // n ∈ [−126, 128] (or NaN, where `as` gives 0 and p is NaN anyway).
     let ni = n as i32;
     let n1 = ni >> 1;
     let n2 = ni - n1;
@@ -296,8 +318,8 @@ mod x86 {
 
     /// [`exp_f32`] on 8 lanes.
     #[target_feature(enable = "avx2,fma")]
-    fn exp8(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(_mm256_set1_ps(X_MIN), x);
+    fn exp8(x_in: __m256) -> __m256 {
+        let x = _mm256_max_ps(_mm256_set1_ps(X_MIN), x_in);
         let x = _mm256_min_ps(_mm256_set1_ps(X_MAX), x);
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
@@ -317,7 +339,9 @@ mod x86 {
         let bias = _mm256_set1_epi32(127);
         let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
         let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
-        _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)
+        let y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+        // Zero where x < X_MIN; NaN lanes compare "not less" and keep their NaN.
+        _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_NLT_UQ>(x_in, _mm256_set1_ps(X_MIN)))
     }
 
     /// Op `OP` on 8 lanes.
@@ -426,8 +450,8 @@ mod x86 {
 
     /// [`exp_f32`] on 16 lanes.
     #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(_mm512_set1_ps(X_MIN), x);
+    fn exp16(x_in: __m512) -> __m512 {
+        let x = _mm512_max_ps(_mm512_set1_ps(X_MIN), x_in);
         let x = _mm512_min_ps(_mm512_set1_ps(X_MAX), x);
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
@@ -447,7 +471,12 @@ mod x86 {
         let bias = _mm512_set1_epi32(127);
         let s1 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n1, bias)));
         let s2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n2, bias)));
-        _mm512_mul_ps(_mm512_mul_ps(p, s1), s2)
+        let y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+        // Zero where x < X_MIN; NaN lanes compare "not less" and keep their NaN.
+        _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x_in, _mm512_set1_ps(X_MIN)),
+            y,
+        )
     }
 
     /// Op `OP` on 16 lanes.
@@ -606,6 +635,7 @@ mod tests {
             89.0,
             89.5,
             -87.33654,
+            -87.336_55,
             -87.34,
             -103.0,
             -103.97,
@@ -633,7 +663,16 @@ mod tests {
     fn exp_is_within_one_ulp_of_f64_over_the_f32_range() {
         let mut worst = (0.0f64, 0.0f32);
         let mut check = |x: f32| {
-            let e = ulps(exp_f32(x), (x as f64).exp());
+            let (got, truth) = (exp_f32(x), (x as f64).exp());
+            if x < X_MIN {
+                // Flushed: exactly zero, and only where the truth is below the normal range.
+                assert!(
+                    got.to_bits() == 0 && truth < f32::MIN_POSITIVE as f64,
+                    "exp({x:e})"
+                );
+                return;
+            }
+            let e = ulps(got, truth);
             if e > worst.0 {
                 worst = (e, x);
             }
@@ -667,10 +706,13 @@ mod tests {
         assert_eq!(exp_f32(f32::MAX), f32::INFINITY);
         assert!(exp_f32(88.72283).is_finite());
         assert!(exp_f32(f32::NAN).is_nan());
-        // The subnormal range is reached and rounds once: e^-100 ≈ 3.72e-44 = 26.6 · 2^-149.
-        assert_eq!(exp_f32(-100.0), f32::from_bits(27));
-        assert_eq!(exp_f32(-103.0), f32::from_bits(1)); // ≈ 0.9 · 2^-149
-        assert_eq!(exp_f32(-104.0), 0.0); // ≈ 0.33 · 2^-149
+        // The flush to zero starts right below the normal range, never above it.
+        assert!(exp_f32(X_MIN) >= f32::MIN_POSITIVE);
+        assert!(((X_MIN as f64).exp() as f32) >= f32::MIN_POSITIVE);
+        let below = f32::from_bits(X_MIN.to_bits() + 1);
+        assert!(((below as f64).exp() as f32) < f32::MIN_POSITIVE);
+        assert_eq!(exp_f32(below).to_bits(), 0);
+        assert_eq!(exp_f32(-100.0).to_bits(), 0);
     }
 
     /// Random values over `[-120, 100]` (beyond both clamps), then the edge values.
