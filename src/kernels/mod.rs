@@ -24,6 +24,7 @@ mod avx2;
 mod avx512vnni;
 #[cfg(target_arch = "x86_64")]
 mod avxvnni;
+pub mod exp;
 pub mod generic;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;

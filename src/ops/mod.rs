@@ -13,18 +13,18 @@ pub use attention::{attention, attention_dense, KvRows};
 pub use matmul::{matmul, MatRef};
 pub use norm::{layer_norm, rms_norm};
 
-/// SiLU in place: `z·σ(z)`.
+use crate::kernels::exp::exp_ops;
+
+/// SiLU in place: `z·σ(z)`, computed as `z / (1 + exp(−z))` by the process's
+/// [`exp_ops`] kernel (SIMD, bitwise equal to its scalar twin).
 pub fn silu(x: &mut [f32]) {
-    for v in x {
-        *v = *v / (1.0 + (-*v).exp());
-    }
+    (exp_ops().silu)(x)
 }
 
-/// QuickGELU in place: `z·σ(1.702·z)` (the CLIP/ViT activation, not erf-GELU).
+/// QuickGELU in place: `z·σ(1.702·z)` (the CLIP/ViT activation, not erf-GELU), computed as
+/// `z / (1 + exp(−1.702·z))` by the [`exp_ops`] kernel.
 pub fn quick_gelu(x: &mut [f32]) {
-    for v in x {
-        *v = *v / (1.0 + (-1.702 * *v).exp());
-    }
+    (exp_ops().quick_gelu)(x)
 }
 
 /// `a ⊙= b` elementwise.
@@ -48,18 +48,11 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// Softmax in place over the whole slice, in f32 with the max subtracted.
+/// Softmax in place over the whole slice, in f32 with the max subtracted, by the [`exp_ops`]
+/// kernel: the exponentials are summed in a fixed order that depends only on the slice length,
+/// so the result is the same for every SIMD variant and thread count. `-inf` entries give 0.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    (exp_ops().softmax)(x)
 }
 
 /// RoPE tables for adjacent-pair rotation: `cos`/`sin` of `pos·θ_i`, `θ_i = base^(−2i/dim)`,
