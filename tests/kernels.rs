@@ -512,50 +512,92 @@ fn row_ops_match_scalar() {
 /// blocks, column counts around the 16/8-lane steps, strided operands and edge values.
 #[test]
 fn gemm_f32_equals_scalar_twin_bitwise() {
-    use owlet::kernels::rows::{row_ops, Gemm, SCALAR};
-    let ops = row_ops();
-    let mut rng = Rng(12);
-    for (m, n, k) in [
-        (1, 1, 1),
-        (3, 7, 5),
-        (4, 16, 64),
-        (5, 33, 64),
-        (9, 1025, 64),
-        (32, 64, 1025),
-        (2, 0, 3),
-        (0, 5, 5),
-        (3, 9, 0),
-    ] {
-        for kind in [Kind::Random, Kind::Heavy, Kind::MaxMagnitude, Kind::Zeros] {
-            // Leading dimensions wider than the rows, as attention's head slices are.
-            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
-            let a = values(kind, m.max(1) * lda, &mut rng);
-            let b = values(Kind::Random, k.max(1) * ldb, &mut rng);
-            let g = Gemm {
-                m,
-                n,
-                k,
-                a: &a,
-                lda,
-                b: &b,
-                ldb,
-                ldc,
-            };
-            let mut got = vec![f32::NAN; m.max(1) * ldc];
-            let mut want = got.clone();
-            (ops.gemm_f32)(&g, &mut got);
-            (SCALAR.gemm_f32)(&g, &mut want);
-            for i in 0..m {
-                for j in 0..n {
-                    let (x, y) = (got[i * ldc + j], want[i * ldc + j]);
-                    assert_eq!(
-                        x.to_bits(),
-                        y.to_bits(),
-                        "{} gemm {m}x{n}x{k} {kind:?} at ({i},{j}): {x} vs {y}",
-                        ops.name
-                    );
+    use owlet::kernels::rows::{row_variants, Gemm, SCALAR};
+    for ops in row_variants() {
+        let mut rng = Rng(12);
+        for (m, n, k) in [
+            (1, 1, 1),
+            (3, 7, 5),
+            (4, 16, 64),
+            (5, 33, 64),
+            (9, 1025, 64),
+            (32, 64, 1025),
+            (2, 0, 3),
+            (0, 5, 5),
+            (3, 9, 0),
+        ] {
+            for kind in [Kind::Random, Kind::Heavy, Kind::MaxMagnitude, Kind::Zeros] {
+                // Leading dimensions wider than the rows, as attention's head slices are.
+                let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+                let a = values(kind, m.max(1) * lda, &mut rng);
+                let b = values(Kind::Random, k.max(1) * ldb, &mut rng);
+                let g = Gemm {
+                    m,
+                    n,
+                    k,
+                    a: &a,
+                    lda,
+                    b: &b,
+                    ldb,
+                    ldc,
+                };
+                let mut got = vec![f32::NAN; m.max(1) * ldc];
+                let mut want = got.clone();
+                (ops.gemm_f32)(&g, &mut got);
+                (SCALAR.gemm_f32)(&g, &mut want);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (x, y) = (got[i * ldc + j], want[i * ldc + j]);
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "{} gemm {m}x{n}x{k} {kind:?} at ({i},{j}): {x} vs {y}",
+                            ops.name
+                        );
+                    }
                 }
             }
         }
+    }
+}
+
+/// Every row-primitive variant quantizes activations to the reference's Q8_0 bytes: random
+/// and heavy-tailed rows, all-equal and zero blocks, exact rounding ties (values at k + ½ of the
+/// step), blocks with a NaN or an infinity, and lengths the reference rejects.
+#[test]
+fn q8_0_activation_quantizers_equal_reference_bytes() {
+    use owlet::kernels::rows::row_variants;
+    use owlet::quant::quantize_row_q8_0;
+    let mut rng = Rng(13);
+    let mut rows: Vec<Vec<f32>> = KINDS.iter().map(|&k| values(k, 32 * 9, &mut rng)).collect();
+    // Ties: amax 127 gives d = 1 (id = 1), so x = k + 0.5 lands exactly on a half step.
+    rows.push(
+        (0..64)
+            .map(|i| {
+                if i == 0 {
+                    127.0
+                } else {
+                    (i as f32 - 32.0) + 0.5
+                }
+            })
+            .collect(),
+    );
+    rows.push((0..64).map(|i| -(i as f32 % 127.0) - 0.5).collect());
+    let mut special = values(Kind::Random, 96, &mut rng);
+    special[3] = f32::NAN;
+    special[40] = f32::INFINITY;
+    special[70] = -0.0;
+    rows.push(special);
+    for ops in row_variants() {
+        for x in &rows {
+            let mut got = vec![0u8; x.len() / 32 * 34];
+            let mut want = got.clone();
+            (ops.quantize_q8_0)(x, &mut got).unwrap();
+            quantize_row_q8_0(x, &mut want).unwrap();
+            assert_eq!(got, want, "{}: row of {}", ops.name, x.len());
+        }
+        let mut short = vec![0u8; 33];
+        assert!((ops.quantize_q8_0)(&[0.0; 32], &mut short).is_err());
+        assert!((ops.quantize_q8_0)(&[0.0; 31], &mut [0u8; 34]).is_err());
     }
 }

@@ -44,14 +44,19 @@ pub(super) fn detect_rows() -> Option<&'static RowOps> {
     detect().map(|_| &AVX2_ROWS)
 }
 
-static AVX2_ROWS: RowOps = RowOps {
+/// [`AVX2_ROWS`] as a constant, for the AVX-512 row table, which replaces only its matrix
+/// product. Like the static, only to be handed out after [`detect`] has seen the features.
+pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
     name: "avx2",
     dot_f32: row_dot_f32,
     dot_f16: row_dot_f16,
     axpy_f32: row_axpy_f32,
     axpy_f16: row_axpy_f16,
     gemm_f32: row_gemm_f32,
+    quantize_q8_0: crate::quant::quantize_row_q8_0,
 };
+
+static AVX2_ROWS: RowOps = AVX2_ROWS_TABLE;
 
 static AVX2: Kernels = AVX2_TABLE;
 

@@ -27,6 +27,7 @@
 
 use std::arch::x86_64::*;
 
+use super::rows::{Gemm, RowOps};
 use super::{avx2, avxvnni, Kernels, TILE, TILE_ROWS};
 use crate::quant::GgmlType;
 
@@ -276,4 +277,147 @@ fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
 
 fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
     run16::<Q80>(n, w, a, out, avxvnni::q8_0_q8_0_tile)
+}
+
+/// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`]), if this CPU has
+/// AVX-512 F besides what the AVX2 row primitives need.
+pub(super) fn detect_rows() -> Option<&'static RowOps> {
+    let ok = avx2::detect_rows().is_some() && is_x86_feature_detected!("avx512f");
+    ok.then_some(&AVX512_ROWS)
+}
+
+static AVX512_ROWS: RowOps = RowOps {
+    name: "avx512",
+    gemm_f32: row_gemm_f32,
+    quantize_q8_0,
+    ..avx2::AVX2_ROWS_TABLE
+};
+
+/// [`Gemm`] rows `M` at a time, lanes over the columns: 64 columns per step in four 16-lane
+/// accumulators per row, then 16, then the scalar tail with `mul_add` (the same fused
+/// operation), so every output is the scalar twin's fma chain over `d`. `a` and `c` point at the
+/// block's first row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
+    let (n, k, b) = (g.n, g.k, g.b.as_ptr());
+    let mut j = 0;
+    while j + 64 <= n {
+        let mut acc = [[_mm512_setzero_ps(); 4]; M];
+        for d in 0..k {
+            let bp = b.add(d * g.ldb + j);
+            let bv: [__m512; 4] = std::array::from_fn(|u| _mm512_loadu_ps(bp.add(16 * u)));
+            for i in 0..M {
+                let av = _mm512_set1_ps(*a.add(i * g.lda + d));
+                for u in 0..4 {
+                    acc[i][u] = _mm512_fmadd_ps(av, bv[u], acc[i][u]);
+                }
+            }
+        }
+        for i in 0..M {
+            for u in 0..4 {
+                _mm512_storeu_ps(c.add(i * g.ldc + j + 16 * u), acc[i][u]);
+            }
+        }
+        j += 64;
+    }
+    while j + 16 <= n {
+        let mut acc = [_mm512_setzero_ps(); M];
+        for d in 0..k {
+            let b0 = _mm512_loadu_ps(b.add(d * g.ldb + j));
+            for i in 0..M {
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(i * g.lda + d)), b0, acc[i]);
+            }
+        }
+        for i in 0..M {
+            _mm512_storeu_ps(c.add(i * g.ldc + j), acc[i]);
+        }
+        j += 16;
+    }
+    for j in j..n {
+        for i in 0..M {
+            let mut s = 0f32;
+            for d in 0..k {
+                s = (*a.add(i * g.lda + d)).mul_add(*b.add(d * g.ldb + j), s);
+            }
+            *c.add(i * g.ldc + j) = s;
+        }
+    }
+}
+
+fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
+    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
+    let mut i = 0;
+    while i < g.m {
+        let rows = (g.m - i).min(4);
+        // SAFETY: AVX-512 F (and AVX2/FMA/F16C) were detected before this table could be
+        // obtained; `fits` checked that rows i..i+rows of `a` and `c` and all k rows of `b` are
+        // in bounds for the n columns (and k elements of `a`) the body touches.
+        unsafe {
+            let (a, cp) = (
+                g.a.as_ptr().wrapping_add(i * g.lda),
+                c.as_mut_ptr().wrapping_add(i * g.ldc),
+            );
+            match rows {
+                1 => gemm_rows::<1>(g, a, cp),
+                2 => gemm_rows::<2>(g, a, cp),
+                3 => gemm_rows::<3>(g, a, cp),
+                _ => gemm_rows::<4>(g, a, cp),
+            }
+        }
+        i += rows;
+    }
+}
+
+/// Q8_0 quantization of one 32-value block, the reference's arithmetic lane by lane:
+/// `d = amax/127`, `id = 1/d` (0 for an all-zero block), `q = round(x·id)` with ties away from
+/// zero (truncate, then step away from zero where the exact remainder is at least one half),
+/// saturated to i8 like Rust's `as i8`. Returns `None` for a block holding a NaN (whose
+/// reference result depends on where it sits) or an infinity: the caller quantizes those in
+/// scalar.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+unsafe fn q8_0_block(x: *const f32, y: *mut u8) -> Option<()> {
+    let v = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16))];
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v[0], v[1]);
+    if nan != 0 {
+        return None;
+    }
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    if !amax.is_finite() {
+        // An infinity makes `id` 0 and `∞·0` NaN, which the reference casts to 0.
+        return None;
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    let half = _mm512_set1_ps(0.5);
+    for (h, &vh) in v.iter().enumerate() {
+        let s = _mm512_mul_ps(vh, idv);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+        // s − t is exact (same sign and binade or smaller), so the tie test is exact.
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(s, t)), half);
+        let one = _mm512_or_ps(_mm512_set1_ps(1.0), _mm512_and_ps(s, _mm512_set1_ps(-0.0)));
+        let r = _mm512_mask_add_ps(t, away, t, one);
+        // Integer-valued, so the conversion is exact; vpmovsdb saturates like `as i8`.
+        let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r));
+        _mm_storeu_si128(y.add(2 + 16 * h).cast(), q);
+    }
+    let dh = half::f16::from_f32(d).to_bits().to_le_bytes();
+    std::ptr::copy_nonoverlapping(dh.as_ptr(), y, 2);
+    Some(())
+}
+
+fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
+    // Lengths the reference would reject go to it for its error.
+    if x.len() % 32 != 0 || y.len() != x.len() / 32 * 34 {
+        return crate::quant::quantize_row_q8_0(x, y);
+    }
+    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
+        // SAFETY: AVX-512 F/BW (and AVX2/FMA/F16C) were detected before this table could be
+        // obtained; `xb` holds 32 f32 and `yb` 34 bytes, exactly what the block reads and writes.
+        let done = unsafe { q8_0_block(xb.as_ptr(), yb.as_mut_ptr()) };
+        if done.is_none() {
+            crate::quant::quantize_row_q8_0(xb, yb)?;
+        }
+    }
+    Ok(())
 }

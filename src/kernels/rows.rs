@@ -21,6 +21,9 @@ pub struct RowOps {
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
     /// `c = a·b` for the f32 matrices of a [`Gemm`]: see there.
     pub gemm_f32: fn(&Gemm<'_>, &mut [f32]),
+    /// Quantizes activations to Q8_0 blocks, bytes identical to
+    /// [`crate::quant::quantize_row_q8_0`] (ggml's reference); `Err` on lengths it rejects.
+    pub quantize_q8_0: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
 }
 
 /// An f32 product `c[i·ldc + j] = Σ_d a[i·lda + d] · b[d·ldb + j]` for `i < m`, `j < n`,
@@ -66,6 +69,7 @@ pub static SCALAR: RowOps = RowOps {
     axpy_f32: scalar_axpy_f32,
     axpy_f16: scalar_axpy_f16,
     gemm_f32: scalar_gemm_f32,
+    quantize_q8_0: crate::quant::quantize_row_q8_0,
 };
 
 /// The row primitives for this process (chosen on first use).
@@ -73,15 +77,24 @@ pub fn row_ops() -> &'static RowOps {
     static CHOSEN: OnceLock<&'static RowOps> = OnceLock::new();
     CHOSEN.get_or_init(|| {
         let forced_generic = std::env::var("OWLET_KERNELS").is_ok_and(|v| v == "generic");
-        #[cfg(target_arch = "x86_64")]
-        if !forced_generic {
-            if let Some(ops) = super::avx2::detect_rows() {
-                return ops;
-            }
+        if forced_generic {
+            &SCALAR
+        } else {
+            row_variants()[0]
         }
-        let _ = forced_generic;
-        &SCALAR
     })
+}
+
+/// Every row-primitive variant this CPU can run, best first (the scalar one last).
+pub fn row_variants() -> Vec<&'static RowOps> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static RowOps> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(super::avx512vnni::detect_rows());
+    #[cfg(target_arch = "x86_64")]
+    v.extend(super::avx2::detect_rows());
+    v.push(&SCALAR);
+    v
 }
 
 /// f32 dot product with eight independent accumulators (fixed order: deterministic).
