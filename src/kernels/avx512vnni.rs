@@ -408,7 +408,7 @@ unsafe fn q8_0_block(x: *const f32, y: *mut u8) -> Option<()> {
 
 fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
     // Lengths the reference would reject go to it for its error.
-    if x.len() % 32 != 0 || y.len() != x.len() / 32 * 34 {
+    if !x.len().is_multiple_of(32) || y.len() != x.len() / 32 * 34 {
         return crate::quant::quantize_row_q8_0(x, y);
     }
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {

@@ -122,6 +122,24 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
     debug_assert_eq!(x.len(), m * kdim);
     debug_assert_eq!(y.len(), m * n);
     let band = rows_per_task(n);
+    if m >= ROW_SPLIT_MIN {
+        if let Some(at) = activation_type(w.typ) {
+            with_scratch(|scratch| {
+                let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
+                let xq = &mut scratch.xq;
+                if xq.len() < m * arb {
+                    xq.resize(m * arb, 0);
+                }
+                let xq = &mut xq[..m * arb];
+                quantize_rows(at, x, kdim, arb, xq);
+                let Some(tile) = k.quant_tile(w.typ) else {
+                    unreachable!("no integer dot product for {}", w.typ);
+                };
+                quant_product_by_rows(tile, k.tile_rows(w.typ), w, xq, arb, y);
+            });
+            return;
+        }
+    }
     with_scratch(|scratch| {
         let Scratch { xq, yt } = scratch;
         // Outputs of many-row products are computed transposed (weight row major) so that each
@@ -219,6 +237,66 @@ fn quant_product(
         });
 }
 
+/// Activation rows from which a quantized product splits its work by activation rows rather
+/// than by weight rows (see [`quant_product_by_rows`]).
+const ROW_SPLIT_MIN: usize = 32;
+
+/// Bytes of weight rows a [`quant_product_by_rows`] task sweeps its activation rows over before
+/// moving on: small enough to stay in a core's L2 cache.
+const WEIGHT_BLOCK_BYTES: usize = 256 << 10;
+
+/// The quantized product for many activation rows, written straight into `y` (`m × n`): each
+/// task owns a run of activation rows (whole rows of `y`) and walks the weights in
+/// [`WEIGHT_BLOCK_BYTES`] blocks, sweeping its activation rows in tiles over each block while it
+/// is cached. Every task reads every weight once, which for m ≥ [`ROW_SPLIT_MIN`] costs far less
+/// than the compute, and nothing is transposed afterwards. Same tiles, same numbers as
+/// [`quant_product`].
+fn quant_product_by_rows(
+    tile: QuantTile,
+    tile_rows: usize,
+    w: MatRef<'_>,
+    xq: &[u8],
+    arb: usize,
+    y: &mut [f32],
+) {
+    let (n, kdim) = (w.rows, w.cols);
+    let m = xq.len() / arb.max(1);
+    let threads = rayon::current_num_threads().max(1);
+    // About four tasks per thread, whole activation tiles, at least 16 rows.
+    let mb = m.div_ceil(4 * threads).max(16).div_ceil(TILE) * TILE;
+    let block = (WEIGHT_BLOCK_BYTES / w.row_bytes().max(1)).max(tile_rows) / tile_rows * tile_rows;
+    y.par_chunks_mut(mb * n).enumerate().for_each(|(t, ys)| {
+        let i_start = t * mb;
+        let rows_here = ys.len() / n;
+        let mut res = [0f32; TILE_ROWS * TILE];
+        for j0 in (0..n).step_by(block) {
+            let j1 = n.min(j0 + block);
+            for i0 in (0..rows_here).step_by(TILE) {
+                let na = TILE.min(rows_here - i0);
+                let mut a: [&[u8]; TILE] = [&[]; TILE];
+                for (c, slot) in a.iter_mut().enumerate().take(na) {
+                    let i = i_start + i0 + c;
+                    *slot = &xq[i * arb..(i + 1) * arb];
+                }
+                for r0 in (j0..j1).step_by(tile_rows) {
+                    let nw = tile_rows.min(j1 - r0);
+                    let mut wr: [&[u8]; TILE_ROWS] = [&[]; TILE_ROWS];
+                    for (r, slot) in wr.iter_mut().enumerate().take(nw) {
+                        *slot = w.row(r0 + r);
+                    }
+                    tile(kdim, &wr[..nw], &a[..na], &mut res);
+                    for c in 0..na {
+                        let yrow = &mut ys[(i0 + c) * n..(i0 + c + 1) * n];
+                        for r in 0..nw {
+                            yrow[r0 + r] = res[r * na + c];
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The float-weight product into `out` (`n × m`, weight row major), one float dot per output.
 fn float_product(k: &Kernels, w: MatRef<'_>, x: &[f32], m: usize, band: usize, out: &mut [f32]) {
     let kdim = w.cols;
@@ -292,7 +370,7 @@ mod tests {
                 };
                 let at = activation_type(typ).unwrap();
                 let arb = at.row_bytes(kdim as u64).unwrap() as usize;
-                for m in [1, 2, 3, 4, 5, 9] {
+                for m in [1, 2, 3, 4, 5, 9, ROW_SPLIT_MIN, 70] {
                     let x = values(m * kdim, 2 + m as u32);
                     let mut xq = vec![0u8; m * arb];
                     for (q, row) in xq.chunks_mut(arb).zip(x.chunks(kdim)) {
