@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use owlet::kernels::{self, Kernels};
+use owlet::ops::matmul::pack;
 use owlet::ops::{matmul, MatRef};
 use owlet::quant::GgmlType;
 
@@ -77,6 +78,7 @@ fn bench(
     rows: usize,
     cols: usize,
     w: &[u8],
+    packed: Option<&[u8]>,
     m: usize,
 ) -> (f64, f64, f64) {
     let mat = MatRef {
@@ -84,6 +86,7 @@ fn bench(
         rows,
         cols,
         data: w,
+        packed,
     };
     let x1: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.01).sin()).collect();
     let mut y1 = vec![0f32; rows];
@@ -134,12 +137,29 @@ fn main() {
                 {
                     continue;
                 }
-                let (gbs, gf1, gfm) = pool.install(|| bench(k, t, rows, cols, &w, m));
+                let (gbs, gf1, gfm) = pool.install(|| bench(k, t, rows, cols, &w, None, m));
                 println!(
                     "| {} | {rows}x{cols} | {} | {gbs:.1} | {gf1:.1} | {gfm:.1} |",
                     t.name(),
                     k.name
                 );
+                // The variant's load-time repacking of this type, as the model loader does.
+                let plain = MatRef {
+                    typ: t,
+                    rows,
+                    cols,
+                    data: &w,
+                    packed: None,
+                };
+                if let Some(bytes) = k.packing(t).and_then(|p| pool.install(|| pack(p, plain))) {
+                    let (gbs, gf1, gfm) =
+                        pool.install(|| bench(k, t, rows, cols, &w, Some(&bytes), m));
+                    println!(
+                        "| {} | {rows}x{cols} | {} packed | {gbs:.1} | {gf1:.1} | {gfm:.1} |",
+                        t.name(),
+                        k.name
+                    );
+                }
             }
         }
     }

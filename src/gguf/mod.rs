@@ -390,6 +390,31 @@ impl Gguf {
             .unwrap_or(&[])
     }
 
+    /// Tells the OS that this process will not read tensor `t`'s bytes again (the model
+    /// keeps a repacked copy), so their pages leave the resident set instead of doubling it.
+    /// Only whole pages inside the tensor are released; owned buffers and any failure are left
+    /// alone (it is a hint: reading the bytes later still works, from the file).
+    pub fn release(&self, t: &TensorInfo) {
+        const PAGE: usize = 4096;
+        let Bytes::Mmap(map) = &self.bytes else {
+            return;
+        };
+        let range = || -> Option<(usize, usize)> {
+            let start = usize::try_from(self.data_offset.checked_add(t.offset)?).ok()?;
+            let end = start.checked_add(usize::try_from(t.size).ok()?)?;
+            let (s, e) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
+            (e > s && e <= map.len()).then_some((s, e - s))
+        };
+        if let Some((offset, len)) = range() {
+            // SAFETY: the map is a private read-only file mapping; MADV_DONTNEED only drops its
+            // resident pages, which a later read faults back in from the file unchanged, so no
+            // reference into the map sees different bytes. The range lies inside the map.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
     /// The data bytes of the named tensor.
     pub fn tensor_data(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_bytes(t))

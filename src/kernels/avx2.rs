@@ -84,6 +84,7 @@ pub(super) const AVX2_TABLE: Kernels = Kernels {
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile,
     wide: &[],
+    packings: &[],
 };
 
 /// A monomorphized tile body: `nb` blocks, 4 weight-row and 4 activation-row pointers (unused

@@ -28,7 +28,7 @@
 use std::arch::x86_64::*;
 
 use super::rows::{Gemm, RowOps};
-use super::{avx2, avxvnni, Kernels, TILE, TILE_ROWS};
+use super::{avx2, avxvnni, Kernels, Packing, TILE, TILE_ROWS};
 use crate::quant::GgmlType;
 
 /// The AVX-512 VNNI table, if this CPU has AVX-512 F/BW/VNNI and everything AVX-VNNI needs.
@@ -47,6 +47,12 @@ static AVX512VNNI: Kernels = Kernels {
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
     wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
+    packings: &[Packing {
+        typ: GgmlType::Q4_0,
+        record_bytes: Q4_0X16,
+        pack: pack_q4_0,
+        tile: q4_0_packed_tile,
+    }],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
 };
@@ -165,26 +171,135 @@ unsafe fn body16<F: Format, const C: usize>(
         // The 16 rows' f16 scales: the low half of the dword at each block's start.
         let g = _mm512_i32gather_epi32::<1>(idx, wp[0].add(b * F::WSIZE).cast());
         let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-        for c in 0..C {
-            let y = ap[c].add(b * 34);
-            let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
-            let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
-            // Each lane's four i32 start at −k·Σa: the offset of the unsigned quants.
-            let off = _mm512_sub_epi32(
-                zero,
-                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, k8, a_lo), k8, a_hi),
-            );
-            let mut p = [zero; 4];
-            for k in 0..4 {
-                p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(off, lo[k], a_lo), hi[k], a_hi);
-            }
-            let s = _mm512_cvtepi32_ps(reduce16(&p));
-            let d = _mm512_mul_ps(dw, _mm512_set1_ps(avx2::f16_at(y)));
-            acc[c] = _mm512_fmadd_ps(s, d, acc[c]);
-        }
+        accumulate::<C>(&lo, &hi, dw, k8, ap, b, &mut acc);
     }
     for c in 0..C {
         _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// One block of 16 rows (unsigned quants `lo`/`hi` in quads as `reduce16` expects, f32 scales
+/// `dw` in row order, offset byte `k8`) against block `b` of each activation row: steps 2–4 of
+/// the module comment, `acc[c] = fma(s, d_w·d_a, acc[c])`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn accumulate<const C: usize>(
+    lo: &[__m512i; 4],
+    hi: &[__m512i; 4],
+    dw: __m512,
+    k8: __m512i,
+    ap: &[*const u8; TILE],
+    b: usize,
+    acc: &mut [__m512; TILE],
+) {
+    let zero = _mm512_setzero_si512();
+    for c in 0..C {
+        let y = ap[c].add(b * 34);
+        let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
+        let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
+        // Each lane's four i32 start at −k·Σa: the offset of the unsigned quants.
+        let off = _mm512_sub_epi32(
+            zero,
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, k8, a_lo), k8, a_hi),
+        );
+        let mut p = [zero; 4];
+        for k in 0..4 {
+            p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(off, lo[k], a_lo), hi[k], a_hi);
+        }
+        let s = _mm512_cvtepi32_ps(reduce16(&p));
+        let d = _mm512_mul_ps(dw, _mm512_set1_ps(avx2::f16_at(y)));
+        acc[c] = _mm512_fmadd_ps(s, d, acc[c]);
+    }
+}
+
+/// Bytes of one packed Q4_0 record: 16 rows' block `b` (see [`pack_q4_0`]).
+const Q4_0X16: usize = 32 + 4 * 64;
+
+/// Packs 16 Q4_0 rows of `n` values for [`q4_0_packed_tile`]: per block, one 288-byte record
+/// of the 16 f16 scales in row order, then the four quads' quants (quad k = rows k, 4 + k,
+/// 8 + k, 12 + k, 16 bytes each, as the registers of `body16` hold them). The tile then reads
+/// one sequential stream, a record per block, with plain vector loads: no gather, no inserts.
+fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / 32;
+    if rows.len() != TILE_ROWS || out.len() != nb * Q4_0X16 {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q4_0X16).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let block = &row[b * 18..(b + 1) * 18];
+            rec[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+            let (k, lane) = (r % 4, r / 4);
+            let at = 32 + 64 * k + 16 * lane;
+            rec[at..at + 16].copy_from_slice(&block[2..]);
+        }
+    }
+}
+
+/// The body over packed records (see [`pack_q4_0`]): 16 rows, `C` activation columns.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn packed_body<const C: usize>(
+    nb: usize,
+    g: *const u8,
+    ap: &[*const u8; TILE],
+    res: &mut [[f32; TILE_ROWS]; TILE],
+) {
+    let k8 = _mm512_set1_epi8(Q40::OFFSET);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        let rec = g.add(b * Q4_0X16);
+        if C == 1 {
+            // One stream; a hint only, prefetching past the end cannot fault.
+            for l in 0..5 {
+                _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(PREFETCH_AHEAD * 2 + 64 * l).cast());
+            }
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let mut lo = [zero; 4];
+        let mut hi = [zero; 4];
+        for k in 0..4 {
+            let z = _mm512_loadu_si512(rec.add(32 + 64 * k).cast());
+            lo[k] = _mm512_and_si512(z, m4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4);
+        }
+        accumulate::<C>(&lo, &hi, dw, k8, ap, b, &mut acc);
+    }
+    for c in 0..C {
+        _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// 16 packed Q4_0 rows (`group`: [`pack_q4_0`]'s output for `n` values) × up to [`TILE`]
+/// activation rows: `out[r·a.len() + c]`, bitwise what [`q4_0_q8_0_tile`] gives for the same
+/// rows unpacked. A group or activation row too short for `n` yields nothing.
+fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let na = a.len().min(TILE);
+    let nb = n / 32;
+    if na == 0 || group.len() < nb * Q4_0X16 || a[..na].iter().any(|r| r.len() < nb * 34) {
+        return;
+    }
+    let mut ap = [a[0].as_ptr(); TILE];
+    for (p, row) in ap.iter_mut().zip(&a[..na]) {
+        *p = row.as_ptr();
+    }
+    let mut res = [[0f32; TILE_ROWS]; TILE];
+    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
+    // could be obtained; `group` holds nb records and every activation row nb blocks.
+    unsafe {
+        match na {
+            1 => packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
+            2 => packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
+            3 => packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
+            _ => packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for c in 0..na {
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = res[c][r];
+            }
+        }
     }
 }
 

@@ -85,7 +85,28 @@ pub struct Kernels {
     /// Weight types whose tiles take [`TILE_ROWS`] weight rows per call (one per SIMD lane)
     /// rather than [`TILE`].
     pub wide: &'static [GgmlType],
+    /// Weight types this variant repacks at load (see [`Packing`]).
+    pub packings: &'static [Packing],
 }
+
+/// A load-time repacking of a weight type: groups of [`TILE_ROWS`] rows interleaved block by
+/// block into one record per 32-value block, so that a tile streams one sequential run of
+/// memory and loads each block's 16 rows with a few vector loads. The numbers are unchanged: a
+/// packed tile equals the plain [`QuantTile`] on the same rows bitwise.
+pub struct Packing {
+    pub typ: GgmlType,
+    /// Bytes of one record (16 rows × one block).
+    pub record_bytes: usize,
+    /// `pack(n, rows, out)`: [`TILE_ROWS`] rows of `n` values (stored bytes) into `out`
+    /// (`n / 32` records); anything else leaves `out` untouched.
+    pub pack: fn(usize, &[&[u8]], &mut [u8]),
+    /// `tile(n, group, a, out)`: one packed group × up to [`TILE`] activation rows,
+    /// `out[r·a.len() + c]` for the group's 16 rows.
+    pub tile: PackedTile,
+}
+
+/// A tile over one packed group: `(n, group, a, out)`, see [`Packing::tile`].
+pub type PackedTile = fn(usize, &[u8], &[&[u8]], &mut [f32]);
 
 impl Kernels {
     /// The integer dot product for a quantized weight type.
@@ -110,6 +131,11 @@ impl Kernels {
         } else {
             TILE
         }
+    }
+
+    /// The load-time repacking of weight type `w`, if this variant has one.
+    pub fn packing(&self, w: GgmlType) -> Option<&'static Packing> {
+        self.packings.iter().find(|p| p.typ == w)
     }
 
     /// The tiled integer dot product for a quantized weight type.
@@ -161,6 +187,7 @@ pub static GENERIC: Kernels = Kernels {
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
     wide: &[],
+    packings: &[],
 };
 
 /// Every variant this CPU can run, best first (the generic one last).

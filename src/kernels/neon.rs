@@ -50,6 +50,7 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
     q5_k_q8_k_tile: tiles::q5_k_q8_k,
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
     wide: &[],
+    packings: &[],
 };
 
 /// Whole blocks present in both rows (`n` values; extra bytes ignored, missing blocks skipped).

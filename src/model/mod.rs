@@ -28,6 +28,9 @@ pub struct Mat {
     info: TensorInfo,
     pub rows: usize,
     pub cols: usize,
+    /// The rows repacked at load for the kernel variant's [`kernels::Packing`], if it has one
+    /// for this type (shared by clones: a llama file's "visual" copies are the text ones).
+    packed: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Mat {
@@ -97,7 +100,8 @@ impl Model {
             );
         }
         let ld = Loader { gguf: &gguf };
-        let text = text::TextWeights::load(&ld, &config)?;
+        let mut text = text::TextWeights::load(&ld, &config)?;
+        pack_mats(&gguf, kernels, text.matrices_mut());
         let (vision, abstractor) = match (&config.vision, &config.abstractor) {
             (Some(v), Some(a)) => (
                 Some(vision::VisionWeights::load(&ld, v)?),
@@ -140,12 +144,13 @@ impl Model {
         self.kernels
     }
 
-    pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
+    pub(crate) fn mat<'a>(&'a self, m: &'a Mat) -> MatRef<'a> {
         MatRef {
             typ: m.info.typ,
             rows: m.rows,
             cols: m.cols,
             data: self.gguf.tensor_bytes(&m.info),
+            packed: m.packed.as_deref(),
         }
     }
 
@@ -288,6 +293,7 @@ impl Loader<'_> {
             info: t.clone(),
             rows,
             cols,
+            packed: None,
         })
     }
 
@@ -333,5 +339,35 @@ impl Loader<'_> {
     /// Whether a tensor exists.
     pub fn has(&self, name: &str) -> bool {
         self.gguf.tensor(name).is_some()
+    }
+}
+
+/// Repacks every matrix the kernels have a [`kernels::Packing`] for (the decoder's: they are
+/// streamed once per token, where one sequential stream per 16 rows matters most) and releases
+/// the file pages it copied, so the resident set stays about the file's size. A tensor that
+/// appears twice (a llama file's MAM "copies") is packed once.
+fn pack_mats<'a>(gguf: &Gguf, kernels: &Kernels, mats: impl Iterator<Item = &'a mut Mat>) {
+    let mut done: Vec<(String, std::sync::Arc<[u8]>)> = Vec::new();
+    for m in mats {
+        let Some(p) = kernels.packing(m.info.typ) else {
+            continue;
+        };
+        if let Some((_, bytes)) = done.iter().find(|(n, _)| *n == m.info.name) {
+            m.packed = Some(bytes.clone());
+            continue;
+        }
+        let w = MatRef {
+            typ: m.info.typ,
+            rows: m.rows,
+            cols: m.cols,
+            data: gguf.tensor_bytes(&m.info),
+            packed: None,
+        };
+        if let Some(bytes) = matmul::pack(p, w) {
+            let bytes: std::sync::Arc<[u8]> = bytes.into();
+            gguf.release(&m.info);
+            done.push((m.info.name.clone(), bytes.clone()));
+            m.packed = Some(bytes);
+        }
     }
 }

@@ -37,6 +37,28 @@ pub(crate) struct TextWeights {
 }
 
 impl TextWeights {
+    /// Every matrix multiplied by activations (not the embedding table, which is gathered).
+    pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Mat> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                let [k0, k1] = &mut l.wk;
+                let [v0, v1] = &mut l.wv;
+                [
+                    &mut l.wq,
+                    k0,
+                    k1,
+                    v0,
+                    v1,
+                    &mut l.wo,
+                    &mut l.gate,
+                    &mut l.up,
+                    &mut l.down,
+                ]
+            })
+            .chain(std::iter::once(&mut self.output))
+    }
+
     pub fn load(ld: &Loader<'_>, cfg: &Config) -> Result<TextWeights> {
         let c = &cfg.text;
         let (d, kv, ff) = (c.n_embd, c.kv_dim(), c.n_ff);

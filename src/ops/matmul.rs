@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{Kernels, QuantTile, TILE, TILE_ROWS};
+use crate::kernels::{Kernels, Packing, QuantTile, TILE, TILE_ROWS};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -17,6 +17,8 @@ pub struct MatRef<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// The same rows repacked at load for the kernels' [`Packing`] of `typ`, if any.
+    pub packed: Option<&'a [u8]>,
 }
 
 impl<'a> MatRef<'a> {
@@ -132,10 +134,8 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
                 }
                 let xq = &mut xq[..m * arb];
                 quantize_rows(at, x, kdim, arb, xq);
-                let Some(tile) = k.quant_tile(w.typ) else {
-                    unreachable!("no integer dot product for {}", w.typ);
-                };
-                quant_product_by_rows(tile, k.tile_rows(w.typ), w, xq, arb, y);
+                let tiles = Tiles::new(k, w);
+                quant_product_by_rows(&tiles, w, xq, arb, y);
             });
             return;
         }
@@ -161,10 +161,8 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
                 }
                 let xq = &mut xq[..m * arb];
                 quantize_rows(at, x, kdim, arb, xq);
-                let Some(tile) = k.quant_tile(w.typ) else {
-                    unreachable!("no integer dot product for {}", w.typ);
-                };
-                quant_product(tile, k.tile_rows(w.typ), w, xq, arb, m, band, out);
+                let tiles = Tiles::new(k, w);
+                quant_product(&tiles, xq, arb, m, band, out);
             }
         }
         if m > 1 {
@@ -194,18 +192,7 @@ fn quantize_rows(at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]
 }
 
 /// The quantized product into `out` (`n × m`, weight row major; for `m = 1` simply `n`).
-#[allow(clippy::too_many_arguments)]
-fn quant_product(
-    tile: QuantTile,
-    tile_rows: usize,
-    w: MatRef<'_>,
-    xq: &[u8],
-    arb: usize,
-    m: usize,
-    band: usize,
-    out: &mut [f32],
-) {
-    let kdim = w.cols;
+fn quant_product(tiles: &Tiles<'_>, xq: &[u8], arb: usize, m: usize, band: usize, out: &mut [f32]) {
     out.par_chunks_mut(m * band)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -220,13 +207,9 @@ fn quant_product(
                 for (c, slot) in a.iter_mut().enumerate().take(na) {
                     *slot = &xq[(i0 + c) * arb..(i0 + c + 1) * arb];
                 }
-                for r0 in (0..n_rows).step_by(tile_rows) {
-                    let nw = tile_rows.min(n_rows - r0);
-                    let mut wr: [&[u8]; TILE_ROWS] = [&[]; TILE_ROWS];
-                    for (r, slot) in wr.iter_mut().enumerate().take(nw) {
-                        *slot = w.row(j_start + r0 + r);
-                    }
-                    tile(kdim, &wr[..nw], &a[..na], &mut res);
+                for r0 in (0..n_rows).step_by(tiles.rows) {
+                    let nw = tiles.rows.min(n_rows - r0);
+                    tiles.run(j_start + r0, nw, &a[..na], &mut res);
                     for r in 0..nw {
                         for c in 0..na {
                             chunk[(r0 + r) * m + i0 + c] = res[r * na + c];
@@ -235,6 +218,74 @@ fn quant_product(
                 }
             }
         });
+}
+
+/// The tile kernel of one quantized product: the variant's packed tile over the matrix's
+/// packed groups when it has both, else its plain tile over row slices.
+struct Tiles<'a> {
+    /// Weight rows per call: a multiple of which every band and block is made.
+    rows: usize,
+    w: MatRef<'a>,
+    plain: QuantTile,
+    packed: Option<(&'static Packing, &'a [u8])>,
+}
+
+impl<'a> Tiles<'a> {
+    fn new(k: &Kernels, w: MatRef<'a>) -> Tiles<'a> {
+        let Some(plain) = k.quant_tile(w.typ) else {
+            unreachable!("no integer dot product for {}", w.typ);
+        };
+        let packed = k.packing(w.typ).zip(w.packed);
+        let rows = if packed.is_some() {
+            TILE_ROWS
+        } else {
+            k.tile_rows(w.typ)
+        };
+        Tiles {
+            rows,
+            w,
+            plain,
+            packed,
+        }
+    }
+
+    /// Weight rows `r0..r0 + nw` × the activation rows `a` into `res[r·a.len() + c]`.
+    fn run(&self, r0: usize, nw: usize, a: &[&[u8]], res: &mut [f32]) {
+        match self.packed {
+            // Packed matrices have whole groups: r0 is a multiple of 16 and nw is 16.
+            Some((p, bytes)) => {
+                let gb = self.w.cols / 32 * p.record_bytes;
+                let g = r0 / TILE_ROWS;
+                (p.tile)(self.w.cols, &bytes[g * gb..(g + 1) * gb], a, res);
+            }
+            None => {
+                let mut wr: [&[u8]; TILE_ROWS] = [&[]; TILE_ROWS];
+                for (r, slot) in wr.iter_mut().enumerate().take(nw) {
+                    *slot = self.w.row(r0 + r);
+                }
+                (self.plain)(self.w.cols, &wr[..nw], a, res);
+            }
+        }
+    }
+}
+
+/// Repacks `w` for `p` (groups of [`TILE_ROWS`] rows, in parallel), or `None` when its shape
+/// does not divide into groups of whole blocks.
+pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<Vec<u8>> {
+    if w.typ != p.typ
+        || !w.rows.is_multiple_of(TILE_ROWS)
+        || !w.cols.is_multiple_of(32)
+        || w.cols == 0
+    {
+        return None;
+    }
+    let gb = w.cols / 32 * p.record_bytes;
+    let mut out = vec![0u8; w.rows / TILE_ROWS * gb];
+    out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
+        let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
+        (p.pack)(w.cols, &rows, o);
+    });
+    Some(out)
 }
 
 /// Activation rows from which a quantized product splits its work by activation rows rather
@@ -251,20 +302,14 @@ const WEIGHT_BLOCK_BYTES: usize = 256 << 10;
 /// is cached. Every task reads every weight once, which for m ≥ [`ROW_SPLIT_MIN`] costs far less
 /// than the compute, and nothing is transposed afterwards. Same tiles, same numbers as
 /// [`quant_product`].
-fn quant_product_by_rows(
-    tile: QuantTile,
-    tile_rows: usize,
-    w: MatRef<'_>,
-    xq: &[u8],
-    arb: usize,
-    y: &mut [f32],
-) {
-    let (n, kdim) = (w.rows, w.cols);
+fn quant_product_by_rows(tiles: &Tiles<'_>, w: MatRef<'_>, xq: &[u8], arb: usize, y: &mut [f32]) {
+    let n = w.rows;
     let m = xq.len() / arb.max(1);
     let threads = rayon::current_num_threads().max(1);
     // About four tasks per thread, whole activation tiles, at least 16 rows.
     let mb = m.div_ceil(4 * threads).max(16).div_ceil(TILE) * TILE;
-    let block = (WEIGHT_BLOCK_BYTES / w.row_bytes().max(1)).max(tile_rows) / tile_rows * tile_rows;
+    let tr = tiles.rows;
+    let block = (WEIGHT_BLOCK_BYTES / w.row_bytes().max(1)).max(tr) / tr * tr;
     y.par_chunks_mut(mb * n).enumerate().for_each(|(t, ys)| {
         let i_start = t * mb;
         let rows_here = ys.len() / n;
@@ -278,13 +323,9 @@ fn quant_product_by_rows(
                     let i = i_start + i0 + c;
                     *slot = &xq[i * arb..(i + 1) * arb];
                 }
-                for r0 in (j0..j1).step_by(tile_rows) {
-                    let nw = tile_rows.min(j1 - r0);
-                    let mut wr: [&[u8]; TILE_ROWS] = [&[]; TILE_ROWS];
-                    for (r, slot) in wr.iter_mut().enumerate().take(nw) {
-                        *slot = w.row(r0 + r);
-                    }
-                    tile(kdim, &wr[..nw], &a[..na], &mut res);
+                for r0 in (j0..j1).step_by(tiles.rows) {
+                    let nw = tiles.rows.min(j1 - r0);
+                    tiles.run(r0, nw, &a[..na], &mut res);
                     for c in 0..na {
                         let yrow = &mut ys[(i0 + c) * n..(i0 + c + 1) * n];
                         for r in 0..nw {
@@ -367,6 +408,7 @@ mod tests {
                     rows: n,
                     cols: kdim,
                     data: &data,
+                    packed: None,
                 };
                 let at = activation_type(typ).unwrap();
                 let arb = at.row_bytes(kdim as u64).unwrap() as usize;
@@ -400,6 +442,61 @@ mod tests {
                             None => first = Some(y),
                             Some(f) => assert_eq!(f, &y),
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A matrix repacked for a variant's [`Packing`] gives bitwise the unpacked product, for
+    /// decode, small and row-split prefills and any thread count; shapes that do not divide
+    /// into groups are not packed.
+    #[test]
+    fn packed_product_equals_unpacked() {
+        for k in crate::kernels::available() {
+            for p in k.packings {
+                let (n, kdim) = (48, 320);
+                let wf = values(n * kdim, 4);
+                let mut data = vec![0u8; n * p.typ.row_bytes(kdim as u64).unwrap() as usize];
+                quant::quantize_row(p.typ, &wf, &mut data).unwrap();
+                let mut w = MatRef {
+                    typ: p.typ,
+                    rows: n,
+                    cols: kdim,
+                    data: &data,
+                    packed: None,
+                };
+                let bytes = pack(p, w).expect("48 x 320 divides into groups");
+                assert!(pack(
+                    p,
+                    MatRef {
+                        rows: 40,
+                        data: &data[..40 * w.row_bytes()],
+                        ..w
+                    }
+                )
+                .is_none());
+                for m in [1, 5, ROW_SPLIT_MIN + 1] {
+                    let x = values(m * kdim, 9 + m as u32);
+                    let mut want = vec![0f32; m * n];
+                    w.packed = None;
+                    matmul(k, w, &x, &mut want);
+                    for threads in [1, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let mut got = vec![0f32; m * n];
+                        w.packed = Some(&bytes);
+                        pool.install(|| matmul(k, w, &x, &mut got));
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{} {} m={m} threads={threads}",
+                            k.name,
+                            p.typ
+                        );
                     }
                 }
             }
