@@ -76,6 +76,8 @@ pub fn exp_ops() -> &'static ExpOps {
 }
 
 /// Every variant this CPU can run, best first (the scalar twin last).
+// On targets without SIMD variants only the scalar push remains.
+#[allow(clippy::vec_init_then_push)]
 pub fn variants() -> Vec<&'static ExpOps> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static ExpOps> = Vec::new();

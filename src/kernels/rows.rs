@@ -86,6 +86,8 @@ pub fn row_ops() -> &'static RowOps {
 }
 
 /// Every row-primitive variant this CPU can run, best first (the scalar one last).
+// On targets without SIMD variants only the scalar push remains.
+#[allow(clippy::vec_init_then_push)]
 pub fn row_variants() -> Vec<&'static RowOps> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static RowOps> = Vec::new();
