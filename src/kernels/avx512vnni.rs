@@ -47,12 +47,20 @@ static AVX512VNNI: Kernels = Kernels {
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
     wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
-    packings: &[Packing {
-        typ: GgmlType::Q4_0,
-        record_bytes: Q4_0X16,
-        pack: pack_q4_0,
-        tile: q4_0_packed_tile,
-    }],
+    packings: &[
+        Packing {
+            typ: GgmlType::Q4_0,
+            record_bytes: Q4_0X16,
+            pack: pack_q4_0,
+            tile: q4_0_packed_tile,
+        },
+        Packing {
+            typ: GgmlType::Q8_0,
+            record_bytes: Q8_0X16,
+            pack: pack_q8_0,
+            tile: q8_0_packed_tile,
+        },
+    ],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
 };
@@ -240,36 +248,89 @@ fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// 2.5 tokens/s; 1 KiB ahead into L1 gave 3.2, 2–3 KiB ahead into L2 3.4 (4 KiB into L1: 2.7).
 const PACKED_PREFETCH_AHEAD: usize = 2048;
 
-/// The body over packed records (see [`pack_q4_0`]): 16 rows, `C` activation columns.
+/// Bytes of one packed Q8_0 record: 16 rows' block `b` (see [`pack_q8_0`]).
+const Q8_0X16: usize = 32 + 8 * 64;
+
+/// Packs 16 Q8_0 rows like [`pack_q4_0`]: per block, the 16 f16 scales in row order, then
+/// the quads' values 0..16 and then their values 16..32, each flipped to `w + 128` (the
+/// unsigned form the tile multiplies).
+fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / 32;
+    if rows.len() != TILE_ROWS || out.len() != nb * Q8_0X16 {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q8_0X16).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let block = &row[b * 34..(b + 1) * 34];
+            rec[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+            let (k, lane) = (r % 4, r / 4);
+            for half in 0..2 {
+                let at = 32 + 256 * half + 64 * k + 16 * lane;
+                let src = &block[2 + 16 * half..18 + 16 * half];
+                for (o, &q) in rec[at..at + 16].iter_mut().zip(src) {
+                    *o = q ^ 0x80;
+                }
+            }
+        }
+    }
+}
+
+/// A packed record format: its size, offset byte and how a block's quads come out of it.
+trait Packed {
+    const RECORD: usize;
+    const OFFSET: i8;
+    unsafe fn quads(rec: *const u8) -> ([__m512i; 4], [__m512i; 4]);
+}
+
+impl Packed for Q40 {
+    const RECORD: usize = Q4_0X16;
+    const OFFSET: i8 = <Q40 as Format>::OFFSET;
+    #[inline(always)]
+    unsafe fn quads(rec: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let z: [__m512i; 4] =
+            std::array::from_fn(|k| _mm512_loadu_si512(rec.add(32 + 64 * k).cast()));
+        (
+            z.map(|z| _mm512_and_si512(z, m4)),
+            z.map(|z| _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4)),
+        )
+    }
+}
+
+impl Packed for Q80 {
+    const RECORD: usize = Q8_0X16;
+    const OFFSET: i8 = <Q80 as Format>::OFFSET;
+    #[inline(always)]
+    unsafe fn quads(rec: *const u8) -> ([__m512i; 4], [__m512i; 4]) {
+        (
+            std::array::from_fn(|k| _mm512_loadu_si512(rec.add(32 + 64 * k).cast())),
+            std::array::from_fn(|k| _mm512_loadu_si512(rec.add(288 + 64 * k).cast())),
+        )
+    }
+}
+
+/// The body over packed records ([`pack_q4_0`], [`pack_q8_0`]): 16 rows, `C` columns.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
-unsafe fn packed_body<const C: usize>(
+unsafe fn packed_body<P: Packed, const C: usize>(
     nb: usize,
     g: *const u8,
     ap: &[*const u8; TILE],
     res: &mut [[f32; TILE_ROWS]; TILE],
 ) {
-    let k8 = _mm512_set1_epi8(Q40::OFFSET);
-    let m4 = _mm512_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
+    let k8 = _mm512_set1_epi8(P::OFFSET);
     let mut acc = [_mm512_setzero_ps(); TILE];
     for b in 0..nb {
-        let rec = g.add(b * Q4_0X16);
+        let rec = g.add(b * P::RECORD);
         if C == 1 {
             // One stream; a hint only, prefetching past the end cannot fault.
-            for l in 0..5 {
-                _mm_prefetch::<_MM_HINT_T1>(
-                    rec.wrapping_add(PACKED_PREFETCH_AHEAD + 64 * l).cast(),
-                );
+            let mut l = 0;
+            while l < P::RECORD {
+                _mm_prefetch::<_MM_HINT_T1>(rec.wrapping_add(PACKED_PREFETCH_AHEAD + l).cast());
+                l += 64;
             }
         }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
-        let mut lo = [zero; 4];
-        let mut hi = [zero; 4];
-        for k in 0..4 {
-            let z = _mm512_loadu_si512(rec.add(32 + 64 * k).cast());
-            lo[k] = _mm512_and_si512(z, m4);
-            hi[k] = _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4);
-        }
+        let (lo, hi) = P::quads(rec);
         accumulate::<C>(&lo, &hi, dw, k8, ap, b, &mut acc);
     }
     for c in 0..C {
@@ -277,13 +338,21 @@ unsafe fn packed_body<const C: usize>(
     }
 }
 
-/// 16 packed Q4_0 rows (`group`: [`pack_q4_0`]'s output for `n` values) × up to [`TILE`]
-/// activation rows: `out[r·a.len() + c]`, bitwise what [`q4_0_q8_0_tile`] gives for the same
-/// rows unpacked. A group or activation row too short for `n` yields nothing.
 fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    run_packed::<Q40>(n, group, a, out)
+}
+
+fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    run_packed::<Q80>(n, group, a, out)
+}
+
+/// 16 packed rows (`group`: the packer's output for `n` values) × up to [`TILE`] activation
+/// rows: `out[r·a.len() + c]`, bitwise what the plain tile gives for the same rows unpacked.
+/// A group or activation row too short for `n` yields nothing.
+fn run_packed<P: Packed>(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
     let na = a.len().min(TILE);
     let nb = n / 32;
-    if na == 0 || group.len() < nb * Q4_0X16 || a[..na].iter().any(|r| r.len() < nb * 34) {
+    if na == 0 || group.len() < nb * P::RECORD || a[..na].iter().any(|r| r.len() < nb * 34) {
         return;
     }
     let mut ap = [a[0].as_ptr(); TILE];
@@ -295,10 +364,10 @@ fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
     // could be obtained; `group` holds nb records and every activation row nb blocks.
     unsafe {
         match na {
-            1 => packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
-            2 => packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
-            3 => packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
-            _ => packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
+            1 => packed_body::<P, 1>(nb, group.as_ptr(), &ap, &mut res),
+            2 => packed_body::<P, 2>(nb, group.as_ptr(), &ap, &mut res),
+            3 => packed_body::<P, 3>(nb, group.as_ptr(), &ap, &mut res),
+            _ => packed_body::<P, 4>(nb, group.as_ptr(), &ap, &mut res),
         }
     }
     for r in 0..TILE_ROWS {

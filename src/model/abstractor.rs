@@ -11,7 +11,7 @@
 use crate::error::Result;
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
 use crate::model::names::{self, ablk, ablk_prefix};
-use crate::model::{Linear, Loader, Model, Norm};
+use crate::model::{Linear, Loader, Mat, Model, Norm};
 use crate::ops::{self, attention::AttnShape};
 
 struct AbstractorLayer {
@@ -40,6 +40,24 @@ pub(crate) struct AbstractorWeights {
 }
 
 impl AbstractorWeights {
+    /// The block and projection matrices (for load-time repacking).
+    pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Mat> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.q.w,
+                    &mut l.k.w,
+                    &mut l.v.w,
+                    &mut l.out.w,
+                    &mut l.gate.w,
+                    &mut l.up.w,
+                    &mut l.down.w,
+                ]
+            })
+            .chain(std::iter::once(&mut self.proj.w))
+    }
+
     pub fn load(
         ld: &Loader<'_>,
         c: &AbstractorConfig,

@@ -102,7 +102,7 @@ impl Model {
         let ld = Loader { gguf: &gguf };
         let mut text = text::TextWeights::load(&ld, &config)?;
         pack_mats(&gguf, kernels, text.matrices_mut());
-        let (vision, abstractor) = match (&config.vision, &config.abstractor) {
+        let (mut vision, mut abstractor) = match (&config.vision, &config.abstractor) {
             (Some(v), Some(a)) => (
                 Some(vision::VisionWeights::load(&ld, v)?),
                 Some(abstractor::AbstractorWeights::load(
@@ -114,6 +114,12 @@ impl Model {
             ),
             _ => (None, None),
         };
+        if let Some(v) = vision.as_mut() {
+            pack_mats(&gguf, kernels, v.matrices_mut());
+        }
+        if let Some(a) = abstractor.as_mut() {
+            pack_mats(&gguf, kernels, a.matrices_mut());
+        }
         Ok(Model {
             config,
             gguf,
@@ -342,8 +348,9 @@ impl Loader<'_> {
     }
 }
 
-/// Repacks every matrix the kernels have a [`kernels::Packing`] for (the decoder's: they are
-/// streamed once per token, where one sequential stream per 16 rows matters most) and releases
+/// Repacks every matrix the kernels have a [`kernels::Packing`] for (one sequential stream per
+/// 16 rows and plain vector loads: what decode's weight streaming and the many-row products
+/// of prefill and the vision tower want) and releases
 /// the file pages it copied, so the resident set stays about the file's size. A tensor that
 /// appears twice (a llama file's MAM "copies") is packed once.
 fn pack_mats<'a>(gguf: &Gguf, kernels: &Kernels, mats: impl Iterator<Item = &'a mut Mat>) {

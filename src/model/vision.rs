@@ -29,6 +29,20 @@ pub(crate) struct VisionWeights {
 }
 
 impl VisionWeights {
+    /// The block matrices (for load-time repacking).
+    pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Mat> {
+        self.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.q.w,
+                &mut l.k.w,
+                &mut l.v.w,
+                &mut l.out.w,
+                &mut l.ffn_up.w,
+                &mut l.ffn_down.w,
+            ]
+        })
+    }
+
     pub fn load(ld: &Loader<'_>, c: &VisionConfig) -> Result<VisionWeights> {
         let (d, ff, p) = (c.n_embd, c.n_ff, c.patch_size);
         let lin = |i: usize, name: &str, rows: usize, cols: usize| {
