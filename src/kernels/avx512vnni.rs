@@ -40,7 +40,11 @@ pub(super) fn detect() -> Option<&'static Kernels> {
     ok.then_some(&AVX512VNNI)
 }
 
-static AVX512VNNI: Kernels = Kernels {
+static AVX512VNNI: Kernels = AVX512VNNI_TABLE;
+
+/// [`AVX512VNNI`] as a constant, for the AMX table, which adds 16×16 tiles to its packings.
+/// Like the static, only to be handed out after [`detect`] has seen the features.
+pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
     name: "avx512vnni",
     q4_0_q8_0: avxvnni::q4_0_q8_0_dot,
     q8_0_q8_0: avxvnni::q8_0_q8_0_dot,
@@ -53,12 +57,14 @@ static AVX512VNNI: Kernels = Kernels {
             record_bytes: Q4_0X16,
             pack: pack_q4_0,
             tile: q4_0_packed_tile,
+            tile16: None,
         },
         Packing {
             typ: GgmlType::Q8_0,
             record_bytes: Q8_0X16,
             pack: pack_q8_0,
             tile: q8_0_packed_tile,
+            tile16: None,
         },
     ],
     // Everything else is AVX2's, as in the AVX-VNNI table.
@@ -66,7 +72,7 @@ static AVX512VNNI: Kernels = Kernels {
 };
 
 /// A 32-value weight block format for the 16-row tiles (activations are always Q8_0).
-trait Format {
+pub(super) trait Format {
     /// Bytes per weight block (an f16 scale first).
     const WSIZE: usize;
     /// The unsigned offset `k` of the loaded quants (`q_stored = q + k`), as a byte.
@@ -78,9 +84,9 @@ trait Format {
 
 /// Q4_0: byte `i` holds value `i` (low nibble) and value `i + 16` (high nibble), levels 0..15
 /// standing for −8..7.
-struct Q40;
+pub(super) struct Q40;
 /// Q8_0: 32 signed bytes, flipped to `w + 128`.
-struct Q80;
+pub(super) struct Q80;
 
 /// Four 16-byte loads, one per 128-bit lane.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
@@ -221,13 +227,13 @@ unsafe fn accumulate<const C: usize>(
 }
 
 /// Bytes of one packed Q4_0 record: 16 rows' block `b` (see [`pack_q4_0`]).
-const Q4_0X16: usize = 32 + 4 * 64;
+pub(super) const Q4_0X16: usize = 32 + 4 * 64;
 
 /// Packs 16 Q4_0 rows of `n` values for [`q4_0_packed_tile`]: per block, one 288-byte record
 /// of the 16 f16 scales in row order, then the four quads' quants (quad k = rows k, 4 + k,
 /// 8 + k, 12 + k, 16 bytes each, as the registers of `body16` hold them). The tile then reads
 /// one sequential stream, a record per block, with plain vector loads: no gather, no inserts.
-fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+pub(super) fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 32;
     if rows.len() != TILE_ROWS || out.len() != nb * Q4_0X16 {
         return;
@@ -249,12 +255,12 @@ fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 const PACKED_PREFETCH_AHEAD: usize = 2048;
 
 /// Bytes of one packed Q8_0 record: 16 rows' block `b` (see [`pack_q8_0`]).
-const Q8_0X16: usize = 32 + 8 * 64;
+pub(super) const Q8_0X16: usize = 32 + 8 * 64;
 
 /// Packs 16 Q8_0 rows like [`pack_q4_0`]: per block, the 16 f16 scales in row order, then
 /// the quads' values 0..16 and then their values 16..32, each flipped to `w + 128` (the
 /// unsigned form the tile multiplies).
-fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+pub(super) fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 32;
     if rows.len() != TILE_ROWS || out.len() != nb * Q8_0X16 {
         return;
@@ -276,7 +282,7 @@ fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 }
 
 /// A packed record format: its size, offset byte and how a block's quads come out of it.
-trait Packed {
+pub(super) trait Packed {
     const RECORD: usize;
     const OFFSET: i8;
     unsafe fn quads(rec: *const u8) -> ([__m512i; 4], [__m512i; 4]);
@@ -338,11 +344,11 @@ unsafe fn packed_body<P: Packed, const C: usize>(
     }
 }
 
-fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+pub(super) fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
     run_packed::<Q40>(n, group, a, out)
 }
 
-fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+pub(super) fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
     run_packed::<Q80>(n, group, a, out)
 }
 

@@ -19,6 +19,8 @@
 use crate::quant::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512vnni;
@@ -33,6 +35,7 @@ pub mod neon_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod neon_i8mm;
 pub mod rows;
+pub mod tile16;
 pub mod tiles;
 
 /// Quantized weight row · quantized activation row.
@@ -103,7 +106,15 @@ pub struct Packing {
     /// `tile(n, group, a, out)`: one packed group × up to [`TILE`] activation rows,
     /// `out[r·a.len() + c]` for the group's 16 rows.
     pub tile: PackedTile,
+    /// 16 packed rows × 16 activation rows laid out by [`tile16::layout_activations`], where the
+    /// variant has such tiles (AMX): `tile16(n, group, acts, out)`, `out[r·16 + c]`, the same
+    /// numbers as `tile`.
+    pub tile16: Option<Tile16>,
 }
+
+/// A 16×16 tile over one packed group and laid-out activations: `(n, group, acts, out)`, see
+/// [`Packing::tile16`].
+pub type Tile16 = fn(usize, &[u8], &[u8], &mut [f32]);
 
 /// A tile over one packed group: `(n, group, a, out)`, see [`Packing::tile`].
 pub type PackedTile = fn(usize, &[u8], &[&[u8]], &mut [f32]);
@@ -195,6 +206,8 @@ pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
     // x86-64: AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs).
+    #[cfg(target_arch = "x86_64")]
+    v.extend(amx::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avx512vnni::detect());
     #[cfg(target_arch = "x86_64")]

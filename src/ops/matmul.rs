@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{Kernels, Packing, QuantTile, TILE, TILE_ROWS};
+use crate::kernels::{tile16, Kernels, Packing, QuantTile, TILE, TILE_ROWS};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -80,6 +80,8 @@ pub fn supported(w: GgmlType) -> bool {
 struct Scratch {
     xq: Vec<u8>,
     yt: Vec<f32>,
+    /// Activations laid out for 16×16 tiles.
+    xt: Vec<u8>,
 }
 
 thread_local! {
@@ -134,14 +136,20 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
                 }
                 let xq = &mut xq[..m * arb];
                 quantize_rows(at, x, kdim, arb, xq);
+                let xq: &[u8] = xq;
                 let tiles = Tiles::new(k, w);
-                quant_product_by_rows(&tiles, w, xq, arb, y);
+                match tiles.packed {
+                    Some((p, packed)) if p.tile16.is_some() => {
+                        quant_product_tile16(p, packed, w, xq, arb, &mut scratch.xt, y)
+                    }
+                    _ => quant_product_by_rows(&tiles, w, xq, arb, y),
+                }
             });
             return;
         }
     }
     with_scratch(|scratch| {
-        let Scratch { xq, yt } = scratch;
+        let Scratch { xq, yt, .. } = scratch;
         // Outputs of many-row products are computed transposed (weight row major) so that each
         // task owns one contiguous slice; decode writes `y` directly.
         let out: &mut [f32] = if m == 1 {
@@ -336,6 +344,71 @@ fn quant_product_by_rows(tiles: &Tiles<'_>, w: MatRef<'_>, xq: &[u8], arb: usize
             }
         }
     });
+}
+
+/// The quantized product for many activation rows through the variant's 16×16 tiles (AMX)
+/// over packed weights: the activations are laid out once per call in column tiles of
+/// [`tile16::COLS`] rows, then each task owns a run of column tiles (whole rows of `y`) and walks
+/// the weight groups in [`WEIGHT_BLOCK_BYTES`] blocks. Same numbers as the other products.
+fn quant_product_tile16(
+    p: &Packing,
+    packed: &[u8],
+    w: MatRef<'_>,
+    xq: &[u8],
+    arb: usize,
+    xt: &mut Vec<u8>,
+    y: &mut [f32],
+) {
+    let Some(tile16) = p.tile16 else {
+        unreachable!("no 16x16 tile for {}", p.typ);
+    };
+    let (n, kdim) = (w.rows, w.cols);
+    let (nb, cols) = (kdim / 32, tile16::COLS);
+    let m = xq.len() / arb.max(1);
+    let n_ct = m.div_ceil(cols);
+    let ct_bytes = nb * tile16::ACT_RECORD;
+    if xt.len() < n_ct * ct_bytes {
+        xt.resize(n_ct * ct_bytes, 0);
+    }
+    let xt = &mut xt[..n_ct * ct_bytes];
+    xt.par_chunks_mut(ct_bytes)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let (c0, cn) = (t * cols, cols.min(m - t * cols));
+            let mut rows: [&[u8]; tile16::COLS] = [&[]; tile16::COLS];
+            for (c, slot) in rows.iter_mut().enumerate().take(cn) {
+                *slot = &xq[(c0 + c) * arb..(c0 + c + 1) * arb];
+            }
+            tile16::layout_activations(nb, &rows[..cn], out);
+        });
+    let xt: &[u8] = xt;
+    let gb = nb * p.record_bytes;
+    let groups = n / TILE_ROWS;
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = n_ct.div_ceil(2 * threads).max(1);
+    let block = (WEIGHT_BLOCK_BYTES / gb.max(1)).max(1);
+    y.par_chunks_mut(per_task * cols * n)
+        .enumerate()
+        .for_each(|(t, ys)| {
+            let rows_here = ys.len() / n;
+            let mut res = [0f32; TILE_ROWS * tile16::COLS];
+            for g0 in (0..groups).step_by(block) {
+                for ct in 0..rows_here.div_ceil(cols) {
+                    let act = t * per_task + ct;
+                    let acts = &xt[act * ct_bytes..(act + 1) * ct_bytes];
+                    let cn = cols.min(rows_here - ct * cols);
+                    for g in g0..groups.min(g0 + block) {
+                        tile16(kdim, &packed[g * gb..(g + 1) * gb], acts, &mut res);
+                        for c in 0..cn {
+                            let yrow = &mut ys[(ct * cols + c) * n..(ct * cols + c + 1) * n];
+                            for r in 0..TILE_ROWS {
+                                yrow[g * TILE_ROWS + r] = res[r * cols + c];
+                            }
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// The float-weight product into `out` (`n × m`, weight row major), one float dot per output.

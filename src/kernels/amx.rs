@@ -1,0 +1,214 @@
+//! x86-64 Intel AMX (`amx-tile`, `amx-int8`): the AVX-512 VNNI table plus 16×16 tiles over
+//! packed Q4_0/Q8_0 weights for products of many activation rows (prefill, the vision tower).
+//!
+//! Per 32-value block, one `tdpbusd` multiplies 16 weight rows (unsigned quants, the `A`
+//! operand, 16 rows × 32 bytes) by 16 activation columns (signed Q8_0 quants in the layout of
+//! [`super::tile16`], the `B` operand) into 16×16 exact i32 sums; the block's unsigned offset is
+//! removed with each column's quant sum (`s = C − k·Σa`), and every output gets the 32-block
+//! formula `acc = fma(s, d_w·d_a, acc)` in f32 lanes over the columns. So the results equal the
+//! generic dot bitwise, like every variant's.
+//!
+//! The tile instructions are written with `asm!` (Rust has no stable AMX intrinsics). Only the
+//! functions here touch tile registers, always configuring them first and releasing them at
+//! the end of a call, and nothing else in the process uses AMX, so no tile state crosses
+//! other code. Linux makes a process ask for the tile state first (`arch_prctl`
+//! `ARCH_REQ_XCOMP_PERM`); [`detect`] does, and reports no AMX when that fails.
+
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::avx512vnni::{self, Packed, Q40, Q80};
+use super::tile16::{ACT_RECORD, COLS};
+use super::{Kernels, Packing, TILE_ROWS};
+use crate::quant::GgmlType;
+
+/// The AMX table, if the CPU has AMX-INT8 and the OS grants this process the tile state.
+pub(super) fn detect() -> Option<&'static Kernels> {
+    (avx512vnni::detect().is_some() && usable()).then_some(&AMX)
+}
+
+/// CPUID says AMX-TILE and AMX-INT8, and (on Linux) the kernel granted the tile data state.
+fn usable() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        // CPUID leaf 7 exists on every CPU that passed the AVX-512 detection above.
+        let leaf7 = __cpuid_count(7, 0);
+        let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        tile && int8 && request_tile_state()
+    })
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: 0 when the kernel lets this
+/// process use the tile registers.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain system call that only changes this process's permitted xsave features;
+    // `syscall` clobbers rcx and r11, declared below, and touches no memory of ours.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn request_tile_state() -> bool {
+    false
+}
+
+static AMX: Kernels = Kernels {
+    name: "amx",
+    packings: &[
+        Packing {
+            typ: GgmlType::Q4_0,
+            record_bytes: avx512vnni::Q4_0X16,
+            pack: avx512vnni::pack_q4_0,
+            tile: avx512vnni::q4_0_packed_tile,
+            tile16: Some(q4_0_tile16),
+        },
+        Packing {
+            typ: GgmlType::Q8_0,
+            record_bytes: avx512vnni::Q8_0X16,
+            pack: avx512vnni::pack_q8_0,
+            tile: avx512vnni::q8_0_packed_tile,
+            tile16: Some(q8_0_tile16),
+        },
+    ],
+    ..avx512vnni::AVX512VNNI_TABLE
+};
+
+/// The 64-byte tile configuration: palette 1; tmm0 = C (16 rows × 64 bytes of i32),
+/// tmm1 = A (16 rows × 32 bytes), tmm2 = B (8 rows × 64 bytes).
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    // colsb (u16 each) at 16 + 2·t, rows (u8) at 48 + t.
+    c[16] = 64;
+    c[48] = 16;
+    c[18] = 32;
+    c[49] = 16;
+    c[20] = 64;
+    c[50] = 8;
+    TileConfig(c)
+};
+
+/// Tile row `t` holds weight row `ROW_OF[t]` (the A operand is written quad by quad).
+const ROW_OF: [usize; 16] = {
+    let mut r = [0usize; 16];
+    let mut t = 0;
+    while t < 16 {
+        r[t] = t / 4 + 4 * (t % 4);
+        t += 1;
+    }
+    r
+};
+
+/// Writes block `rec`'s 16 rows as the A operand: 16 rows of 32 unsigned bytes (values 0..16
+/// then 16..32), tile row `t` = weight row `ROW_OF[t]`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn write_a<P: Packed>(rec: *const u8, a: *mut u8) {
+    let (lo, hi) = P::quads(rec);
+    // Qwords of [lo lane L, hi lane L] for lanes 0, 1 and then 2, 3.
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for k in 0..4 {
+        let x = _mm512_permutex2var_epi64(lo[k], first, hi[k]);
+        let y = _mm512_permutex2var_epi64(lo[k], second, hi[k]);
+        _mm512_storeu_si512(a.add(128 * k).cast(), x);
+        _mm512_storeu_si512(a.add(128 * k + 64).cast(), y);
+    }
+}
+
+/// 16 packed rows × 16 laid-out columns over `nb` blocks into `res[t][c]` (tile row order).
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
+    #[repr(C, align(64))]
+    struct Buf([u8; 1024]);
+    let mut a_buf = Buf([0; 1024]);
+    let mut c_buf = Buf([0; 1024]);
+    let (a_ptr, c_ptr) = (a_buf.0.as_mut_ptr(), c_buf.0.as_mut_ptr());
+    let shift = _mm512_set1_epi32(if P::OFFSET == 8 { 3 } else { 7 });
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut dws = [0f32; 16];
+    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    for b in 0..nb {
+        let rec = g.add(b * P::RECORD);
+        let act = acts.add(b * ACT_RECORD);
+        write_a::<P>(rec, a_ptr);
+        asm!(
+            "tilezero tmm0",
+            "tileloadd tmm1, [{a} + {sa}*1]",
+            "tileloadd tmm2, [{b} + {sb}*1]",
+            "tdpbusd tmm0, tmm1, tmm2",
+            "tilestored [{c} + {sc}*1], tmm0",
+            a = in(reg) a_ptr,
+            sa = in(reg) 32usize,
+            b = in(reg) act,
+            sb = in(reg) 64usize,
+            c = in(reg) c_ptr,
+            sc = in(reg) 64usize,
+            options(nostack),
+        );
+        _mm512_storeu_ps(
+            dws.as_mut_ptr(),
+            _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
+        );
+        // k·Σa per column, and the columns' scales.
+        let corr = _mm512_sllv_epi32(_mm512_loadu_si512(act.add(512).cast()), shift);
+        let da = _mm512_loadu_ps(act.add(576).cast());
+        for t in 0..16 {
+            let c = _mm512_loadu_si512(c_ptr.add(64 * t).cast());
+            let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(c, corr));
+            let d = _mm512_mul_ps(_mm512_set1_ps(dws[ROW_OF[t]]), da);
+            acc[t] = _mm512_fmadd_ps(s, d, acc[t]);
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+    for t in 0..16 {
+        _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]);
+    }
+}
+
+/// 16 packed rows (`group`) × the 16 laid-out columns `acts` ([`super::tile16`]) for `n`
+/// values: `out[r·16 + c]`. Short inputs yield nothing.
+fn run<P: Packed>(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    let nb = n / 32;
+    if group.len() < nb * P::RECORD || acts.len() < nb * ACT_RECORD || out.len() < TILE_ROWS * COLS
+    {
+        return;
+    }
+    let mut res = [[0f32; 16]; 16];
+    // SAFETY: AMX-TILE/INT8 (granted by the OS) and AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA,
+    // F16C were detected before this table could be obtained; `group` holds nb records and
+    // `acts` nb laid-out blocks, exactly what the body reads.
+    unsafe { body::<P>(nb, group.as_ptr(), acts.as_ptr(), &mut res) };
+    for (t, row) in res.iter().enumerate() {
+        out[ROW_OF[t] * COLS..(ROW_OF[t] + 1) * COLS].copy_from_slice(row);
+    }
+}
+
+fn q4_0_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    run::<Q40>(n, group, acts, out)
+}
+
+fn q8_0_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    run::<Q80>(n, group, acts, out)
+}
