@@ -91,8 +91,8 @@ static AMX: Kernels = Kernels {
     ..avx512vnni::AVX512VNNI_TABLE
 };
 
-/// The 64-byte tile configuration: palette 1; tmm0 = C (16 rows × 64 bytes of i32),
-/// tmm1 = A (16 rows × 32 bytes), tmm2 = B (8 rows × 64 bytes).
+/// The 64-byte tile configuration: palette 1; two sets (tmm0–2 and tmm3–5, for two blocks in
+/// flight) of C (16 rows × 64 bytes of i32), A (16 rows × 32 bytes), B (8 rows × 64 bytes).
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -100,12 +100,17 @@ const CONFIG: TileConfig = {
     let mut c = [0u8; 64];
     c[0] = 1;
     // colsb (u16 each) at 16 + 2·t, rows (u8) at 48 + t.
-    c[16] = 64;
-    c[48] = 16;
-    c[18] = 32;
-    c[49] = 16;
-    c[20] = 64;
-    c[50] = 8;
+    let mut set = 0;
+    while set < 2 {
+        let t = 3 * set;
+        c[16 + 2 * t] = 64;
+        c[48 + t] = 16;
+        c[16 + 2 * (t + 1)] = 32;
+        c[48 + t + 1] = 16;
+        c[16 + 2 * (t + 2)] = 64;
+        c[48 + t + 2] = 8;
+        set += 1;
+    }
     TileConfig(c)
 };
 
@@ -141,17 +146,66 @@ unsafe fn write_a<P: Packed>(rec: *const u8, a: *mut u8) {
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
     #[repr(C, align(64))]
-    struct Buf([u8; 1024]);
-    let mut a_buf = Buf([0; 1024]);
-    let mut c_buf = Buf([0; 1024]);
+    struct Buf([u8; 4096]);
+    let mut a_buf = Buf([0; 4096]);
+    let mut c_buf = Buf([0; 4096]);
     let (a_ptr, c_ptr) = (a_buf.0.as_mut_ptr(), c_buf.0.as_mut_ptr());
-    let shift = _mm512_set1_epi32(if P::OFFSET == 8 { 3 } else { 7 });
     let mut acc = [_mm512_setzero_ps(); 16];
-    let mut dws = [0f32; 16];
     asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
-    for b in 0..nb {
-        let rec = g.add(b * P::RECORD);
-        let act = acts.add(b * ACT_RECORD);
+    // Two blocks per step, one per tile set, and software-pipelined: while the tile unit
+    // multiplies pair p, the vector unit scales pair p − 1 (C buffers alternate).
+    let pairs = nb / 2;
+    for p in 0..=pairs {
+        if p < pairs {
+            let b = 2 * p;
+            let (rec, act) = (g.add(b * P::RECORD), acts.add(b * ACT_RECORD));
+            write_a::<P>(rec, a_ptr);
+            write_a::<P>(rec.add(P::RECORD), a_ptr.add(1024));
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm3",
+                "tileloadd tmm1, [{a} + {sa}*1]",
+                "tileloadd tmm2, [{b} + {sb}*1]",
+                "tileloadd tmm4, [{a2} + {sa}*1]",
+                "tileloadd tmm5, [{b2} + {sb}*1]",
+                "tdpbusd tmm0, tmm1, tmm2",
+                "tdpbusd tmm3, tmm4, tmm5",
+                a = in(reg) a_ptr,
+                a2 = in(reg) a_ptr.add(1024),
+                sa = in(reg) 32usize,
+                b = in(reg) act,
+                b2 = in(reg) act.add(ACT_RECORD),
+                sb = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        }
+        if p > 0 {
+            let b = 2 * (p - 1);
+            let (rec, act) = (g.add(b * P::RECORD), acts.add(b * ACT_RECORD));
+            let c = c_ptr.add(2048 * ((p - 1) % 2));
+            scale::<P>(rec, act, c, &mut acc);
+            scale::<P>(
+                rec.add(P::RECORD),
+                act.add(ACT_RECORD),
+                c.add(1024),
+                &mut acc,
+            );
+        }
+        if p < pairs {
+            let c = c_ptr.add(2048 * (p % 2));
+            asm!(
+                "tilestored [{c} + {sc}*1], tmm0",
+                "tilestored [{c2} + {sc}*1], tmm3",
+                c = in(reg) c,
+                c2 = in(reg) c.add(1024),
+                sc = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+    let b = 2 * pairs;
+    if b < nb {
+        let (rec, act) = (g.add(b * P::RECORD), acts.add(b * ACT_RECORD));
         write_a::<P>(rec, a_ptr);
         asm!(
             "tilezero tmm0",
@@ -167,23 +221,33 @@ unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[
             sc = in(reg) 64usize,
             options(nostack),
         );
-        _mm512_storeu_ps(
-            dws.as_mut_ptr(),
-            _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
-        );
-        // k·Σa per column, and the columns' scales.
-        let corr = _mm512_sllv_epi32(_mm512_loadu_si512(act.add(512).cast()), shift);
-        let da = _mm512_loadu_ps(act.add(576).cast());
-        for t in 0..16 {
-            let c = _mm512_loadu_si512(c_ptr.add(64 * t).cast());
-            let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(c, corr));
-            let d = _mm512_mul_ps(_mm512_set1_ps(dws[ROW_OF[t]]), da);
-            acc[t] = _mm512_fmadd_ps(s, d, acc[t]);
-        }
+        scale::<P>(rec, act, c_ptr, &mut acc);
     }
     asm!("tilerelease", options(nostack, nomem));
     for t in 0..16 {
         _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]);
+    }
+}
+
+/// One block's 16×16 exact sums `c` (tile row order) into the accumulators:
+/// `acc[t][c] = fma(C[t][c] − k·Σa_c, d_w[row t]·d_a[c], acc[t][c])`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn scale<P: Packed>(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__m512; 16]) {
+    let shift = _mm512_set1_epi32(if P::OFFSET == 8 { 3 } else { 7 });
+    let mut dws = [0f32; 16];
+    _mm512_storeu_ps(
+        dws.as_mut_ptr(),
+        _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
+    );
+    // k·Σa per column, and the columns' scales.
+    let corr = _mm512_sllv_epi32(_mm512_loadu_si512(act.add(512).cast()), shift);
+    let da = _mm512_loadu_ps(act.add(576).cast());
+    for t in 0..16 {
+        let ct = _mm512_loadu_si512(c.add(64 * t).cast());
+        let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(ct, corr));
+        let d = _mm512_mul_ps(_mm512_set1_ps(dws[ROW_OF[t]]), da);
+        acc[t] = _mm512_fmadd_ps(s, d, acc[t]);
     }
 }
 

@@ -528,48 +528,50 @@ mod tests {
     fn packed_product_equals_unpacked() {
         for k in crate::kernels::available() {
             for p in k.packings {
-                let (n, kdim) = (48, 320);
-                let wf = values(n * kdim, 4);
-                let mut data = vec![0u8; n * p.typ.row_bytes(kdim as u64).unwrap() as usize];
-                quant::quantize_row(p.typ, &wf, &mut data).unwrap();
-                let mut w = MatRef {
-                    typ: p.typ,
-                    rows: n,
-                    cols: kdim,
-                    data: &data,
-                    packed: None,
-                };
-                let bytes = pack(p, w).expect("48 x 320 divides into groups");
-                assert!(pack(
-                    p,
-                    MatRef {
-                        rows: 40,
-                        data: &data[..40 * w.row_bytes()],
-                        ..w
-                    }
-                )
-                .is_none());
-                for m in [1, 5, ROW_SPLIT_MIN + 1] {
-                    let x = values(m * kdim, 9 + m as u32);
-                    let mut want = vec![0f32; m * n];
-                    w.packed = None;
-                    matmul(k, w, &x, &mut want);
-                    for threads in [1, 3] {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .build()
-                            .unwrap();
-                        let mut got = vec![0f32; m * n];
-                        w.packed = Some(&bytes);
-                        pool.install(|| matmul(k, w, &x, &mut got));
-                        assert!(
-                            got.iter()
-                                .zip(&want)
-                                .all(|(a, b)| a.to_bits() == b.to_bits()),
-                            "{} {} m={m} threads={threads}",
-                            k.name,
-                            p.typ
-                        );
+                // An even and an odd block count (the AMX tiles take blocks in pairs).
+                for (n, kdim) in [(48, 320), (32, 352)] {
+                    let wf = values(n * kdim, 4);
+                    let mut data = vec![0u8; n * p.typ.row_bytes(kdim as u64).unwrap() as usize];
+                    quant::quantize_row(p.typ, &wf, &mut data).unwrap();
+                    let mut w = MatRef {
+                        typ: p.typ,
+                        rows: n,
+                        cols: kdim,
+                        data: &data,
+                        packed: None,
+                    };
+                    let bytes = pack(p, w).expect("the shape divides into groups");
+                    assert!(pack(
+                        p,
+                        MatRef {
+                            rows: 24,
+                            data: &data[..24 * w.row_bytes()],
+                            ..w
+                        }
+                    )
+                    .is_none());
+                    for m in [1, 5, ROW_SPLIT_MIN + 1] {
+                        let x = values(m * kdim, 9 + m as u32);
+                        let mut want = vec![0f32; m * n];
+                        w.packed = None;
+                        matmul(k, w, &x, &mut want);
+                        for threads in [1, 3] {
+                            let pool = rayon::ThreadPoolBuilder::new()
+                                .num_threads(threads)
+                                .build()
+                                .unwrap();
+                            let mut got = vec![0f32; m * n];
+                            w.packed = Some(&bytes);
+                            pool.install(|| matmul(k, w, &x, &mut got));
+                            assert!(
+                                got.iter()
+                                    .zip(&want)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{} {} m={m} threads={threads}",
+                                k.name,
+                                p.typ
+                            );
+                        }
                     }
                 }
             }
