@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::image::{self, AspectMode, Preprocess, RgbImage};
 use crate::kv_cache::{KvCache, KvType};
-use crate::model::text::{TextTrace, IMAGE, TEXT};
+use crate::model::text::{TextScratch, TextTrace, IMAGE, TEXT};
 use crate::model::Model;
 use crate::prompt::{self, Role, Turn, IMAGE_TOKEN_ID};
 use crate::sampling::{Sampler, SamplingParams};
@@ -84,6 +84,8 @@ pub struct Session<'m> {
     model: &'m Model,
     pool: rayon::ThreadPool,
     kv: KvCache,
+    /// The decoder's activation buffers, reused from call to call.
+    scratch: TextScratch,
     /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
     /// implicitly), used to reuse the cache when a new prompt extends the old one.
     cached: Vec<i64>,
@@ -125,6 +127,7 @@ impl<'m> Session<'m> {
             model,
             pool,
             kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim()),
+            scratch: TextScratch::default(),
             cached: Vec::new(),
             n_past: 0,
             turns: Vec::new(),
@@ -326,9 +329,9 @@ impl<'m> Session<'m> {
         let m = self.model;
         let d = m.config.text.n_embd;
         let pos0 = self.n_past;
-        let kv = &mut self.kv;
+        let (kv, scratch) = (&mut self.kv, &mut self.scratch);
         let logits = self.pool.install(|| {
-            let h = m.forward_text(x, &modality, pos0, kv, trace);
+            let h = m.forward_text(x, &modality, pos0, kv, scratch, trace);
             if all_logits {
                 m.lm_head(&h)
             } else {

@@ -165,6 +165,11 @@ impl Model {
         self.linear(&l.w, Some(&l.b), x)
     }
 
+    /// `y = x Wᵀ` into `y` (`rows × m.rows`) for `x` of `rows × m.cols`.
+    pub(crate) fn linear_into(&self, m: &Mat, x: &[f32], y: &mut [f32]) {
+        matmul::matmul(self.kernels, self.mat(m), x, y);
+    }
+
     /// `y = x Wᵀ (+ bias)` for `x` of `rows × m.cols`.
     pub(crate) fn linear(&self, m: &Mat, bias: Option<&[f32]>, x: &[f32]) -> Vec<f32> {
         let n_rows = x.len() / m.cols;

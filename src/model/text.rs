@@ -124,6 +124,29 @@ pub struct TextTrace {
     pub final_norm: Vec<f32>,
 }
 
+/// Reusable activation buffers of [`Model::forward_text`] (kept by a session).
+#[derive(Default, Debug)]
+pub struct TextScratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The first `n` elements of `buf`, grown (never shrunk) to hold them.
+fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
 /// Maximal runs of equal modality: `(start, end, modality)`.
 fn modality_runs(modality: &[u8]) -> Vec<(usize, usize, u8)> {
     let mut runs = Vec::new();
@@ -155,25 +178,39 @@ impl Model {
 
     /// Runs the decoder over `x` (`T × d`, positions `pos0..pos0+T` with the given modalities),
     /// appending keys/values to `kv`; returns the final-normed hidden states (`T × d`).
+    /// Intermediate activations live in `scratch`, which grows to the largest `T` seen and is
+    /// then reused, so decoding a token allocates no per-layer buffers.
     pub fn forward_text(
         &self,
         mut x: Vec<f32>,
         modality: &[u8],
         pos0: usize,
         kv: &mut KvCache,
+        scratch: &mut TextScratch,
         mut trace: Option<&mut TextTrace>,
     ) -> Vec<f32> {
         let c = self.text_cfg();
-        let (d, hd, kvd) = (c.n_embd, c.head_dim(), c.kv_dim());
+        let (d, hd, kvd, ff) = (c.n_embd, c.head_dim(), c.kv_dim(), c.n_ff);
         let t_len = modality.len();
         let runs = modality_runs(modality);
         if let Some(tr) = trace.as_deref_mut() {
             tr.inputs_embeds = x.clone();
         }
+        let TextScratch {
+            h,
+            q,
+            k,
+            v,
+            attn,
+            o,
+            g,
+            up,
+            cos,
+            sin,
+        } = scratch;
         // RoPE tables for the new positions.
         let half = hd / 2;
-        let mut cos = vec![0f32; t_len * half];
-        let mut sin = vec![0f32; t_len * half];
+        let (cos, sin) = (sized(cos, t_len * half), sized(sin, t_len * half));
         for t in 0..t_len {
             ops::rope_cos_sin(
                 pos0 + t,
@@ -184,35 +221,36 @@ impl Model {
             );
         }
         for (li, l) in self.text.layers.iter().enumerate() {
-            // u = RMS(x; g_attn[m]) per position
-            let mut u = x.clone();
+            // h = RMS(x; g_attn[m]) per position
+            let h = sized(h, t_len * d);
+            h.copy_from_slice(&x);
             for &(s, e, m) in &runs {
-                ops::rms_norm(&mut u[s * d..e * d], &l.attn_norm[m as usize], c.rms_eps);
+                ops::rms_norm(&mut h[s * d..e * d], &l.attn_norm[m as usize], c.rms_eps);
             }
             // q shared; k, v through the copy of each run's modality
-            let mut q = self.linear(&l.wq, None, &u);
-            let mut k = vec![0f32; t_len * kvd];
-            let mut v = vec![0f32; t_len * kvd];
+            let q = sized(q, t_len * d);
+            self.linear_into(&l.wq, h, q);
+            let (k, v) = (sized(k, t_len * kvd), sized(v, t_len * kvd));
             for &(s, e, m) in &runs {
-                let rows = &u[s * d..e * d];
-                k[s * kvd..e * kvd].copy_from_slice(&self.linear(&l.wk[m as usize], None, rows));
-                v[s * kvd..e * kvd].copy_from_slice(&self.linear(&l.wv[m as usize], None, rows));
+                let rows = &h[s * d..e * d];
+                self.linear_into(&l.wk[m as usize], rows, &mut k[s * kvd..e * kvd]);
+                self.linear_into(&l.wv[m as usize], rows, &mut v[s * kvd..e * kvd]);
             }
             for t in 0..t_len {
                 let (cs, sn) = (
                     &cos[t * half..(t + 1) * half],
                     &sin[t * half..(t + 1) * half],
                 );
-                for h in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
-                    ops::rope_apply(h, cs, sn, c.qk_permuted);
+                for hq in q[t * d..(t + 1) * d].chunks_exact_mut(hd) {
+                    ops::rope_apply(hq, cs, sn, c.qk_permuted);
                 }
-                for h in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                    ops::rope_apply(h, cs, sn, c.qk_permuted);
+                for hk in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
+                    ops::rope_apply(hk, cs, sn, c.qk_permuted);
                 }
             }
-            kv.k[li].write(pos0, kvd, &k);
-            kv.v[li].write(pos0, kvd, &v);
-            let mut attn = vec![0f32; t_len * d];
+            kv.k[li].write(pos0, kvd, k);
+            kv.v[li].write(pos0, kvd, v);
+            let attn = sized(attn, t_len * d);
             let shape = AttnShape {
                 n_head: c.n_head,
                 n_head_kv: c.n_head_kv,
@@ -223,7 +261,7 @@ impl Model {
                 scale: 1.0 / (hd as f32).sqrt(),
             };
             ops::attention(
-                &q,
+                q,
                 &StoreRows {
                     store: &kv.k[li],
                     width: kvd,
@@ -233,22 +271,24 @@ impl Model {
                     width: kvd,
                 },
                 shape,
-                &mut attn,
+                attn,
             );
-            // h = x + o Wo
-            let o = self.linear(&l.wo, None, &attn);
-            ops::add_in_place(&mut x, &o);
-            // w = RMS(h; g_ffn[m]); x = h + down(SiLU(w Wgate) ⊙ w Wup)
-            let mut w = x.clone();
+            // x = x + o Wo
+            let o = sized(o, t_len * d);
+            self.linear_into(&l.wo, attn, o);
+            ops::add_in_place(&mut x, o);
+            // h = RMS(x; g_ffn[m]); x = x + down(SiLU(h Wgate) ⊙ h Wup)
+            h.copy_from_slice(&x);
             for &(s, e, m) in &runs {
-                ops::rms_norm(&mut w[s * d..e * d], &l.ffn_norm[m as usize], c.rms_eps);
+                ops::rms_norm(&mut h[s * d..e * d], &l.ffn_norm[m as usize], c.rms_eps);
             }
-            let mut g = self.linear(&l.gate, None, &w);
-            let up = self.linear(&l.up, None, &w);
-            ops::silu(&mut g);
-            ops::mul_in_place(&mut g, &up);
-            let down = self.linear(&l.down, None, &g);
-            ops::add_in_place(&mut x, &down);
+            let (g, up) = (sized(g, t_len * ff), sized(up, t_len * ff));
+            self.linear_into(&l.gate, h, g);
+            self.linear_into(&l.up, h, up);
+            ops::silu(g);
+            ops::mul_in_place(g, up);
+            self.linear_into(&l.down, g, o);
+            ops::add_in_place(&mut x, o);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.layer_outputs.push(x.clone());
             }
