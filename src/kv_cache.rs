@@ -81,6 +81,19 @@ impl KvRows for StoreRows<'_> {
             }
         }
     }
+    fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
+        match self.store {
+            KvStore::F16(d) if !w.is_empty() => {
+                let end = (w.len() - 1) * self.width + off + out.len();
+                (crate::kernels::rows::row_ops().wsum_f16)(w, &d[off..end], self.width, out)
+            }
+            _ => {
+                for (p, &wp) in w.iter().enumerate() {
+                    self.axpy(p, off, wp, out);
+                }
+            }
+        }
+    }
 }
 
 /// Keys and values for every layer, `n_ctx` positions.

@@ -608,3 +608,35 @@ fn q8_0_activation_quantizers_equal_reference_bytes() {
         assert!((ops.quantize_q8_0)(&[0.0; 31], &mut [0u8; 34]).is_err());
     }
 }
+
+/// `wsum_f16` (rows summed with the sums kept in registers) equals `axpy_f16` called row after
+/// row, bitwise, for head widths around the 32/8-lane steps and a row stride wider than the
+/// head, in every row variant.
+#[test]
+fn wsum_f16_equals_repeated_axpy_bitwise() {
+    use owlet::kernels::rows::row_variants;
+    let mut rng = Rng(14);
+    for ops in row_variants() {
+        for (dim, rows, stride) in [(64, 37, 96), (100, 5, 100), (7, 3, 9), (64, 1, 64)] {
+            let v: Vec<half::f16> = values(Kind::Heavy, (rows - 1) * stride + dim, &mut rng)
+                .iter()
+                .map(|&x| half::f16::from_f32(x))
+                .collect();
+            let w = values(Kind::Random, rows, &mut rng);
+            let start = values(Kind::Random, dim, &mut rng);
+            let mut want = start.clone();
+            for (p, &wp) in w.iter().enumerate() {
+                (ops.axpy_f16)(wp, &v[p * stride..p * stride + dim], &mut want);
+            }
+            let mut got = start.clone();
+            (ops.wsum_f16)(&w, &v, stride, &mut got);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} dim={dim} rows={rows}",
+                ops.name
+            );
+        }
+    }
+}

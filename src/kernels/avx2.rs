@@ -54,6 +54,7 @@ pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
     axpy_f16: row_axpy_f16,
     gemm_f32: row_gemm_f32,
     quantize_q8_0: crate::quant::quantize_row_q8_0,
+    wsum_f16: row_wsum_f16,
 };
 
 static AVX2_ROWS: RowOps = AVX2_ROWS_TABLE;
@@ -748,4 +749,66 @@ fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
         }
         i += rows;
     }
+}
+
+/// `wsum_f16` over `n_rows` rows: 32 output lanes at a time held in four accumulators across
+/// all rows, then 8, then the scalar tail with `axpy_f16`'s separate multiply and add; each
+/// element sees the same operations in the same order as `n_rows` calls of `axpy_f16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsum_f16_body(
+    n_rows: usize,
+    w: *const f32,
+    v: *const f16,
+    stride: usize,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i + 32 <= n {
+        let mut acc: [__m256; 4] = std::array::from_fn(|u| _mm256_loadu_ps(o.add(i + 8 * u)));
+        for p in 0..n_rows {
+            let wv = _mm256_set1_ps(*w.add(p));
+            let row = v.add(p * stride + i);
+            for u in 0..4 {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(row.add(8 * u).cast()));
+                acc[u] = _mm256_fmadd_ps(wv, x, acc[u]);
+            }
+        }
+        for u in 0..4 {
+            _mm256_storeu_ps(o.add(i + 8 * u), acc[u]);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let mut acc = _mm256_loadu_ps(o.add(i));
+        for p in 0..n_rows {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(p * stride + i).cast()));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(p)), x, acc);
+        }
+        _mm256_storeu_ps(o.add(i), acc);
+        i += 8;
+    }
+    for j in i..n {
+        for p in 0..n_rows {
+            *o.add(j) += *w.add(p) * (*v.add(p * stride + j)).to_f32();
+        }
+    }
+}
+
+fn row_wsum_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
+    let n_rows = w.len();
+    if n_rows == 0 {
+        return;
+    }
+    assert!(
+        (n_rows - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(out.len()))
+            .is_some_and(|end| end <= v.len()),
+        "wsum rows do not fit"
+    );
+    // SAFETY: AVX2/FMA/F16C were detected before this table could be obtained; the assert
+    // above keeps every row p < n_rows (out.len() halves at p·stride) inside `v`.
+    unsafe { wsum_f16_body(n_rows, w.as_ptr(), v.as_ptr(), stride, out) }
 }

@@ -19,6 +19,9 @@ pub struct RowOps {
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `out[i] += w·v[i]` with f16 `v`
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    /// `out[i] += Σ_p w[p]·v[p·stride + i]`, bitwise what [`RowOps::axpy_f16`] gives when
+    /// called for p = 0, 1, … in order (the sums stay in registers between rows).
+    pub wsum_f16: fn(&[f32], &[f16], usize, &mut [f32]),
     /// `c = a·b` for the f32 matrices of a [`Gemm`]: see there.
     pub gemm_f32: fn(&Gemm<'_>, &mut [f32]),
     /// Quantizes activations to Q8_0 blocks, bytes identical to
@@ -70,6 +73,7 @@ pub static SCALAR: RowOps = RowOps {
     axpy_f16: scalar_axpy_f16,
     gemm_f32: scalar_gemm_f32,
     quantize_q8_0: crate::quant::quantize_row_q8_0,
+    wsum_f16: scalar_wsum_f16,
 };
 
 /// The row primitives for this process (chosen on first use).
@@ -134,6 +138,17 @@ pub fn scalar_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
                 *o = av.mul_add(bv, *o);
             }
         }
+    }
+}
+
+/// The scalar `wsum_f16`: one `axpy_f16` per row, in order.
+///
+/// # Panics
+/// If a row `p < w.len()` does not fit `v` (a caller bug).
+pub fn scalar_wsum_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    for (p, &wp) in w.iter().enumerate() {
+        scalar_axpy_f16(wp, &v[p * stride..p * stride + n], out);
     }
 }
 

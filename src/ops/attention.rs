@@ -20,6 +20,13 @@ pub trait KvRows: Sync {
     fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32;
     /// `out[d] += w · V[pos][off + d]`.
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]);
+    /// `axpy(p, off, w[p], out)` for p = 0, 1, … in order (implementations may keep the sums
+    /// in registers but must give the same bits).
+    fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
+        for (p, &wp) in w.iter().enumerate() {
+            self.axpy(p, off, wp, out);
+        }
+    }
 }
 
 /// A row-major f32 matrix of `width`-wide rows.
@@ -59,36 +66,42 @@ pub struct AttnShape {
 pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &mut [f32]) {
     let width = s.n_head * s.head_dim;
     let group = s.n_head / s.n_head_kv;
-    // One score buffer per rayon work split (not per row), grown to the longest row it sees.
-    let rows = out
-        .par_chunks_mut(width)
-        .zip(q.par_chunks(width))
+    // Blocks of query rows, heads outermost inside a block: one head's keys and values (a
+    // strided slice of every cached row) stay in cache while the block's queries use them.
+    // Each (row, head) output is computed exactly as alone, so blocking changes no bits.
+    let blocks = out
+        .par_chunks_mut(width * CACHED_QUERY_BLOCK)
+        .zip(q.par_chunks(width * CACHED_QUERY_BLOCK))
         .enumerate();
-    rows.for_each_init(Vec::new, |buf: &mut Vec<f32>, (i, (o, qi))| {
-        let n_keys = if s.causal {
-            s.first_pos + i + 1
-        } else {
-            s.n_keys
-        };
-        if buf.len() < n_keys {
-            buf.resize(n_keys, 0.0);
-        }
-        let scores = &mut buf[..n_keys];
+    blocks.for_each_init(Vec::new, |buf: &mut Vec<f32>, (b, (ob, qb))| {
         for h in 0..s.n_head {
-            let qh = &qi[h * s.head_dim..(h + 1) * s.head_dim];
             let koff = (h / group) * s.head_dim;
-            for (p, sc) in scores.iter_mut().enumerate() {
-                *sc = k.dot(p, koff, qh) * s.scale;
-            }
-            super::softmax(scores);
-            let oh = &mut o[h * s.head_dim..(h + 1) * s.head_dim];
-            oh.fill(0.0);
-            for (p, &w) in scores.iter().enumerate() {
-                v.axpy(p, koff, w, oh);
+            for (r, (o, qi)) in ob.chunks_mut(width).zip(qb.chunks(width)).enumerate() {
+                let i = b * CACHED_QUERY_BLOCK + r;
+                let n_keys = if s.causal {
+                    s.first_pos + i + 1
+                } else {
+                    s.n_keys
+                };
+                if buf.len() < n_keys {
+                    buf.resize(n_keys, 0.0);
+                }
+                let scores = &mut buf[..n_keys];
+                let qh = &qi[h * s.head_dim..(h + 1) * s.head_dim];
+                for (p, sc) in scores.iter_mut().enumerate() {
+                    *sc = k.dot(p, koff, qh) * s.scale;
+                }
+                super::softmax(scores);
+                let oh = &mut o[h * s.head_dim..(h + 1) * s.head_dim];
+                oh.fill(0.0);
+                v.axpys(koff, scores, oh);
             }
         }
     });
 }
+
+/// Query rows per [`attention`] task.
+const CACHED_QUERY_BLOCK: usize = 16;
 
 /// Query rows per [`attention_dense`] task: the block's scores (`QUERY_BLOCK × n_keys` f32)
 /// stay in L2 while they are turned into outputs.
