@@ -103,16 +103,19 @@ pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &
 /// Query rows per [`attention`] task.
 const CACHED_QUERY_BLOCK: usize = 16;
 
-/// Query rows per [`attention_dense`] task: the block's scores (`QUERY_BLOCK × n_keys` f32)
-/// stay in L2 while they are turned into outputs.
-const QUERY_BLOCK: usize = 32;
+/// The most query rows per [`attention_dense`] task: the block's scores (`rows × n_keys` f32)
+/// stay in L2 while they are turned into outputs. Blocks are evened out (1025 queries give
+/// 26 blocks of at most 40, not 32 blocks of 32 and one of a single row, which would stream a
+/// whole head's keys and values for one query).
+const QUERY_BLOCK: usize = 40;
 
 /// Non-causal attention of every row of `q` over f32 keys `k` and values `v` (all row-major,
 /// `n × (n_head·head_dim)`-shaped, keys/values `s.n_keys` rows of `n_head_kv·head_dim`):
 /// `out[i, h] = softmax_s(q[i,h]·K[s,h]·scale) V[s,h]`.
 ///
-/// Per (head, block of [`QUERY_BLOCK`] queries): the head's keys are transposed once
-/// (`head_dim × n_keys`), the scores are one [`Gemm`] (queries × transposed keys), each row is
+/// Per (head, block of up to [`QUERY_BLOCK`] queries): the head's keys are transposed once
+/// (`head_dim × n_keys`) and its values gathered into one contiguous `n_keys × head_dim` run
+/// (value rows are a power-of-two stride apart, which aliases in L1), the scores are one [`Gemm`] (queries × transposed keys), each row is
 /// scaled and soft-maxed, and the outputs are a second [`Gemm`] (scores × the head's value
 /// columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
 /// on the thread count.
@@ -127,28 +130,36 @@ pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut 
         out.fill(0.0);
         return;
     }
-    let blocks = n_q.div_ceil(QUERY_BLOCK);
+    let qb = n_q.div_ceil(n_q.div_ceil(QUERY_BLOCK));
+    let blocks = n_q.div_ceil(qb);
     let ops = row_ops();
-    // Kᵀ per key/value head: kt[(g·hd + d)·nk + p] = K[p, g·hd + d].
+    // Per key/value head g: Kᵀ, kt[(g·hd + d)·nk + p] = K[p, g·hd + d], and V contiguous,
+    // vc[(g·nk + p)·hd + d] = V[p, g·hd + d].
     let mut kt = vec![0f32; kv_width * nk];
-    kt.par_chunks_mut(hd * nk).enumerate().for_each(|(g, ktg)| {
-        for (p, krow) in k.chunks_exact(kv_width).take(nk).enumerate() {
-            for (d, &x) in krow[g * hd..(g + 1) * hd].iter().enumerate() {
-                ktg[d * nk + p] = x;
-            }
-        }
-    });
-    // Head-major results, each head padded to whole blocks: task (h, b) owns rows
-    // b·QUERY_BLOCK.. of head h, `hd` floats each.
-    let padded = blocks * QUERY_BLOCK;
-    let mut by_head = vec![0f32; s.n_head * padded * hd];
-    by_head
-        .par_chunks_mut(QUERY_BLOCK * hd)
+    let mut vc = vec![0f32; kv_width * nk];
+    kt.par_chunks_mut(hd * nk)
+        .zip(vc.par_chunks_mut(hd * nk))
         .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (t, o)| {
+        .for_each(|(g, (ktg, vcg))| {
+            for (p, krow) in k.chunks_exact(kv_width).take(nk).enumerate() {
+                for (d, &x) in krow[g * hd..(g + 1) * hd].iter().enumerate() {
+                    ktg[d * nk + p] = x;
+                }
+            }
+            for (p, vrow) in v.chunks_exact(kv_width).take(nk).enumerate() {
+                vcg[p * hd..(p + 1) * hd].copy_from_slice(&vrow[g * hd..(g + 1) * hd]);
+            }
+        });
+    // Head-major results, each head padded to whole blocks: task (h, b) owns rows
+    // b·qb.. of head h, `hd` floats each.
+    let padded = blocks * qb;
+    let mut by_head = vec![0f32; s.n_head * padded * hd];
+    by_head.par_chunks_mut(qb * hd).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (t, o)| {
             let (h, blk) = (t / blocks, t % blocks);
-            let i0 = blk * QUERY_BLOCK;
-            let rows = QUERY_BLOCK.min(n_q - i0);
+            let i0 = blk * qb;
+            let rows = qb.min(n_q - i0);
             let o = &mut o[..rows * hd];
             let koff = (h / group) * hd;
             scores.resize(rows * nk, 0.0);
@@ -175,12 +186,13 @@ pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut 
                 k: nk,
                 a: scores,
                 lda: nk,
-                b: &v[koff..],
-                ldb: kv_width,
+                b: &vc[koff * nk..(koff + hd) * nk],
+                ldb: hd,
                 ldc: hd,
             };
             (ops.gemm_f32)(&pv, o);
-        });
+        },
+    );
     // Scatter the heads back into rows.
     out.par_chunks_mut(width).enumerate().for_each(|(i, row)| {
         for (h, oh) in row.chunks_exact_mut(hd).enumerate() {
