@@ -30,7 +30,7 @@ pub struct Mat {
     pub cols: usize,
     /// The rows repacked at load for the kernel variant's [`kernels::Packing`], if it has one
     /// for this type (shared by clones: a llama file's "visual" copies are the text ones).
-    packed: Option<std::sync::Arc<[u8]>>,
+    packed: Option<std::sync::Arc<matmul::PackedWeights>>,
 }
 
 impl Mat {
@@ -156,7 +156,7 @@ impl Model {
             rows: m.rows,
             cols: m.cols,
             data: self.gguf.tensor_bytes(&m.info),
-            packed: m.packed.as_deref(),
+            packed: m.packed.as_deref().map(|p| &**p),
         }
     }
 
@@ -359,7 +359,7 @@ impl Loader<'_> {
 /// the file pages it copied, so the resident set stays about the file's size. A tensor that
 /// appears twice (a llama file's MAM "copies") is packed once.
 fn pack_mats<'a>(gguf: &Gguf, kernels: &Kernels, mats: impl Iterator<Item = &'a mut Mat>) {
-    let mut done: Vec<(String, std::sync::Arc<[u8]>)> = Vec::new();
+    let mut done: Vec<(String, std::sync::Arc<matmul::PackedWeights>)> = Vec::new();
     for m in mats {
         let Some(p) = kernels.packing(m.info.typ) else {
             continue;
@@ -376,7 +376,7 @@ fn pack_mats<'a>(gguf: &Gguf, kernels: &Kernels, mats: impl Iterator<Item = &'a 
             packed: None,
         };
         if let Some(bytes) = matmul::pack(p, w) {
-            let bytes: std::sync::Arc<[u8]> = bytes.into();
+            let bytes = std::sync::Arc::new(bytes);
             gguf.release(&m.info);
             done.push((m.info.name.clone(), bytes.clone()));
             m.packed = Some(bytes);

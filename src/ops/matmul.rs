@@ -277,9 +277,48 @@ impl<'a> Tiles<'a> {
     }
 }
 
+/// Repacked weights: an anonymous memory map where the OS gives one (on Linux advised to use
+/// transparent huge pages: decode streams gigabytes of them per token, and 4 KiB pages cost a
+/// TLB miss every 4 KiB and stop prefetches at each page edge), else a heap buffer.
+pub enum PackedWeights {
+    Map(memmap2::Mmap),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for PackedWeights {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PackedWeights::Map(m) => m,
+            PackedWeights::Heap(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedWeights({} bytes)", self.len())
+    }
+}
+
+/// `len` zeroed bytes for packed weights, and where they live.
+fn packed_buffer(len: usize) -> Result<memmap2::MmapMut, Vec<u8>> {
+    match memmap2::MmapMut::map_anon(len) {
+        Ok(map) => {
+            #[cfg(target_os = "linux")]
+            {
+                // A hint: without transparent huge pages it changes nothing.
+                let _ = map.advise(memmap2::Advice::HugePage);
+            }
+            Ok(map)
+        }
+        Err(_) => Err(vec![0u8; len]),
+    }
+}
+
 /// Repacks `w` for `p` (groups of [`TILE_ROWS`] rows, in parallel), or `None` when its shape
 /// does not divide into groups of whole blocks.
-pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<Vec<u8>> {
+pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<PackedWeights> {
     if w.typ != p.typ
         || !w.rows.is_multiple_of(TILE_ROWS)
         || !w.cols.is_multiple_of(32)
@@ -288,12 +327,25 @@ pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<Vec<u8>> {
         return None;
     }
     let gb = w.cols / 32 * p.record_bytes;
-    let mut out = vec![0u8; w.rows / TILE_ROWS * gb];
-    out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
-        let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
-        (p.pack)(w.cols, &rows, o);
-    });
-    Some(out)
+    let fill = |out: &mut [u8]| {
+        out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
+            let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
+            (p.pack)(w.cols, &rows, o);
+        })
+    };
+    Some(match packed_buffer(w.rows / TILE_ROWS * gb) {
+        Ok(mut map) => {
+            fill(&mut map);
+            match map.make_read_only() {
+                Ok(m) => PackedWeights::Map(m),
+                Err(_) => return None,
+            }
+        }
+        Err(mut heap) => {
+            fill(&mut heap);
+            PackedWeights::Heap(heap)
+        }
+    })
 }
 
 /// Activation rows from which a quantized product splits its work by activation rows rather
