@@ -457,9 +457,9 @@ pub fn write_gguf(
     match res {
         Ok(mut summary) => {
             // Self-check: the runtime's own loader must accept the file before it replaces
-            // anything.
+            // anything (with the generic kernels, which repack nothing: validation only).
             let check = Gguf::open(&tmp).map_err(|e| anyhow!("{e}")).and_then(|g| {
-                owlet::model::Model::from_gguf(g)
+                owlet::model::Model::from_gguf_with_kernels(g, &owlet::kernels::GENERIC)
                     .map(|_| ())
                     .map_err(|e| anyhow!("{e}"))
             });

@@ -88,6 +88,13 @@ impl Model {
         Model::build(gguf, kernels)
     }
 
+    /// [`Model::from_gguf`] with an explicit kernel variant. With [`kernels::GENERIC`] (which
+    /// repacks nothing) it is the cheapest full validation of a file: the converter's
+    /// self-check, which must not hold a repacked copy of a 7B model in memory.
+    pub fn from_gguf_with_kernels(gguf: Gguf, kernels: &'static Kernels) -> Result<Model> {
+        Model::build(gguf, kernels)
+    }
+
     fn build(gguf: Gguf, kernels: &'static Kernels) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
         let tokenizer = load_tokenizer(&gguf)?;
