@@ -403,7 +403,8 @@ impl Gguf {
             let start = usize::try_from(self.data_offset.checked_add(t.offset)?).ok()?;
             let end = start.checked_add(usize::try_from(t.size).ok()?)?;
             let (s, e) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
-            (e > s && e <= map.len()).then_some((s, e - s))
+            // A tensor smaller than a page may have no whole page inside it.
+            (e > s && e <= map.len()).then(|| (s, e - s))
         };
         if let Some((offset, len)) = range() {
             // SAFETY: the map is a private read-only file mapping; MADV_DONTNEED only drops its
