@@ -87,6 +87,13 @@ static AMX: Kernels = Kernels {
             tile: avx512vnni::q8_0_packed_tile,
             tile16: Some(q8_0_tile16),
         },
+        Packing {
+            typ: GgmlType::Q4_K,
+            record_bytes: avx512vnni::Q4_KX16,
+            pack: avx512vnni::pack_q4_k,
+            tile: avx512vnni::q4_k_packed_tile,
+            tile16: None,
+        },
     ],
     ..avx512vnni::AVX512VNNI_TABLE
 };

@@ -66,6 +66,13 @@ pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
             tile: q8_0_packed_tile,
             tile16: None,
         },
+        Packing {
+            typ: GgmlType::Q4_K,
+            record_bytes: Q4_KX16,
+            pack: pack_q4_k,
+            tile: q4_k_packed_tile,
+            tile16: None,
+        },
     ],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
@@ -374,6 +381,150 @@ fn run_packed<P: Packed>(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
             2 => packed_body::<P, 2>(nb, group.as_ptr(), &ap, &mut res),
             3 => packed_body::<P, 3>(nb, group.as_ptr(), &ap, &mut res),
             _ => packed_body::<P, 4>(nb, group.as_ptr(), &ap, &mut res),
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for c in 0..na {
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = res[c][r];
+            }
+        }
+    }
+}
+
+/// Bytes of one packed Q4_K record: 16 rows' super-block `b` (see [`pack_q4_k`]).
+pub(super) const Q4_KX16: usize = 64 + 256 + 2048;
+
+/// Packs 16 Q4_K rows of `n` values for [`q4_k_packed_tile`]: per super-block, one record of
+/// the 16 `d` and the 16 `dmin` (f16, row order), the eight sub-blocks' six-bit scales and
+/// mins unpacked to bytes (16 rows each), then per 64-value chunk the quants' bytes 0..16 and
+/// 16..32 in quads (low nibbles: the chunk's first sub-block, high: its second).
+pub(super) fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / 256;
+    if rows.len() != TILE_ROWS || out.len() != nb * Q4_KX16 {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q4_KX16).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b * 144..(b + 1) * 144];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
+            rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[2..4]);
+            for j in 0..8 {
+                let (sc, m) = crate::quant::unpack_scale_min_k4(j, &x[4..16]);
+                rec[64 + 16 * j + r] = sc;
+                rec[192 + 16 * j + r] = m;
+            }
+            let (k, lane) = (r % 4, r / 4);
+            for c in 0..4 {
+                for h in 0..2 {
+                    let at = 320 + 512 * c + 256 * h + 64 * k + 16 * lane;
+                    let src = 16 + 32 * c + 16 * h;
+                    rec[at..at + 16].copy_from_slice(&x[src..src + 16]);
+                }
+            }
+        }
+    }
+}
+
+/// The Q4_K body over packed records: 16 rows, `C` Q8_K activation columns. Per super-block and
+/// row lane, the exact formula of [`super::tiles::q4_k_q8_k_exact`]: `isum = Σ_j sc_j·s_j` and
+/// `msum = Σ_j m_j·(bsum_2j + bsum_2j+1)` in i32, then `acc += (d·d_a)·isum` and
+/// `acc −= (dmin·d_a)·msum` with separate roundings, as the scalar code.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn q4_k_packed_body<const C: usize>(
+    nb: usize,
+    g: *const u8,
+    ap: &[*const u8; TILE],
+    res: &mut [[f32; TILE_ROWS]; TILE],
+) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        let rec = g.add(b * Q4_KX16);
+        if C == 1 {
+            let mut l = 0;
+            while l < Q4_KX16 {
+                _mm_prefetch::<_MM_HINT_T1>(rec.wrapping_add(PACKED_PREFETCH_AHEAD + l).cast());
+                l += 64;
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(32).cast()));
+        let mut isum = [zero; TILE];
+        let mut msum = [zero; TILE];
+        for c in 0..4 {
+            let z0: [__m512i; 4] =
+                std::array::from_fn(|k| _mm512_loadu_si512(rec.add(320 + 512 * c + 64 * k).cast()));
+            let z1: [__m512i; 4] = std::array::from_fn(|k| {
+                _mm512_loadu_si512(rec.add(320 + 512 * c + 256 + 64 * k).cast())
+            });
+            for h in 0..2 {
+                let j = 2 * c + h;
+                let nib = |z: __m512i| {
+                    if h == 0 {
+                        _mm512_and_si512(z, m4)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4)
+                    }
+                };
+                let (lo, hi) = (z0.map(nib), z1.map(nib));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(64 + 16 * j).cast()));
+                let mn = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(192 + 16 * j).cast()));
+                for col in 0..C {
+                    let y = ap[col].add(b * 292);
+                    let a_lo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(4 + 32 * j).cast()));
+                    let a_hi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(20 + 32 * j).cast()));
+                    let mut p = [zero; 4];
+                    for k in 0..4 {
+                        p[k] = _mm512_dpbusd_epi32(
+                            _mm512_dpbusd_epi32(zero, lo[k], a_lo),
+                            hi[k],
+                            a_hi,
+                        );
+                    }
+                    isum[col] = _mm512_add_epi32(isum[col], _mm512_mullo_epi32(reduce16(&p), sc));
+                    let bs = |g: usize| std::ptr::read_unaligned(y.add(260 + 2 * g).cast::<i16>());
+                    let sj = bs(2 * j) as i32 + bs(2 * j + 1) as i32;
+                    msum[col] =
+                        _mm512_add_epi32(msum[col], _mm512_mullo_epi32(mn, _mm512_set1_epi32(sj)));
+                }
+            }
+        }
+        for col in 0..C {
+            let yd = _mm512_set1_ps(std::ptr::read_unaligned(ap[col].add(b * 292).cast::<f32>()));
+            let t = _mm512_mul_ps(_mm512_mul_ps(d, yd), _mm512_cvtepi32_ps(isum[col]));
+            acc[col] = _mm512_add_ps(acc[col], t);
+            let t = _mm512_mul_ps(_mm512_mul_ps(dmin, yd), _mm512_cvtepi32_ps(msum[col]));
+            acc[col] = _mm512_sub_ps(acc[col], t);
+        }
+    }
+    for c in 0..C {
+        _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// 16 packed Q4_K rows × up to [`TILE`] Q8_K activation rows: `out[r·a.len() + c]`, bitwise
+/// what the plain Q4_K tile gives for the same rows unpacked. Short inputs yield nothing.
+pub(super) fn q4_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let na = a.len().min(TILE);
+    let nb = n / 256;
+    if na == 0 || group.len() < nb * Q4_KX16 || a[..na].iter().any(|r| r.len() < nb * 292) {
+        return;
+    }
+    let mut ap = [a[0].as_ptr(); TILE];
+    for (p, row) in ap.iter_mut().zip(&a[..na]) {
+        *p = row.as_ptr();
+    }
+    let mut res = [[0f32; TILE_ROWS]; TILE];
+    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
+    // could be obtained; `group` holds nb records and every activation row nb Q8_K blocks.
+    unsafe {
+        match na {
+            1 => q4_k_packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
+            2 => q4_k_packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
+            3 => q4_k_packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
+            _ => q4_k_packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
         }
     }
     for r in 0..TILE_ROWS {

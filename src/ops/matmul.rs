@@ -262,7 +262,7 @@ impl<'a> Tiles<'a> {
         match self.packed {
             // Packed matrices have whole groups: r0 is a multiple of 16 and nw is 16.
             Some((p, bytes)) => {
-                let gb = self.w.cols / 32 * p.record_bytes;
+                let gb = self.w.cols / p.typ.block_size() * p.record_bytes;
                 let g = r0 / TILE_ROWS;
                 (p.tile)(self.w.cols, &bytes[g * gb..(g + 1) * gb], a, res);
             }
@@ -321,12 +321,12 @@ fn packed_buffer(len: usize) -> Result<memmap2::MmapMut, Vec<u8>> {
 pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<PackedWeights> {
     if w.typ != p.typ
         || !w.rows.is_multiple_of(TILE_ROWS)
-        || !w.cols.is_multiple_of(32)
+        || !w.cols.is_multiple_of(p.typ.block_size())
         || w.cols == 0
     {
         return None;
     }
-    let gb = w.cols / 32 * p.record_bytes;
+    let gb = w.cols / p.typ.block_size() * p.record_bytes;
     let fill = |out: &mut [u8]| {
         out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
             let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
@@ -581,7 +581,8 @@ mod tests {
         for k in crate::kernels::available() {
             for p in k.packings {
                 // An even and an odd block count (the AMX tiles take blocks in pairs).
-                for (n, kdim) in [(48, 320), (32, 352)] {
+                let bs = p.typ.block_size();
+                for (n, kdim) in [(48, 10 * bs), (32, if bs == 256 { 3 } else { 11 } * bs)] {
                     let wf = values(n * kdim, 4);
                     let mut data = vec![0u8; n * p.typ.row_bytes(kdim as u64).unwrap() as usize];
                     quant::quantize_row(p.typ, &wf, &mut data).unwrap();
