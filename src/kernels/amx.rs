@@ -94,6 +94,13 @@ static AMX: Kernels = Kernels {
             tile: avx512vnni::q4_k_packed_tile,
             tile16: None,
         },
+        Packing {
+            typ: GgmlType::Q6_K,
+            record_bytes: avx512vnni::Q6_KX16,
+            pack: avx512vnni::pack_q6_k,
+            tile: avx512vnni::q6_k_packed_tile,
+            tile16: None,
+        },
     ],
     ..avx512vnni::AVX512VNNI_TABLE
 };

@@ -73,6 +73,13 @@ pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
             tile: q4_k_packed_tile,
             tile16: None,
         },
+        Packing {
+            typ: GgmlType::Q6_K,
+            record_bytes: Q6_KX16,
+            pack: pack_q6_k,
+            tile: q6_k_packed_tile,
+            tile16: None,
+        },
     ],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
@@ -525,6 +532,122 @@ pub(super) fn q4_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f
             2 => q4_k_packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
             3 => q4_k_packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
             _ => q4_k_packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for c in 0..na {
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = res[c][r];
+            }
+        }
+    }
+}
+
+/// Bytes of one packed Q6_K record: 16 rows' super-block `b` (see [`pack_q6_k`]).
+pub(super) const Q6_KX16: usize = 32 + 256 + 4096;
+
+/// Packs 16 Q6_K rows of `n` values for [`q6_k_packed_tile`]: per super-block, one record of
+/// the 16 `d` (f16, row order), the sixteen 16-value sub-blocks' signed scales (16 rows each),
+/// then each sub-block's levels as unsigned bytes `q + 32` (0..63) in quads. The six-bit
+/// levels are unpacked here once, so the tile needs no bit shuffling (the record is 30 % larger
+/// than the 16 rows it holds: 4384 bytes against 3360).
+pub(super) fn pack_q6_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / 256;
+    if rows.len() != TILE_ROWS || out.len() != nb * Q6_KX16 {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q6_KX16).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b * 210..(b + 1) * 210];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[208..210]);
+            for j in 0..16 {
+                rec[32 + 16 * j + r] = x[192 + j];
+            }
+            let (k, lane) = (r % 4, r / 4);
+            for i in 0..256 {
+                let (h, quarter, l) = (i / 128, (i % 128) / 32, i % 32);
+                let ql = &x[64 * h..64 * h + 64];
+                let qh = &x[128 + 32 * h..128 + 32 * h + 32];
+                let q = (crate::quant::q6_k_quant(ql, qh, quarter, l) as i32 + 32) as u8;
+                let (j, e) = (i / 16, i % 16);
+                rec[288 + 256 * j + 64 * k + 16 * lane + e] = q;
+            }
+        }
+    }
+}
+
+/// The Q6_K body over packed records: 16 rows, `C` Q8_K activation columns. Per super-block and
+/// row lane, the exact formula of [`super::tiles::q6_k_q8_k_exact`]: `isum = Σ_j sc_j·s_j` and
+/// `msum = Σ_j sc_j·bsum_j` in i32, then `acc += (d·d_a)·(isum − 32·msum)` with separate
+/// roundings, as the scalar code.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn q6_k_packed_body<const C: usize>(
+    nb: usize,
+    g: *const u8,
+    ap: &[*const u8; TILE],
+    res: &mut [[f32; TILE_ROWS]; TILE],
+) {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        let rec = g.add(b * Q6_KX16);
+        if C == 1 {
+            let mut l = 0;
+            while l < Q6_KX16 {
+                _mm_prefetch::<_MM_HINT_T1>(rec.wrapping_add(PACKED_PREFETCH_AHEAD + l).cast());
+                l += 64;
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let mut isum = [zero; TILE];
+        let mut msum = [zero; TILE];
+        for j in 0..16 {
+            let q: [__m512i; 4] =
+                std::array::from_fn(|k| _mm512_loadu_si512(rec.add(288 + 256 * j + 64 * k).cast()));
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(32 + 16 * j).cast()));
+            for col in 0..C {
+                let y = ap[col].add(b * 292);
+                let a = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(4 + 16 * j).cast()));
+                let p: [__m512i; 4] = std::array::from_fn(|k| _mm512_dpbusd_epi32(zero, q[k], a));
+                isum[col] = _mm512_add_epi32(isum[col], _mm512_mullo_epi32(reduce16(&p), sc));
+                let bsum = std::ptr::read_unaligned(y.add(260 + 2 * j).cast::<i16>()) as i32;
+                msum[col] =
+                    _mm512_add_epi32(msum[col], _mm512_mullo_epi32(sc, _mm512_set1_epi32(bsum)));
+            }
+        }
+        for col in 0..C {
+            let yd = _mm512_set1_ps(std::ptr::read_unaligned(ap[col].add(b * 292).cast::<f32>()));
+            let net = _mm512_sub_epi32(isum[col], _mm512_slli_epi32::<5>(msum[col]));
+            let t = _mm512_mul_ps(_mm512_mul_ps(d, yd), _mm512_cvtepi32_ps(net));
+            acc[col] = _mm512_add_ps(acc[col], t);
+        }
+    }
+    for c in 0..C {
+        _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// 16 packed Q6_K rows × up to [`TILE`] Q8_K activation rows: `out[r·a.len() + c]`, bitwise
+/// what the plain Q6_K tile gives for the same rows unpacked. Short inputs yield nothing.
+pub(super) fn q6_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let na = a.len().min(TILE);
+    let nb = n / 256;
+    if na == 0 || group.len() < nb * Q6_KX16 || a[..na].iter().any(|r| r.len() < nb * 292) {
+        return;
+    }
+    let mut ap = [a[0].as_ptr(); TILE];
+    for (p, row) in ap.iter_mut().zip(&a[..na]) {
+        *p = row.as_ptr();
+    }
+    let mut res = [[0f32; TILE_ROWS]; TILE];
+    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
+    // could be obtained; `group` holds nb records and every activation row nb Q8_K blocks.
+    unsafe {
+        match na {
+            1 => q6_k_packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
+            2 => q6_k_packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
+            3 => q6_k_packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
+            _ => q6_k_packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
         }
     }
     for r in 0..TILE_ROWS {
