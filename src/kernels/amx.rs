@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 use super::avx512vnni::{self, Packed, Q40, Q80};
 use super::tile16::{ACT_RECORD, COLS};
 use super::{Kernels, Packing, TILE_ROWS};
-use crate::quant::GgmlType;
 
 /// The AMX table, if the CPU has AMX-INT8 and the OS grants this process the tile state.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -74,33 +73,15 @@ static AMX: Kernels = Kernels {
     name: "amx",
     packings: &[
         Packing {
-            typ: GgmlType::Q4_0,
-            record_bytes: avx512vnni::Q4_0X16,
-            pack: avx512vnni::pack_q4_0,
-            tile: avx512vnni::q4_0_packed_tile,
             tile16: Some(q4_0_tile16),
+            ..avx512vnni::Q4_0_PACKING
         },
         Packing {
-            typ: GgmlType::Q8_0,
-            record_bytes: avx512vnni::Q8_0X16,
-            pack: avx512vnni::pack_q8_0,
-            tile: avx512vnni::q8_0_packed_tile,
             tile16: Some(q8_0_tile16),
+            ..avx512vnni::Q8_0_PACKING
         },
-        Packing {
-            typ: GgmlType::Q4_K,
-            record_bytes: avx512vnni::Q4_KX16,
-            pack: avx512vnni::pack_q4_k,
-            tile: avx512vnni::q4_k_packed_tile,
-            tile16: None,
-        },
-        Packing {
-            typ: GgmlType::Q6_K,
-            record_bytes: avx512vnni::Q6_KX16,
-            pack: avx512vnni::pack_q6_k,
-            tile: avx512vnni::q6_k_packed_tile,
-            tile16: None,
-        },
+        avx512vnni::Q4_K_PACKING,
+        avx512vnni::Q6_K_PACKING,
     ],
     ..avx512vnni::AVX512VNNI_TABLE
 };

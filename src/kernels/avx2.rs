@@ -728,25 +728,39 @@ unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
 }
 
 fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
+    run_gemm(
+        g,
+        c,
+        [
+            gemm_rows::<1>,
+            gemm_rows::<2>,
+            gemm_rows::<3>,
+            gemm_rows::<4>,
+        ],
+    );
+}
+
+/// A [`Gemm`] body for a block of rows: `(g, first row of a, first row of c)`.
+pub(super) type GemmRows = unsafe fn(&Gemm<'_>, *const f32, *mut f32);
+
+/// Runs a [`Gemm`] four rows at a time, `bodies[r − 1]` taking blocks of `r` rows. Shared by
+/// the x86 row tables: the bodies must come from a table whose detection verified their
+/// target features.
+pub(super) fn run_gemm(g: &Gemm<'_>, c: &mut [f32], bodies: [GemmRows; 4]) {
     assert!(g.fits(c.len()), "gemm operands do not fit the shape");
     let mut i = 0;
     while i < g.m {
         let rows = (g.m - i).min(4);
-        // SAFETY: AVX2/FMA/F16C were detected before this table could be obtained; `fits`
-        // checked that rows i..i+rows of `a` and `c` and all k rows of `b` are in bounds for
-        // the n columns (and k elements of `a`) the body touches.
+        // SAFETY: the bodies' target features were detected before their table could be
+        // obtained; `fits` checked that rows i..i+rows of `a` and `c` and all k rows of `b`
+        // are in bounds for the n columns (and k elements of `a`) a body touches.
         unsafe {
-            let (a, cp) = (
+            bodies[rows - 1](
+                g,
                 g.a.as_ptr().wrapping_add(i * g.lda),
                 c.as_mut_ptr().wrapping_add(i * g.ldc),
-            );
-            match rows {
-                1 => gemm_rows::<1>(g, a, cp),
-                2 => gemm_rows::<2>(g, a, cp),
-                3 => gemm_rows::<3>(g, a, cp),
-                _ => gemm_rows::<4>(g, a, cp),
-            }
-        }
+            )
+        };
         i += rows;
     }
 }

@@ -51,38 +51,39 @@ pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
     wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
-    packings: &[
-        Packing {
-            typ: GgmlType::Q4_0,
-            record_bytes: Q4_0X16,
-            pack: pack_q4_0,
-            tile: q4_0_packed_tile,
-            tile16: None,
-        },
-        Packing {
-            typ: GgmlType::Q8_0,
-            record_bytes: Q8_0X16,
-            pack: pack_q8_0,
-            tile: q8_0_packed_tile,
-            tile16: None,
-        },
-        Packing {
-            typ: GgmlType::Q4_K,
-            record_bytes: Q4_KX16,
-            pack: pack_q4_k,
-            tile: q4_k_packed_tile,
-            tile16: None,
-        },
-        Packing {
-            typ: GgmlType::Q6_K,
-            record_bytes: Q6_KX16,
-            pack: pack_q6_k,
-            tile: q6_k_packed_tile,
-            tile16: None,
-        },
-    ],
+    packings: &[Q4_0_PACKING, Q8_0_PACKING, Q4_K_PACKING, Q6_K_PACKING],
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
+};
+
+/// The load-time repackings of this table (the AMX table adds 16×16 tiles to the first two).
+pub(super) const Q4_0_PACKING: Packing = Packing {
+    typ: GgmlType::Q4_0,
+    record_bytes: Q4_0X16,
+    pack: pack_q4_0,
+    tile: q4_0_packed_tile,
+    tile16: None,
+};
+pub(super) const Q8_0_PACKING: Packing = Packing {
+    typ: GgmlType::Q8_0,
+    record_bytes: Q8_0X16,
+    pack: pack_q8_0,
+    tile: q8_0_packed_tile,
+    tile16: None,
+};
+pub(super) const Q4_K_PACKING: Packing = Packing {
+    typ: GgmlType::Q4_K,
+    record_bytes: Q4_KX16,
+    pack: pack_q4_k,
+    tile: q4_k_packed_tile,
+    tile16: None,
+};
+pub(super) const Q6_K_PACKING: Packing = Packing {
+    typ: GgmlType::Q6_K,
+    record_bytes: Q6_KX16,
+    pack: pack_q6_k,
+    tile: q6_k_packed_tile,
+    tile16: None,
 };
 
 /// A 32-value weight block format for the 16-row tiles (activations are always Q8_0).
@@ -358,21 +359,65 @@ unsafe fn packed_body<P: Packed, const C: usize>(
     }
 }
 
-pub(super) fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
-    run_packed::<Q40>(n, group, a, out)
+fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let bodies = [
+        packed_body::<Q40, 1>,
+        packed_body::<Q40, 2>,
+        packed_body::<Q40, 3>,
+        packed_body::<Q40, 4>,
+    ];
+    run_packed(n, group, a, out, (32, Q4_0X16, 34), bodies)
 }
 
-pub(super) fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
-    run_packed::<Q80>(n, group, a, out)
+fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let bodies = [
+        packed_body::<Q80, 1>,
+        packed_body::<Q80, 2>,
+        packed_body::<Q80, 3>,
+        packed_body::<Q80, 4>,
+    ];
+    run_packed(n, group, a, out, (32, Q8_0X16, 34), bodies)
 }
+
+fn q4_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let bodies = [
+        q4_k_packed_body::<1>,
+        q4_k_packed_body::<2>,
+        q4_k_packed_body::<3>,
+        q4_k_packed_body::<4>,
+    ];
+    run_packed(n, group, a, out, (256, Q4_KX16, 292), bodies)
+}
+
+fn q6_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let bodies = [
+        q6_k_packed_body::<1>,
+        q6_k_packed_body::<2>,
+        q6_k_packed_body::<3>,
+        q6_k_packed_body::<4>,
+    ];
+    run_packed(n, group, a, out, (256, Q6_KX16, 292), bodies)
+}
+
+/// A monomorphized body over packed records: `(nb, group, activation rows, res[c][r])`.
+type PackedBody = unsafe fn(usize, *const u8, &[*const u8; TILE], &mut [[f32; TILE_ROWS]; TILE]);
 
 /// 16 packed rows (`group`: the packer's output for `n` values) × up to [`TILE`] activation
 /// rows: `out[r·a.len() + c]`, bitwise what the plain tile gives for the same rows unpacked.
-/// A group or activation row too short for `n` yields nothing.
-fn run_packed<P: Packed>(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+/// `(values, record, act)`: values per block, bytes per record, bytes per activation block;
+/// `bodies[c − 1]` takes `c` columns. A group or activation row too short for `n` yields
+/// nothing.
+fn run_packed(
+    n: usize,
+    group: &[u8],
+    a: &[&[u8]],
+    out: &mut [f32],
+    (values, record, act): (usize, usize, usize),
+    bodies: [PackedBody; TILE],
+) {
     let na = a.len().min(TILE);
-    let nb = n / 32;
-    if na == 0 || group.len() < nb * P::RECORD || a[..na].iter().any(|r| r.len() < nb * 34) {
+    let nb = n / values;
+    if na == 0 || group.len() < nb * record || a[..na].iter().any(|r| r.len() < nb * act) {
         return;
     }
     let mut ap = [a[0].as_ptr(); TILE];
@@ -381,16 +426,15 @@ fn run_packed<P: Packed>(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
     }
     let mut res = [[0f32; TILE_ROWS]; TILE];
     // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
-    // could be obtained; `group` holds nb records and every activation row nb blocks.
-    unsafe {
-        match na {
-            1 => packed_body::<P, 1>(nb, group.as_ptr(), &ap, &mut res),
-            2 => packed_body::<P, 2>(nb, group.as_ptr(), &ap, &mut res),
-            3 => packed_body::<P, 3>(nb, group.as_ptr(), &ap, &mut res),
-            _ => packed_body::<P, 4>(nb, group.as_ptr(), &ap, &mut res),
-        }
-    }
-    for r in 0..TILE_ROWS {
+    // could be obtained; `group` holds the nb records and every activation row the nb blocks
+    // the bodies read.
+    unsafe { bodies[na - 1](nb, group.as_ptr(), &ap, &mut res) };
+    scatter(&res, TILE_ROWS, na, out);
+}
+
+/// `out[r·na + c] = res[c][r]` for the first `nw` rows and `na` columns (what fits `out`).
+fn scatter(res: &[[f32; TILE_ROWS]; TILE], nw: usize, na: usize, out: &mut [f32]) {
+    for r in 0..nw {
         for c in 0..na {
             if let Some(o) = out.get_mut(r * na + c) {
                 *o = res[c][r];
@@ -511,38 +555,6 @@ unsafe fn q4_k_packed_body<const C: usize>(
     }
 }
 
-/// 16 packed Q4_K rows × up to [`TILE`] Q8_K activation rows: `out[r·a.len() + c]`, bitwise
-/// what the plain Q4_K tile gives for the same rows unpacked. Short inputs yield nothing.
-pub(super) fn q4_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
-    let na = a.len().min(TILE);
-    let nb = n / 256;
-    if na == 0 || group.len() < nb * Q4_KX16 || a[..na].iter().any(|r| r.len() < nb * 292) {
-        return;
-    }
-    let mut ap = [a[0].as_ptr(); TILE];
-    for (p, row) in ap.iter_mut().zip(&a[..na]) {
-        *p = row.as_ptr();
-    }
-    let mut res = [[0f32; TILE_ROWS]; TILE];
-    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
-    // could be obtained; `group` holds nb records and every activation row nb Q8_K blocks.
-    unsafe {
-        match na {
-            1 => q4_k_packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
-            2 => q4_k_packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
-            3 => q4_k_packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
-            _ => q4_k_packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
-        }
-    }
-    for r in 0..TILE_ROWS {
-        for c in 0..na {
-            if let Some(o) = out.get_mut(r * na + c) {
-                *o = res[c][r];
-            }
-        }
-    }
-}
-
 /// Bytes of one packed Q6_K record: 16 rows' super-block `b` (see [`pack_q6_k`]).
 pub(super) const Q6_KX16: usize = 32 + 256 + 4096;
 
@@ -627,38 +639,6 @@ unsafe fn q6_k_packed_body<const C: usize>(
     }
 }
 
-/// 16 packed Q6_K rows × up to [`TILE`] Q8_K activation rows: `out[r·a.len() + c]`, bitwise
-/// what the plain Q6_K tile gives for the same rows unpacked. Short inputs yield nothing.
-pub(super) fn q6_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
-    let na = a.len().min(TILE);
-    let nb = n / 256;
-    if na == 0 || group.len() < nb * Q6_KX16 || a[..na].iter().any(|r| r.len() < nb * 292) {
-        return;
-    }
-    let mut ap = [a[0].as_ptr(); TILE];
-    for (p, row) in ap.iter_mut().zip(&a[..na]) {
-        *p = row.as_ptr();
-    }
-    let mut res = [[0f32; TILE_ROWS]; TILE];
-    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
-    // could be obtained; `group` holds nb records and every activation row nb Q8_K blocks.
-    unsafe {
-        match na {
-            1 => q6_k_packed_body::<1>(nb, group.as_ptr(), &ap, &mut res),
-            2 => q6_k_packed_body::<2>(nb, group.as_ptr(), &ap, &mut res),
-            3 => q6_k_packed_body::<3>(nb, group.as_ptr(), &ap, &mut res),
-            _ => q6_k_packed_body::<4>(nb, group.as_ptr(), &ap, &mut res),
-        }
-    }
-    for r in 0..TILE_ROWS {
-        for c in 0..na {
-            if let Some(o) = out.get_mut(r * na + c) {
-                *o = res[c][r];
-            }
-        }
-    }
-}
-
 /// The monomorphized 16-row body for one column count.
 type Body16 = unsafe fn(
     usize,
@@ -733,13 +713,7 @@ fn run16<F: Format>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32], narrow:
         let idx = _mm512_loadu_si512(offsets.as_ptr().cast());
         body(nb, &wp, idx, &ap, &mut res);
     }
-    for r in 0..nw {
-        for c in 0..na {
-            if let Some(o) = out.get_mut(r * na + c) {
-                *o = res[c][r];
-            }
-        }
-    }
+    scatter(&res, nw, na, out);
 }
 
 fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
@@ -816,27 +790,16 @@ unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
 }
 
 fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
-    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
-    let mut i = 0;
-    while i < g.m {
-        let rows = (g.m - i).min(4);
-        // SAFETY: AVX-512 F (and AVX2/FMA/F16C) were detected before this table could be
-        // obtained; `fits` checked that rows i..i+rows of `a` and `c` and all k rows of `b` are
-        // in bounds for the n columns (and k elements of `a`) the body touches.
-        unsafe {
-            let (a, cp) = (
-                g.a.as_ptr().wrapping_add(i * g.lda),
-                c.as_mut_ptr().wrapping_add(i * g.ldc),
-            );
-            match rows {
-                1 => gemm_rows::<1>(g, a, cp),
-                2 => gemm_rows::<2>(g, a, cp),
-                3 => gemm_rows::<3>(g, a, cp),
-                _ => gemm_rows::<4>(g, a, cp),
-            }
-        }
-        i += rows;
-    }
+    avx2::run_gemm(
+        g,
+        c,
+        [
+            gemm_rows::<1>,
+            gemm_rows::<2>,
+            gemm_rows::<3>,
+            gemm_rows::<4>,
+        ],
+    );
 }
 
 /// Q8_0 quantization of one 32-value block, the reference's arithmetic lane by lane:

@@ -125,33 +125,31 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
     let m = x.len() / kdim;
     debug_assert_eq!(x.len(), m * kdim);
     debug_assert_eq!(y.len(), m * n);
-    let band = rows_per_task(n);
-    if m >= ROW_SPLIT_MIN {
-        if let Some(at) = activation_type(w.typ) {
-            with_scratch(|scratch| {
-                let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
-                let xq = &mut scratch.xq;
-                if xq.len() < m * arb {
-                    xq.resize(m * arb, 0);
+    with_scratch(|scratch| {
+        let Scratch { xq, yt, xt } = scratch;
+        // Quantized weights: the activations are quantized once, into per-thread scratch.
+        let quantized = activation_type(w.typ).map(|at| {
+            let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
+            if xq.len() < m * arb {
+                xq.resize(m * arb, 0);
+            }
+            quantize_rows(at, x, kdim, arb, &mut xq[..m * arb]);
+            arb
+        });
+        if let (Some(arb), true) = (quantized, m >= ROW_SPLIT_MIN) {
+            let tiles = Tiles::new(k, w);
+            let xq = &xq[..m * arb];
+            match tiles.packed {
+                Some((p, packed)) if p.tile16.is_some() => {
+                    quant_product_tile16(p, packed, w, xq, arb, xt, y)
                 }
-                let xq = &mut xq[..m * arb];
-                quantize_rows(at, x, kdim, arb, xq);
-                let xq: &[u8] = xq;
-                let tiles = Tiles::new(k, w);
-                match tiles.packed {
-                    Some((p, packed)) if p.tile16.is_some() => {
-                        quant_product_tile16(p, packed, w, xq, arb, &mut scratch.xt, y)
-                    }
-                    _ => quant_product_by_rows(&tiles, w, xq, arb, y),
-                }
-            });
+                _ => quant_product_by_rows(&tiles, w, xq, arb, y),
+            }
             return;
         }
-    }
-    with_scratch(|scratch| {
-        let Scratch { xq, yt, .. } = scratch;
-        // Outputs of many-row products are computed transposed (weight row major) so that each
-        // task owns one contiguous slice; decode writes `y` directly.
+        // Bands of weight rows: outputs of many-row products are computed transposed (weight
+        // row major) so that each task owns one contiguous slice; decode writes `y` directly.
+        let band = rows_per_task(n);
         let out: &mut [f32] = if m == 1 {
             y
         } else {
@@ -160,18 +158,9 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
             }
             &mut yt[..m * n]
         };
-        match activation_type(w.typ) {
+        match quantized {
             None => float_product(k, w, x, m, band, out),
-            Some(at) => {
-                let arb = at.row_bytes(kdim as u64).unwrap_or(0) as usize;
-                if xq.len() < m * arb {
-                    xq.resize(m * arb, 0);
-                }
-                let xq = &mut xq[..m * arb];
-                quantize_rows(at, x, kdim, arb, xq);
-                let tiles = Tiles::new(k, w);
-                quant_product(&tiles, xq, arb, m, band, out);
-            }
+            Some(arb) => quant_product(&Tiles::new(k, w), &xq[..m * arb], arb, m, band, out),
         }
         if m > 1 {
             transpose_into(yt, m, n, y);
