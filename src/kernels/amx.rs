@@ -20,8 +20,8 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::avx512vnni::{self, Packed, Q40, Q80};
-use super::tile16::{ACT_RECORD, COLS};
+use super::avx512vnni::{self, Packed, Q40, Q4_KX16, Q6_KX16, Q80};
+use super::tile16::{ACT_RECORD, ACT_RECORD_K, COLS, K_SCALES, K_SUMS16, K_SUMS32};
 use super::{Kernels, Packing, TILE_ROWS};
 
 /// The AMX table, if the CPU has AMX-INT8 and the OS grants this process the tile state.
@@ -80,8 +80,14 @@ static AMX: Kernels = Kernels {
             tile16: Some(q8_0_tile16),
             ..avx512vnni::Q8_0_PACKING
         },
-        avx512vnni::Q4_K_PACKING,
-        avx512vnni::Q6_K_PACKING,
+        Packing {
+            tile16: Some(q4_k_tile16),
+            ..avx512vnni::Q4_K_PACKING
+        },
+        Packing {
+            tile16: Some(q6_k_tile16),
+            ..avx512vnni::Q6_K_PACKING
+        },
     ],
     ..avx512vnni::AVX512VNNI_TABLE
 };
@@ -109,6 +115,20 @@ const CONFIG: TileConfig = {
     TileConfig(c)
 };
 
+/// The configuration for 16-value groups (Q6_K): as [`CONFIG`] with A of 16 rows × 16 bytes
+/// and B of 4 rows × 64 bytes.
+const CONFIG_16: TileConfig = {
+    let mut c = CONFIG.0;
+    let mut set = 0;
+    while set < 2 {
+        let t = 3 * set;
+        c[16 + 2 * (t + 1)] = 16;
+        c[48 + t + 2] = 4;
+        set += 1;
+    }
+    TileConfig(c)
+};
+
 /// Tile row `t` holds weight row `ROW_OF[t]` (the A operand is written quad by quad).
 const ROW_OF: [usize; 16] = {
     let mut r = [0usize; 16];
@@ -120,12 +140,21 @@ const ROW_OF: [usize; 16] = {
     r
 };
 
-/// Writes block `rec`'s 16 rows as the A operand: 16 rows of 32 unsigned bytes (values 0..16
-/// then 16..32), tile row `t` = weight row `ROW_OF[t]`.
+/// Writes block `rec`'s 16 rows as the A operand (see [`write_quads`]).
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn write_a<P: Packed>(rec: *const u8, a: *mut u8) {
     let (lo, hi) = P::quads(rec);
+    write_quads(&lo, &hi, a);
+}
+
+/// Writes one 32-value block of 16 rows, given as quads (`lo[k]`/`hi[k]`: values 0..16/16..32
+/// of rows `k`, `k + 4`, `k + 8`, `k + 12` in its 16-byte lanes, as the packed records hold
+/// them), as the A operand: 16 rows of 32 unsigned bytes, tile row `t` = weight row
+/// `ROW_OF[t]`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn write_quads(lo: &[__m512i; 4], hi: &[__m512i; 4], a: *mut u8) {
     // Qwords of [lo lane L, hi lane L] for lanes 0, 1 and then 2, 3.
     let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
     let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
@@ -246,28 +275,285 @@ unsafe fn scale<P: Packed>(rec: *const u8, act: *const u8, c: *const u8, acc: &m
     }
 }
 
-/// 16 packed rows (`group`) × the 16 laid-out columns `acts` ([`super::tile16`]) for `n`
-/// values: `out[r·16 + c]`. Short inputs yield nothing.
-fn run<P: Packed>(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
-    let nb = n / 32;
-    if group.len() < nb * P::RECORD || acts.len() < nb * ACT_RECORD || out.len() < TILE_ROWS * COLS
-    {
+/// Runs `body` over one packed group and laid-out activations of `n` values, blocks of
+/// `block` values taking `record` packed bytes and `act_record` laid-out bytes, into
+/// `out[r·16 + c]` (weight row order). Short inputs yield nothing.
+fn run(
+    n: usize,
+    group: &[u8],
+    acts: &[u8],
+    out: &mut [f32],
+    (block, record, act_record): (usize, usize, usize),
+    body: unsafe fn(usize, *const u8, *const u8, &mut [[f32; 16]; 16]),
+) {
+    let nb = n / block;
+    if group.len() < nb * record || acts.len() < nb * act_record || out.len() < TILE_ROWS * COLS {
         return;
     }
     let mut res = [[0f32; 16]; 16];
     // SAFETY: AMX-TILE/INT8 (granted by the OS) and AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA,
     // F16C were detected before this table could be obtained; `group` holds nb records and
-    // `acts` nb laid-out blocks, exactly what the body reads.
-    unsafe { body::<P>(nb, group.as_ptr(), acts.as_ptr(), &mut res) };
+    // `acts` nb laid-out blocks, exactly what the bodies read.
+    unsafe { body(nb, group.as_ptr(), acts.as_ptr(), &mut res) };
     for (t, row) in res.iter().enumerate() {
         out[ROW_OF[t] * COLS..(ROW_OF[t] + 1) * COLS].copy_from_slice(row);
     }
 }
 
 fn q4_0_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
-    run::<Q40>(n, group, acts, out)
+    run(
+        n,
+        group,
+        acts,
+        out,
+        (32, Q40::RECORD, ACT_RECORD),
+        body::<Q40>,
+    )
 }
 
 fn q8_0_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
-    run::<Q80>(n, group, acts, out)
+    run(
+        n,
+        group,
+        acts,
+        out,
+        (32, Q80::RECORD, ACT_RECORD),
+        body::<Q80>,
+    )
+}
+
+fn q4_k_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    run(n, group, acts, out, (256, Q4_KX16, ACT_RECORD_K), body_q4_k)
+}
+
+/// Writes super-block record `rec`'s eight 32-value sub-blocks as A operands, 512 bytes apart.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn write_a_q4_k(rec: *const u8, a: *mut u8) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    for c in 0..4 {
+        // Chunk c holds sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles).
+        let z0: [__m512i; 4] =
+            std::array::from_fn(|k| _mm512_loadu_si512(rec.add(320 + 512 * c + 64 * k).cast()));
+        let z1: [__m512i; 4] = std::array::from_fn(|k| {
+            _mm512_loadu_si512(rec.add(320 + 512 * c + 256 + 64 * k).cast())
+        });
+        let low = |z: __m512i| _mm512_and_si512(z, m4);
+        let high = |z: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(z), m4);
+        write_quads(&z0.map(low), &z1.map(low), a.add(1024 * c));
+        write_quads(&z0.map(high), &z1.map(high), a.add(1024 * c + 512));
+    }
+}
+
+/// 16 packed Q4_K rows × 16 laid-out Q8_K columns over `nb` super-blocks into `res[t][c]`
+/// (tile row order). Per super-block, one `tdpbusd` per 32-value sub-block `j` gives the exact
+/// sums `C_j` (levels 0..16 are unsigned, no offset); [`scale_q4_k`] then forms
+/// `isum = Σ_j sc_j·C_j` and `msum = Σ_j m_j·Σa_j` in i32 and scales them as
+/// [`super::tiles::q4_k_q8_k_exact`] does. The tile unit multiplies super-block `b` while the
+/// vector unit scales `b − 1` (C buffers alternate).
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn body_q4_k(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
+    #[repr(C, align(64))]
+    struct Buf<const N: usize>([u8; N]);
+    let mut a_buf = Buf([0; 4096]);
+    let mut c_buf = Buf([0; 16384]);
+    let (a_ptr, c_ptr) = (a_buf.0.as_mut_ptr(), c_buf.0.as_mut_ptr());
+    let mut acc = [_mm512_setzero_ps(); 16];
+    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    for b in 0..=nb {
+        if b < nb {
+            let (rec, act) = (g.add(b * Q4_KX16), acts.add(b * ACT_RECORD_K));
+            write_a_q4_k(rec, a_ptr);
+            let c = c_ptr.add(8192 * (b % 2));
+            for pair in 0..4 {
+                let at = 1024 * pair;
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm3",
+                    "tileloadd tmm1, [{a} + {sa}*1]",
+                    "tileloadd tmm2, [{b} + {sb}*1]",
+                    "tileloadd tmm4, [{a2} + {sa}*1]",
+                    "tileloadd tmm5, [{b2} + {sb}*1]",
+                    "tdpbusd tmm0, tmm1, tmm2",
+                    "tdpbusd tmm3, tmm4, tmm5",
+                    "tilestored [{c} + {sc}*1], tmm0",
+                    "tilestored [{c2} + {sc}*1], tmm3",
+                    a = in(reg) a_ptr.add(at),
+                    a2 = in(reg) a_ptr.add(at + 512),
+                    sa = in(reg) 32usize,
+                    b = in(reg) act.add(at),
+                    b2 = in(reg) act.add(at + 512),
+                    sb = in(reg) 64usize,
+                    c = in(reg) c.add(2 * at),
+                    c2 = in(reg) c.add(2 * at + 1024),
+                    sc = in(reg) 64usize,
+                    options(nostack),
+                );
+            }
+        }
+        if b > 0 {
+            let (rec, act) = (g.add((b - 1) * Q4_KX16), acts.add((b - 1) * ACT_RECORD_K));
+            scale_q4_k(rec, act, c_ptr.add(8192 * ((b - 1) % 2)), &mut acc);
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+    for t in 0..16 {
+        _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]);
+    }
+}
+
+/// One Q4_K super-block's eight 16×16 sub-block sums `c` (1 KiB apart, tile row order) into
+/// the accumulators: per tile row `t` (weight row `r = ROW_OF[t]`), `isum = Σ_j sc_j[r]·C_j[t]`,
+/// `msum = Σ_j m_j[r]·Σa_j` (i16 pairs, `vpdpwssd`), then `acc += (d[r]·d_a)·isum` and
+/// `acc −= (dmin[r]·d_a)·msum` with separate roundings, as the scalar formula.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn scale_q4_k(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__m512; 16]) {
+    let (mut d, mut dmin) = ([0f32; 16], [0f32; 16]);
+    _mm512_storeu_ps(
+        d.as_mut_ptr(),
+        _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
+    );
+    _mm512_storeu_ps(
+        dmin.as_mut_ptr(),
+        _mm512_cvtph_ps(_mm256_loadu_si256(rec.add(32).cast())),
+    );
+    // Row-order scales (i32) and min pairs (m_2p | m_2p+1 << 16) of the 16 rows.
+    let mut sc = [[0i32; 16]; 8];
+    for j in 0..8 {
+        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(64 + 16 * j).cast()));
+        _mm512_storeu_si512(sc[j].as_mut_ptr().cast(), v);
+    }
+    let mut mins = [[0i32; 16]; 4];
+    for p in 0..4 {
+        let m0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(192 + 32 * p).cast()));
+        let m1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(208 + 32 * p).cast()));
+        let v = _mm512_or_si512(m0, _mm512_slli_epi32::<16>(m1));
+        _mm512_storeu_si512(mins[p].as_mut_ptr().cast(), v);
+    }
+    let sums: [__m512i; 4] =
+        std::array::from_fn(|p| _mm512_loadu_si512(act.add(K_SUMS32 + 64 * p).cast()));
+    let da = _mm512_loadu_ps(act.add(K_SCALES).cast());
+    for t in 0..16 {
+        let r = ROW_OF[t];
+        let mut isum = _mm512_setzero_si512();
+        for j in 0..8 {
+            let cj = _mm512_loadu_si512(c.add(1024 * j + 64 * t).cast());
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(cj, _mm512_set1_epi32(sc[j][r])));
+        }
+        let mut msum = _mm512_setzero_si512();
+        for p in 0..4 {
+            msum = _mm512_dpwssd_epi32(msum, sums[p], _mm512_set1_epi32(mins[p][r]));
+        }
+        let dd = _mm512_mul_ps(_mm512_set1_ps(d[r]), da);
+        acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(isum)));
+        let dm = _mm512_mul_ps(_mm512_set1_ps(dmin[r]), da);
+        acc[t] = _mm512_sub_ps(acc[t], _mm512_mul_ps(dm, _mm512_cvtepi32_ps(msum)));
+    }
+}
+
+fn q6_k_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    run(n, group, acts, out, (256, Q6_KX16, ACT_RECORD_K), body_q6_k)
+}
+
+/// 16 packed Q6_K rows × 16 laid-out Q8_K columns over `nb` super-blocks into `res[t][c]`
+/// (tile row order). The packed record already holds each 16-value group's levels (`q + 32`,
+/// unsigned) as 16 rows of 16 bytes in tile row order, so the A operand is loaded straight
+/// from it, and the B operand is half of a laid-out 32-value operand. One `tdpbusd` per group
+/// gives the exact sums `C_j`; [`scale_q6_k`] forms `isum = Σ_j sc_j·C_j` and
+/// `msum = Σ_j sc_j·Σa_j` and scales `isum − 32·msum` as [`super::tiles::q6_k_q8_k_exact`]
+/// does. The tile unit multiplies super-block `b` while the vector unit scales `b − 1`.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn body_q6_k(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
+    #[repr(C, align(64))]
+    struct Buf([u8; 32768]);
+    let mut c_buf = Buf([0; 32768]);
+    let c_ptr = c_buf.0.as_mut_ptr();
+    let mut acc = [_mm512_setzero_ps(); 16];
+    asm!("ldtilecfg [{}]", in(reg) CONFIG_16.0.as_ptr(), options(nostack, readonly));
+    for b in 0..=nb {
+        if b < nb {
+            let (rec, act) = (g.add(b * Q6_KX16), acts.add(b * ACT_RECORD_K));
+            let c = c_ptr.add(16384 * (b % 2));
+            for pair in 0..8 {
+                let j = 2 * pair;
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm3",
+                    "tileloadd tmm1, [{a} + {sa}*1]",
+                    "tileloadd tmm2, [{b} + {sb}*1]",
+                    "tileloadd tmm4, [{a2} + {sa}*1]",
+                    "tileloadd tmm5, [{b2} + {sb}*1]",
+                    "tdpbusd tmm0, tmm1, tmm2",
+                    "tdpbusd tmm3, tmm4, tmm5",
+                    "tilestored [{c} + {sc}*1], tmm0",
+                    "tilestored [{c2} + {sc}*1], tmm3",
+                    a = in(reg) rec.add(288 + 256 * j),
+                    a2 = in(reg) rec.add(288 + 256 * (j + 1)),
+                    sa = in(reg) 16usize,
+                    b = in(reg) act.add(256 * j),
+                    b2 = in(reg) act.add(256 * (j + 1)),
+                    sb = in(reg) 64usize,
+                    c = in(reg) c.add(1024 * j),
+                    c2 = in(reg) c.add(1024 * (j + 1)),
+                    sc = in(reg) 64usize,
+                    options(nostack),
+                );
+            }
+        }
+        if b > 0 {
+            let (rec, act) = (g.add((b - 1) * Q6_KX16), acts.add((b - 1) * ACT_RECORD_K));
+            scale_q6_k(rec, act, c_ptr.add(16384 * ((b - 1) % 2)), &mut acc);
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+    for t in 0..16 {
+        _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]);
+    }
+}
+
+/// One Q6_K super-block's sixteen 16×16 group sums `c` (1 KiB apart, tile row order) into the
+/// accumulators: per tile row `t` (weight row `r = ROW_OF[t]`), `isum = Σ_j sc_j[r]·C_j[t]`,
+/// `msum = Σ_j sc_j[r]·Σa_j` (i16 pairs, `vpdpwssd`), then
+/// `acc += (d[r]·d_a)·(isum − 32·msum)`, as the scalar formula.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn scale_q6_k(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__m512; 16]) {
+    let mut d = [0f32; 16];
+    _mm512_storeu_ps(
+        d.as_mut_ptr(),
+        _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
+    );
+    // Row-order signed scales (i32), and as i16 pairs (sc_2p, sc_2p+1).
+    let mut sc = [[0i32; 16]; 16];
+    for j in 0..16 {
+        let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(32 + 16 * j).cast()));
+        _mm512_storeu_si512(sc[j].as_mut_ptr().cast(), v);
+    }
+    let mut pairs = [[0i32; 16]; 8];
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    for p in 0..8 {
+        let s0 = _mm512_loadu_si512(sc[2 * p].as_ptr().cast());
+        let s1 = _mm512_loadu_si512(sc[2 * p + 1].as_ptr().cast());
+        let v = _mm512_or_si512(_mm512_and_si512(s0, low16), _mm512_slli_epi32::<16>(s1));
+        _mm512_storeu_si512(pairs[p].as_mut_ptr().cast(), v);
+    }
+    let sums: [__m512i; 8] =
+        std::array::from_fn(|p| _mm512_loadu_si512(act.add(K_SUMS16 + 64 * p).cast()));
+    let da = _mm512_loadu_ps(act.add(K_SCALES).cast());
+    for t in 0..16 {
+        let r = ROW_OF[t];
+        let mut isum = _mm512_setzero_si512();
+        for j in 0..16 {
+            let cj = _mm512_loadu_si512(c.add(1024 * j + 64 * t).cast());
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(cj, _mm512_set1_epi32(sc[j][r])));
+        }
+        let mut msum = _mm512_setzero_si512();
+        for p in 0..8 {
+            msum = _mm512_dpwssd_epi32(msum, sums[p], _mm512_set1_epi32(pairs[p][r]));
+        }
+        let net = _mm512_sub_epi32(isum, _mm512_slli_epi32::<5>(msum));
+        let dd = _mm512_mul_ps(_mm512_set1_ps(d[r]), da);
+        acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(net)));
+    }
 }

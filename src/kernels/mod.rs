@@ -106,7 +106,7 @@ pub struct Packing {
     /// `tile(n, group, a, out)`: one packed group × up to [`TILE`] activation rows,
     /// `out[r·a.len() + c]` for the group's 16 rows.
     pub tile: PackedTile,
-    /// 16 packed rows × 16 activation rows laid out by [`tile16::layout_activations`], where the
+    /// 16 packed rows × 16 activation rows laid out by [`tile16::layout`], where the
     /// variant has such tiles (AMX): `tile16(n, group, acts, out)`, `out[r·16 + c]`, the same
     /// numbers as `tile`.
     pub tile16: Option<Tile16>,

@@ -404,10 +404,13 @@ fn quant_product_tile16(
         unreachable!("no 16x16 tile for {}", p.typ);
     };
     let (n, kdim) = (w.rows, w.cols);
-    let (nb, cols) = (kdim / 32, tile16::COLS);
+    let cols = tile16::COLS;
     let m = xq.len() / arb.max(1);
     let n_ct = m.div_ceil(cols);
-    let ct_bytes = nb * tile16::ACT_RECORD;
+    let layout = activation_type(p.typ).and_then(|at| Some((at, tile16::act_bytes(at, kdim)?)));
+    let Some((at, ct_bytes)) = layout else {
+        unreachable!("no 16x16 activation layout for {}", p.typ);
+    };
     if xt.len() < n_ct * ct_bytes {
         xt.resize(n_ct * ct_bytes, 0);
     }
@@ -420,10 +423,10 @@ fn quant_product_tile16(
             for (c, slot) in rows.iter_mut().enumerate().take(cn) {
                 *slot = &xq[(c0 + c) * arb..(c0 + c + 1) * arb];
             }
-            tile16::layout_activations(nb, &rows[..cn], out);
+            tile16::layout(at, kdim, &rows[..cn], out);
         });
     let xt: &[u8] = xt;
-    let gb = nb * p.record_bytes;
+    let gb = kdim / p.typ.block_size() * p.record_bytes;
     let groups = n / TILE_ROWS;
     let threads = rayon::current_num_threads().max(1);
     let per_task = n_ct.div_ceil(2 * threads).max(1);
@@ -557,6 +560,79 @@ mod tests {
                             Some(f) => assert_eq!(f, &y),
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Packed products (16×16 tiles included) equal the unpacked ones on extreme blocks: random
+    /// block bytes (every level, scale and min, the largest six-bit scales among them) with
+    /// finite block scales, times activation rows at the quantizer's extremes (all +1, all −1,
+    /// alternating signs) and random rows.
+    #[test]
+    fn packed_products_hold_for_extreme_blocks() {
+        let mut state = 0x9E37_79B9u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for k in crate::kernels::available() {
+            for p in k.packings {
+                let (n, kdim) = (32, 4 * p.typ.block_size());
+                let rb = p.typ.row_bytes(kdim as u64).unwrap() as usize;
+                let bb = p.typ.type_size();
+                let mut data: Vec<u8> = (0..n * rb).map(|_| next() as u8).collect();
+                // Finite block scales (d, and dmin where the type has one).
+                let scales: &[usize] = match p.typ {
+                    GgmlType::Q4_K => &[0, 2],
+                    GgmlType::Q6_K => &[208],
+                    _ => &[0],
+                };
+                for block in data.chunks_exact_mut(bb) {
+                    for &at in scales {
+                        let v = (next() % 2000) as f32 / 1000.0 - 1.0;
+                        quant::write_f16(block, at, v);
+                    }
+                }
+                let mut w = MatRef {
+                    typ: p.typ,
+                    rows: n,
+                    cols: kdim,
+                    data: &data,
+                    packed: None,
+                };
+                let bytes = pack(p, w).unwrap();
+                let m = ROW_SPLIT_MIN + 3;
+                let x: Vec<f32> = (0..m * kdim)
+                    .map(|i| match (i / kdim) % 4 {
+                        0 => 1.0,
+                        1 => -1.0,
+                        2 => {
+                            if i % 2 == 0 {
+                                3.0
+                            } else {
+                                -3.0
+                            }
+                        }
+                        _ => (next() % 2001) as f32 / 1000.0 - 1.0,
+                    })
+                    .collect();
+                let mut want = vec![0f32; m * n];
+                matmul(k, w, &x, &mut want);
+                w.packed = Some(&bytes);
+                for mm in [1, m] {
+                    let mut got = vec![0f32; mm * n];
+                    matmul(k, w, &x[..mm * kdim], &mut got);
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{} {} m={mm}",
+                        k.name,
+                        p.typ
+                    );
                 }
             }
         }

@@ -20,6 +20,8 @@ mod search;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+pub(crate) use float::write_f16;
 pub use float::{
     dequantize_row_bf16, dequantize_row_f16, dequantize_row_f32, quantize_row_bf16,
     quantize_row_f16, quantize_row_f32,
