@@ -609,6 +609,53 @@ fn q8_0_activation_quantizers_equal_reference_bytes() {
     }
 }
 
+/// Every row-primitive variant quantizes activations to the reference's Q8_K bytes: random and
+/// heavy-tailed rows, ties, the largest magnitude at both signs (the first one sets the scale),
+/// zero and tiny blocks, blocks with a NaN or an infinity, and lengths the reference rejects.
+#[test]
+fn q8_k_activation_quantizers_equal_reference_bytes() {
+    use owlet::kernels::rows::row_variants;
+    use owlet::quant::quantize_row_q8_k;
+    let mut rng = Rng(17);
+    let mut rows: Vec<Vec<f32>> = KINDS
+        .iter()
+        .map(|&k| values(k, 256 * 3, &mut rng))
+        .collect();
+    // max −127 gives iscale 1: x = k + 0.5 are exact ties (half to even).
+    rows.push(
+        (0..256)
+            .map(|i| {
+                if i == 5 {
+                    -127.0
+                } else {
+                    ((i % 250) as f32 - 125.0) + 0.5
+                }
+            })
+            .collect(),
+    );
+    // +3 before −3 (and the reverse): the first one of largest magnitude sets the sign.
+    rows.push((0..256).map(|i| [1.0, 3.0, -3.0, 2.0][i % 4]).collect());
+    rows.push((0..256).map(|i| [1.0, -3.0, 3.0, 2.0][i % 4]).collect());
+    rows.push(vec![0.0; 256]);
+    rows.push((0..256).map(|i| (i as f32 - 100.0) * 1e-39).collect());
+    let mut special = values(Kind::Random, 768, &mut rng);
+    special[3] = f32::NAN;
+    special[300] = f32::NEG_INFINITY;
+    special[600] = -0.0;
+    rows.push(special);
+    for ops in row_variants() {
+        for x in &rows {
+            let mut got = vec![0u8; x.len() / 256 * 292];
+            let mut want = got.clone();
+            (ops.quantize_q8_k)(x, &mut got).unwrap();
+            quantize_row_q8_k(x, &mut want).unwrap();
+            assert_eq!(got, want, "{}: row of {}", ops.name, x.len());
+        }
+        assert!((ops.quantize_q8_k)(&[0.0; 256], &mut [0u8; 291]).is_err());
+        assert!((ops.quantize_q8_k)(&[0.0; 255], &mut [0u8; 292]).is_err());
+    }
+}
+
 /// `wsum_f16` (rows summed with the sums kept in registers) equals `axpy_f16` called row after
 /// row, bitwise, for head widths around the 32/8-lane steps and a row stride wider than the
 /// head, in every row variant.

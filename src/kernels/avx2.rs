@@ -54,6 +54,7 @@ pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
     axpy_f16: row_axpy_f16,
     gemm_f32: row_gemm_f32,
     quantize_q8_0: crate::quant::quantize_row_q8_0,
+    quantize_q8_k: crate::quant::quantize_row_q8_k,
     wsum_f16: row_wsum_f16,
 };
 

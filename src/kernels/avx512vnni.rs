@@ -725,9 +725,11 @@ fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
 }
 
 /// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`]), if this CPU has
-/// AVX-512 F besides what the AVX2 row primitives need.
+/// AVX-512 F and BW besides what the AVX2 row primitives need.
 pub(super) fn detect_rows() -> Option<&'static RowOps> {
-    let ok = avx2::detect_rows().is_some() && is_x86_feature_detected!("avx512f");
+    let ok = avx2::detect_rows().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw");
     ok.then_some(&AVX512_ROWS)
 }
 
@@ -735,6 +737,7 @@ static AVX512_ROWS: RowOps = RowOps {
     name: "avx512",
     gemm_f32: row_gemm_f32,
     quantize_q8_0,
+    quantize_q8_k,
     ..avx2::AVX2_ROWS_TABLE
 };
 
@@ -851,6 +854,77 @@ fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError
         let done = unsafe { q8_0_block(xb.as_ptr(), yb.as_mut_ptr()) };
         if done.is_none() {
             crate::quant::quantize_row_q8_0(xb, yb)?;
+        }
+    }
+    Ok(())
+}
+
+/// Q8_K quantization of one 256-value super-block, the reference's arithmetic lane by lane:
+/// `max` = the first value of largest magnitude, `iscale = −127/max`,
+/// `q = min(round_half_even(iscale·x), 127)` (the reference's `nearest_int`, exact for these
+/// magnitudes), `d = 1/iscale`, and the 16-value quant sums. Returns `None` for a block with a
+/// NaN or an infinity (the caller quantizes those in scalar); an all-zero block is all zeros.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+unsafe fn q8_k_block(x: *const f32, y: *mut u8) -> Option<()> {
+    let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(x.add(16 * i)));
+    let mut amax = _mm512_setzero_ps();
+    for &vi in &v {
+        // max_ps returns its second operand where either is NaN: checked below.
+        amax = _mm512_max_ps(_mm512_abs_ps(vi), amax);
+    }
+    let amax = _mm512_reduce_max_ps(amax);
+    if !amax.is_finite()
+        || v.iter()
+            .any(|&vi| _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(vi, vi) != 0)
+    {
+        return None;
+    }
+    if amax == 0.0 {
+        std::ptr::write_bytes(y, 0, 292);
+        return Some(());
+    }
+    // The first value whose magnitude is amax, with its sign.
+    let target = _mm512_set1_ps(amax);
+    let mut max = amax;
+    for (i, &vi) in v.iter().enumerate() {
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(vi), target);
+        if hit != 0 {
+            max = *x.add(16 * i + hit.trailing_zeros() as usize);
+            break;
+        }
+    }
+    let iscale = -127.0 / max;
+    if !iscale.is_finite() {
+        // A max below ~4e-37: the reference's products overflow; leave it to the reference.
+        return None;
+    }
+    let sv = _mm512_set1_ps(iscale);
+    let top = _mm512_set1_epi32(127);
+    let mut sums = [0i16; 16];
+    for (i, &vi) in v.iter().enumerate() {
+        // Products lie within ±127.00002, so the conversion (round half to even, the default
+        // MXCSR mode) gives what `nearest_int` gives.
+        let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(sv, vi)), top);
+        _mm_storeu_si128(y.add(4 + 16 * i).cast(), _mm512_cvtsepi32_epi8(q));
+        sums[i] = _mm512_reduce_add_epi32(q) as i16;
+    }
+    std::ptr::copy_nonoverlapping((1.0 / iscale).to_le_bytes().as_ptr(), y, 4);
+    std::ptr::copy_nonoverlapping(sums.as_ptr().cast::<u8>(), y.add(260), 32);
+    Some(())
+}
+
+fn quantize_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
+    // Lengths the reference would reject go to it for its error.
+    if !x.len().is_multiple_of(256) || y.len() != x.len() / 256 * 292 {
+        return crate::quant::quantize_row_q8_k(x, y);
+    }
+    for (xb, yb) in x.chunks_exact(256).zip(y.chunks_exact_mut(292)) {
+        // SAFETY: AVX-512 F/BW (and AVX2/FMA/F16C) were detected before this table could be
+        // obtained; `xb` holds 256 f32 and `yb` 292 bytes, exactly what the block reads and
+        // writes.
+        let done = unsafe { q8_k_block(xb.as_ptr(), yb.as_mut_ptr()) };
+        if done.is_none() {
+            crate::quant::quantize_row_q8_k(xb, yb)?;
         }
     }
     Ok(())

@@ -27,6 +27,9 @@ pub struct RowOps {
     /// Quantizes activations to Q8_0 blocks, bytes identical to
     /// [`crate::quant::quantize_row_q8_0`] (ggml's reference); `Err` on lengths it rejects.
     pub quantize_q8_0: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
+    /// Quantizes activations to Q8_K blocks, bytes identical to
+    /// [`crate::quant::quantize_row_q8_k`] (ggml's reference); `Err` on lengths it rejects.
+    pub quantize_q8_k: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
 }
 
 /// An f32 product `c[i·ldc + j] = Σ_d a[i·lda + d] · b[d·ldb + j]` for `i < m`, `j < n`,
@@ -73,6 +76,7 @@ pub static SCALAR: RowOps = RowOps {
     axpy_f16: scalar_axpy_f16,
     gemm_f32: scalar_gemm_f32,
     quantize_q8_0: crate::quant::quantize_row_q8_0,
+    quantize_q8_k: crate::quant::quantize_row_q8_k,
     wsum_f16: scalar_wsum_f16,
 };
 

@@ -170,12 +170,12 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
 
 /// Quantizes the `m` activation rows of `x` (each `kdim` floats) into `xq` (`arb` bytes each).
 fn quantize_rows(at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]) {
-    let q8_0 = crate::kernels::rows::row_ops().quantize_q8_0;
+    let ops = crate::kernels::rows::row_ops();
     let one = |(q, row): (&mut [u8], &[f32])| {
-        let done = if at == GgmlType::Q8_0 {
-            q8_0(row, q)
-        } else {
-            quant::quantize_row(at, row, q)
+        let done = match at {
+            GgmlType::Q8_0 => (ops.quantize_q8_0)(row, q),
+            GgmlType::Q8_K => (ops.quantize_q8_k)(row, q),
+            _ => quant::quantize_row(at, row, q),
         };
         if let Err(e) = done {
             unreachable!("activation row of {kdim} cannot be quantized to {at}: {e:?}");
