@@ -67,6 +67,19 @@ impl KvRows for StoreRows<'_> {
             KvStore::F16(d) => (crate::kernels::rows::row_ops().dot_f16)(q, &d[s..s + q.len()]),
         }
     }
+    fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
+        match self.store {
+            KvStore::F16(d) if !out.is_empty() => {
+                let end = (out.len() - 1) * self.width + off + q.len();
+                (crate::kernels::rows::row_ops().dots_f16)(q, &d[off..end], self.width, out)
+            }
+            _ => {
+                for (p, o) in out.iter_mut().enumerate() {
+                    *o = self.dot(p, off, q);
+                }
+            }
+        }
+    }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
         let s = pos * self.width + off;
         match self.store {

@@ -656,6 +656,53 @@ fn q8_k_activation_quantizers_equal_reference_bytes() {
     }
 }
 
+/// `dots_f16` (one query against many key rows) equals `dot_f16` row by row, bitwise, for head
+/// widths around the 16/8-lane steps, row counts around the 16-row groups and strides wider
+/// than the head, in every row variant; and `dot_f16` stays close to the scalar one.
+#[test]
+fn dots_f16_equals_dot_per_row_bitwise() {
+    use owlet::kernels::rows::row_variants;
+    let mut rng = Rng(15);
+    for ops in row_variants() {
+        for (dim, rows, stride) in [
+            (128, 40, 256),
+            (128, 16, 128),
+            (100, 17, 104),
+            (7, 3, 9),
+            (16, 1, 16),
+        ] {
+            let k: Vec<half::f16> = values(Kind::Heavy, (rows - 1) * stride + dim, &mut rng)
+                .iter()
+                .map(|&x| half::f16::from_f32(x))
+                .collect();
+            let q = values(Kind::Random, dim, &mut rng);
+            let mut got = vec![0f32; rows];
+            (ops.dots_f16)(&q, &k, stride, &mut got);
+            for (p, g) in got.iter().enumerate() {
+                let row = &k[p * stride..p * stride + dim];
+                let want = (ops.dot_f16)(&q, row);
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{} dim={dim} row {p}",
+                    ops.name
+                );
+                let exact: f64 = q.iter().zip(row).map(|(&a, b)| a as f64 * b.to_f64()).sum();
+                let mag: f64 = q
+                    .iter()
+                    .zip(row)
+                    .map(|(&a, b)| (a as f64 * b.to_f64()).abs())
+                    .sum();
+                assert!(
+                    (want as f64 - exact).abs() <= 1e-6 * mag + 1e-30,
+                    "{} dim={dim}",
+                    ops.name
+                );
+            }
+        }
+    }
+}
+
 /// `wsum_f16` (rows summed with the sums kept in registers) equals `axpy_f16` called row after
 /// row, bitwise, for head widths around the 32/8-lane steps and a row stride wider than the
 /// head, in every row variant.
@@ -664,7 +711,14 @@ fn wsum_f16_equals_repeated_axpy_bitwise() {
     use owlet::kernels::rows::row_variants;
     let mut rng = Rng(14);
     for ops in row_variants() {
-        for (dim, rows, stride) in [(64, 37, 96), (100, 5, 100), (7, 3, 9), (64, 1, 64)] {
+        for (dim, rows, stride) in [
+            (64, 37, 96),
+            (100, 5, 100),
+            (7, 3, 9),
+            (64, 1, 64),
+            (128, 9, 160),
+            (200, 4, 256),
+        ] {
             let v: Vec<half::f16> = values(Kind::Heavy, (rows - 1) * stride + dim, &mut rng)
                 .iter()
                 .map(|&x| half::f16::from_f32(x))

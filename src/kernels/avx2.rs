@@ -50,6 +50,7 @@ pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
     name: "avx2",
     dot_f32: row_dot_f32,
     dot_f16: row_dot_f16,
+    dots_f16: row_dots_f16,
     axpy_f32: row_axpy_f32,
     axpy_f16: row_axpy_f16,
     gemm_f32: row_gemm_f32,
@@ -630,6 +631,10 @@ fn row_dot_f32(a: &[f32], b: &[f32]) -> f32 {
     unsafe { f32_body(n, b.as_ptr().cast(), a.as_ptr()) }
 }
 
+fn row_dots_f16(q: &[f32], k: &[f16], stride: usize, out: &mut [f32]) {
+    super::rows::dots_by_rows(row_dot_f16, q, k, stride, out)
+}
+
 fn row_dot_f16(a: &[f32], b: &[f16]) -> f32 {
     let n = a.len().min(b.len());
     // SAFETY: as above; `f16` is a 2-byte little-endian half, so `b` is 2n readable bytes.
@@ -770,7 +775,7 @@ pub(super) fn run_gemm(g: &Gemm<'_>, c: &mut [f32], bodies: [GemmRows; 4]) {
 /// all rows, then 8, then the scalar tail with `axpy_f16`'s separate multiply and add; each
 /// element sees the same operations in the same order as `n_rows` calls of `axpy_f16`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn wsum_f16_body(
+pub(super) unsafe fn wsum_f16_body(
     n_rows: usize,
     w: *const f32,
     v: *const f16,

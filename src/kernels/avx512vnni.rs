@@ -30,6 +30,7 @@ use std::arch::x86_64::*;
 use super::rows::{Gemm, RowOps};
 use super::{avx2, avxvnni, Kernels, Packing, TILE, TILE_ROWS};
 use crate::quant::GgmlType;
+use half::f16;
 
 /// The AVX-512 VNNI table, if this CPU has AVX-512 F/BW/VNNI and everything AVX-VNNI needs.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -738,6 +739,9 @@ static AVX512_ROWS: RowOps = RowOps {
     gemm_f32: row_gemm_f32,
     quantize_q8_0,
     quantize_q8_k,
+    dot_f16: row_dot_f16,
+    dots_f16: row_dots_f16,
+    wsum_f16: row_wsum_f16,
     ..avx2::AVX2_ROWS_TABLE
 };
 
@@ -928,4 +932,191 @@ fn quantize_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError
         }
     }
     Ok(())
+}
+
+/// `dot_f16`: 16 lanes, one fused chain per lane over the full 16-value chunks, the lanes
+/// summed by halving (`l + l+8`, then `+4`, `+2`, `+1`), then the tail multiplied and added
+/// separately: the per-row arithmetic of [`dots_f16_body`].
+fn row_dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut lanes = [0f32; 16];
+    // SAFETY: AVX-512 F (and AVX2/FMA/F16C) were detected before this table could be obtained;
+    // the chain reads the n / 16 full chunks of `a` and `b` (2-byte halves).
+    unsafe {
+        _mm512_storeu_ps(
+            lanes.as_mut_ptr(),
+            f16_chain(a.as_ptr(), b.as_ptr(), n / 16),
+        )
+    };
+    let mut h = lanes;
+    for width in [8, 4, 2, 1] {
+        for l in 0..width {
+            h[l] += h[l + width];
+        }
+    }
+    dot_f16_tail(h[0], a, b, n)
+}
+
+/// Adds the products of the values past the last full 16-value chunk to `s`.
+#[inline]
+fn dot_f16_tail(mut s: f32, a: &[f32], b: &[f16], n: usize) -> f32 {
+    for i in n / 16 * 16..n {
+        s += a[i] * b[i].to_f32();
+    }
+    s
+}
+
+/// `acc = fma(a_c, b_c, acc)` over `chunks` 16-value chunks, from zero.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[inline]
+unsafe fn f16_chain(a: *const f32, b: *const f16, chunks: usize) -> __m512 {
+    let mut acc = _mm512_setzero_ps();
+    for c in 0..chunks {
+        let x = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(16 * c).cast()));
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a.add(16 * c)), x, acc);
+    }
+    acc
+}
+
+fn row_dots_f16(q: &[f32], k: &[f16], stride: usize, out: &mut [f32]) {
+    let (n, rows) = (q.len(), out.len());
+    if rows == 0 {
+        return;
+    }
+    assert!(
+        (rows - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(n))
+            .is_some_and(|end| end <= k.len()),
+        "dots rows do not fit"
+    );
+    for (g, o) in out.chunks_mut(16).enumerate() {
+        let p0 = 16 * g;
+        let mut sums = [0f32; 16];
+        // SAFETY: AVX-512 F (and AVX2/FMA/F16C) were detected before this table could be
+        // obtained; the assert keeps every row p < rows (n halves at p·stride) inside `k`, and
+        // the body reads rows p0..p0 + o.len() only (missing ones repeat the last).
+        unsafe {
+            dots_f16_body(
+                q.as_ptr(),
+                n,
+                k.as_ptr().add(p0 * stride),
+                stride,
+                o.len(),
+                &mut sums,
+            )
+        };
+        for (r, v) in o.iter_mut().enumerate() {
+            let row = &k[(p0 + r) * stride..(p0 + r) * stride + n];
+            *v = dot_f16_tail(sums[r], q, row, n);
+        }
+    }
+}
+
+/// Up to 16 rows' [`f16_chain`]s, reduced together: the 16 accumulators are summed by halving
+/// with shuffles across registers (each lane of the result sees exactly the additions of
+/// [`row_dot_f16`]'s halving), `sums[r]` for row `r < rows`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn dots_f16_body(
+    q: *const f32,
+    n: usize,
+    k: *const f16,
+    stride: usize,
+    rows: usize,
+    sums: &mut [f32; 16],
+) {
+    let acc: [__m512; 16] =
+        std::array::from_fn(|r| f16_chain(q, k.add(r.min(rows - 1) * stride), n / 16));
+    // l + l+8: [x units 0,1 | y units 0,1] + [x units 2,3 | y units 2,3].
+    let b: [__m512; 8] = std::array::from_fn(|i| {
+        let (x, y) = (acc[2 * i], acc[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(x, y),
+            _mm512_shuffle_f32x4::<0xEE>(x, y),
+        )
+    });
+    // l + l+4: unit u of c[j] is row 4j + u.
+    let c: [__m512; 4] = std::array::from_fn(|j| {
+        let (x, y) = (b[2 * j], b[2 * j + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(x, y),
+            _mm512_shuffle_f32x4::<0xDD>(x, y),
+        )
+    });
+    // l + l+2 within units: unit u of d[h] holds rows 8h + u and 8h + 4 + u.
+    let d: [__m512; 2] = std::array::from_fn(|h| {
+        let (x, y) = (c[2 * h], c[2 * h + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(x, y),
+            _mm512_shuffle_ps::<0xEE>(x, y),
+        )
+    });
+    // l + l+1: lane 4u + s is row u + 4s.
+    let e = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(d[0], d[1]),
+        _mm512_shuffle_ps::<0xDD>(d[0], d[1]),
+    );
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_ps(sums.as_mut_ptr(), _mm512_permutexvar_ps(order, e));
+}
+
+fn row_wsum_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
+    let n_rows = w.len();
+    if n_rows == 0 {
+        return;
+    }
+    assert!(
+        (n_rows - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(out.len()))
+            .is_some_and(|end| end <= v.len()),
+        "wsum rows do not fit"
+    );
+    // SAFETY: AVX-512 F (and AVX2/FMA/F16C) were detected before this table could be obtained;
+    // the assert above keeps every row p < n_rows (out.len() halves at p·stride) inside `v`.
+    unsafe { wsum_f16_body(n_rows, w.as_ptr(), v.as_ptr(), stride, out) }
+}
+
+/// `wsum_f16` 128 output lanes at a time in eight 16-lane accumulators held across all rows
+/// (one pass over the rows for a 128-wide head), then 16, then the AVX2 body for the rest:
+/// every element sees the fused multiply-adds (or, in the scalar tail, the separate multiply
+/// and add) of `axpy_f16`, row after row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn wsum_f16_body(
+    n_rows: usize,
+    w: *const f32,
+    v: *const f16,
+    stride: usize,
+    out: &mut [f32],
+) {
+    let n = out.len();
+    let o = out.as_mut_ptr();
+    let mut i = 0;
+    while i + 128 <= n {
+        let mut acc: [__m512; 8] = std::array::from_fn(|u| _mm512_loadu_ps(o.add(i + 16 * u)));
+        for p in 0..n_rows {
+            let wv = _mm512_set1_ps(*w.add(p));
+            let row = v.add(p * stride + i);
+            for u in 0..8 {
+                let x = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * u).cast()));
+                acc[u] = _mm512_fmadd_ps(wv, x, acc[u]);
+            }
+        }
+        for u in 0..8 {
+            _mm512_storeu_ps(o.add(i + 16 * u), acc[u]);
+        }
+        i += 128;
+    }
+    while i + 16 <= n {
+        let mut acc = _mm512_loadu_ps(o.add(i));
+        for p in 0..n_rows {
+            let x = _mm512_cvtph_ps(_mm256_loadu_si256(v.add(p * stride + i).cast()));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(p)), x, acc);
+        }
+        _mm512_storeu_ps(o.add(i), acc);
+        i += 16;
+    }
+    if i < n {
+        avx2::wsum_f16_body(n_rows, w, v.add(i), stride, &mut out[i..]);
+    }
 }

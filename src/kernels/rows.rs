@@ -15,6 +15,9 @@ pub struct RowOps {
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// `Σ a[i]·b[i]` with f16 `b`
     pub dot_f16: fn(&[f32], &[f16]) -> f32,
+    /// `out[p] = dot_f16(q, k[p·stride..p·stride + q.len()])` for every `p < out.len()`, bitwise
+    /// what [`RowOps::dot_f16`] gives row by row (one query against many cached keys).
+    pub dots_f16: fn(&[f32], &[f16], usize, &mut [f32]),
     /// `out[i] += w·v[i]`
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `out[i] += w·v[i]` with f16 `v`
@@ -72,6 +75,7 @@ pub static SCALAR: RowOps = RowOps {
     name: "generic",
     dot_f32: scalar_dot_f32,
     dot_f16: scalar_dot_f16,
+    dots_f16: scalar_dots_f16,
     axpy_f32: scalar_axpy_f32,
     axpy_f16: scalar_axpy_f16,
     gemm_f32: scalar_gemm_f32,
@@ -154,6 +158,27 @@ pub fn scalar_wsum_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
     for (p, &wp) in w.iter().enumerate() {
         scalar_axpy_f16(wp, &v[p * stride..p * stride + n], out);
     }
+}
+
+/// `dots_f16` for variants without a many-row form: one `dot_f16` call per row.
+///
+/// # Panics
+/// If a row `p < out.len()` does not fit `k` (a caller bug).
+pub fn dots_by_rows(
+    dot: fn(&[f32], &[f16]) -> f32,
+    q: &[f32],
+    k: &[f16],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let n = q.len();
+    for (p, o) in out.iter_mut().enumerate() {
+        *o = dot(q, &k[p * stride..p * stride + n]);
+    }
+}
+
+fn scalar_dots_f16(q: &[f32], k: &[f16], stride: usize, out: &mut [f32]) {
+    dots_by_rows(scalar_dot_f16, q, k, stride, out)
 }
 
 fn scalar_dot_f16(a: &[f32], b: &[f16]) -> f32 {

@@ -18,6 +18,13 @@ use crate::kernels::rows::{row_ops, Gemm};
 pub trait KvRows: Sync {
     /// `Σ_d q[d] · K[pos][off + d]`.
     fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32;
+    /// `out[p] = dot(p, off, q)` for every `p < out.len()` (implementations may compute many
+    /// rows at once but must give the same bits).
+    fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
+        for (p, o) in out.iter_mut().enumerate() {
+            *o = self.dot(p, off, q);
+        }
+    }
     /// `out[d] += w · V[pos][off + d]`.
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]);
     /// `axpy(p, off, w[p], out)` for p = 0, 1, … in order (implementations may keep the sums
@@ -88,8 +95,9 @@ pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &
                 }
                 let scores = &mut buf[..n_keys];
                 let qh = &qi[h * s.head_dim..(h + 1) * s.head_dim];
-                for (p, sc) in scores.iter_mut().enumerate() {
-                    *sc = k.dot(p, koff, qh) * s.scale;
+                k.dots(koff, qh, scores);
+                for sc in scores.iter_mut() {
+                    *sc *= s.scale;
                 }
                 super::softmax(scores);
                 let oh = &mut o[h * s.head_dim..(h + 1) * s.head_dim];
