@@ -25,17 +25,40 @@ impl std::str::FromStr for KvType {
     }
 }
 
-/// One layer's keys or values: `n_ctx × width`.
+/// Where one layer's cache puts position `pos`, column `col` (`col < n_heads·head_dim`):
+/// head-major, `[kv head][pos][head_dim]`, so that one head's keys (or values) over all
+/// positions are one contiguous run. Attention scans exactly that run for each query; in a
+/// position-major cache the run's rows would sit a whole row (a power of two bytes) apart,
+/// which maps them onto a few cache sets and evicts them between the queries of a prefill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayout {
+    pub n_ctx: usize,
+    pub head_dim: usize,
+    /// `n_heads · head_dim`: one position's width.
+    pub width: usize,
+}
+
+impl KvLayout {
+    /// Element index of (`pos`, `col`).
+    #[inline]
+    pub fn at(&self, pos: usize, col: usize) -> usize {
+        let (h, d) = (col / self.head_dim, col % self.head_dim);
+        (h * self.n_ctx + pos) * self.head_dim + d
+    }
+}
+
+/// One layer's keys or values: `n_ctx × width` values in [`KvLayout`] order.
 #[derive(Clone, Debug)]
 pub enum KvStore {
     F16(Vec<f16>),
     F32(Vec<f32>),
 }
 
-/// A [`KvStore`] seen as rows of `width`.
+/// A [`KvStore`] seen as rows of positions. Row offsets (`off`) are whole heads and row
+/// slices at most one head wide, as attention uses them.
 pub struct StoreRows<'a> {
     pub store: &'a KvStore,
-    pub width: usize,
+    pub layout: KvLayout,
 }
 
 impl KvStore {
@@ -45,23 +68,28 @@ impl KvStore {
             KvType::F32 => KvStore::F32(vec![0.0; n]),
         }
     }
-    /// Writes `rows` (`n × width`) at row `start`.
-    pub fn write(&mut self, start: usize, width: usize, rows: &[f32]) {
-        let at = start * width;
-        match self {
-            KvStore::F16(d) => {
-                for (o, v) in d[at..at + rows.len()].iter_mut().zip(rows) {
-                    *o = f16::from_f32(*v);
+    /// Writes `rows` (`n × layout.width`, position-major) at position `start`.
+    pub fn write(&mut self, start: usize, layout: KvLayout, rows: &[f32]) {
+        let hd = layout.head_dim;
+        for (t, row) in rows.chunks_exact(layout.width).enumerate() {
+            for (h, head) in row.chunks_exact(hd).enumerate() {
+                let at = layout.at(start + t, h * hd);
+                match self {
+                    KvStore::F16(d) => {
+                        for (o, v) in d[at..at + hd].iter_mut().zip(head) {
+                            *o = f16::from_f32(*v);
+                        }
+                    }
+                    KvStore::F32(d) => d[at..at + hd].copy_from_slice(head),
                 }
             }
-            KvStore::F32(d) => d[at..at + rows.len()].copy_from_slice(rows),
         }
     }
 }
 
 impl KvRows for StoreRows<'_> {
     fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32 {
-        let s = pos * self.width + off;
+        let s = self.layout.at(pos, off);
         match self.store {
             KvStore::F32(d) => crate::ops::matmul::dot_f32(q, &d[s..s + q.len()]),
             KvStore::F16(d) => (crate::kernels::rows::row_ops().dot_f16)(q, &d[s..s + q.len()]),
@@ -70,8 +98,9 @@ impl KvRows for StoreRows<'_> {
     fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
         match self.store {
             KvStore::F16(d) if !out.is_empty() => {
-                let end = (out.len() - 1) * self.width + off + q.len();
-                (crate::kernels::rows::row_ops().dots_f16)(q, &d[off..end], self.width, out)
+                let (s, stride) = (self.layout.at(0, off), self.layout.head_dim);
+                let end = s + (out.len() - 1) * stride + q.len();
+                (crate::kernels::rows::row_ops().dots_f16)(q, &d[s..end], stride, out)
             }
             _ => {
                 for (p, o) in out.iter_mut().enumerate() {
@@ -81,7 +110,7 @@ impl KvRows for StoreRows<'_> {
         }
     }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
-        let s = pos * self.width + off;
+        let s = self.layout.at(pos, off);
         match self.store {
             KvStore::F32(d) => {
                 let n = out.len();
@@ -97,8 +126,9 @@ impl KvRows for StoreRows<'_> {
     fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
         match self.store {
             KvStore::F16(d) if !w.is_empty() => {
-                let end = (w.len() - 1) * self.width + off + out.len();
-                (crate::kernels::rows::row_ops().wsum_f16)(w, &d[off..end], self.width, out)
+                let (s, stride) = (self.layout.at(0, off), self.layout.head_dim);
+                let end = s + (w.len() - 1) * stride + out.len();
+                (crate::kernels::rows::row_ops().wsum_f16)(w, &d[s..end], stride, out)
             }
             _ => {
                 for (p, &wp) in w.iter().enumerate() {
@@ -115,22 +145,38 @@ pub struct KvCache {
     pub kv_type: KvType,
     pub n_ctx: usize,
     pub width: usize,
+    pub head_dim: usize,
     pub k: Vec<KvStore>,
     pub v: Vec<KvStore>,
 }
 
 impl KvCache {
-    pub fn new(kv_type: KvType, n_layer: usize, n_ctx: usize, width: usize) -> Self {
+    pub fn new(
+        kv_type: KvType,
+        n_layer: usize,
+        n_ctx: usize,
+        width: usize,
+        head_dim: usize,
+    ) -> Self {
         KvCache {
             kv_type,
             n_ctx,
             width,
+            head_dim,
             k: (0..n_layer)
                 .map(|_| KvStore::new(kv_type, n_ctx * width))
                 .collect(),
             v: (0..n_layer)
                 .map(|_| KvStore::new(kv_type, n_ctx * width))
                 .collect(),
+        }
+    }
+    /// The layout of every layer's store.
+    pub fn layout(&self) -> KvLayout {
+        KvLayout {
+            n_ctx: self.n_ctx,
+            head_dim: self.head_dim,
+            width: self.width,
         }
     }
     /// Bytes held.

@@ -126,7 +126,7 @@ impl<'m> Session<'m> {
         Ok(Session {
             model,
             pool,
-            kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim()),
+            kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim(), t.head_dim()),
             scratch: TextScratch::default(),
             cached: Vec::new(),
             n_past: 0,

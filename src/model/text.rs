@@ -248,8 +248,9 @@ impl Model {
                     ops::rope_apply(hk, cs, sn, c.qk_permuted);
                 }
             }
-            kv.k[li].write(pos0, kvd, k);
-            kv.v[li].write(pos0, kvd, v);
+            let layout = kv.layout();
+            kv.k[li].write(pos0, layout, k);
+            kv.v[li].write(pos0, layout, v);
             let attn = sized(attn, t_len * d);
             let shape = AttnShape {
                 n_head: c.n_head,
@@ -264,11 +265,11 @@ impl Model {
                 q,
                 &StoreRows {
                     store: &kv.k[li],
-                    width: kvd,
+                    layout,
                 },
                 &StoreRows {
                     store: &kv.v[li],
-                    width: kvd,
+                    layout,
                 },
                 shape,
                 attn,
