@@ -356,6 +356,60 @@ unsafe fn write_a_q4_k(rec: *const u8, a: *mut u8) {
     }
 }
 
+/// Two independent tile products with the configured tile sets (tmm0–2, tmm3–5):
+/// `C_i = A_i·B_i` from zero, A rows `a_stride` bytes apart, B rows 64, stored to `c[i]`
+/// (16 rows of 64 bytes).
+#[inline(always)]
+unsafe fn tdp_pair(a: [*const u8; 2], a_stride: usize, b: [*const u8; 2], c: [*mut u8; 2]) {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm3",
+        "tileloadd tmm1, [{a} + {sa}*1]",
+        "tileloadd tmm2, [{b} + {sb}*1]",
+        "tileloadd tmm4, [{a2} + {sa}*1]",
+        "tileloadd tmm5, [{b2} + {sb}*1]",
+        "tdpbusd tmm0, tmm1, tmm2",
+        "tdpbusd tmm3, tmm4, tmm5",
+        "tilestored [{c} + {sc}*1], tmm0",
+        "tilestored [{c2} + {sc}*1], tmm3",
+        a = in(reg) a[0],
+        a2 = in(reg) a[1],
+        sa = in(reg) a_stride,
+        b = in(reg) b[0],
+        b2 = in(reg) b[1],
+        sb = in(reg) 64usize,
+        c = in(reg) c[0],
+        c2 = in(reg) c[1],
+        sc = in(reg) 64usize,
+        options(nostack),
+    );
+}
+
+/// Tile row `t`'s (weight row `r`) integer sums over one super-block: `Σ_j sc[j][r]·C_j[t]`
+/// from the `J` group results in `c` (1 KiB apart), and `Σ_p` of `vpdpwssd(sums[p],
+/// pairs[p][r])` (per column, the groups' activation sums times the row's i16 pair).
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn row_sums<const J: usize, const P: usize>(
+    c: *const u8,
+    t: usize,
+    sc: &[[i32; 16]; J],
+    pairs: &[[i32; 16]; P],
+    sums: &[__m512i; P],
+) -> (__m512i, __m512i) {
+    let r = ROW_OF[t];
+    let mut isum = _mm512_setzero_si512();
+    for j in 0..J {
+        let cj = _mm512_loadu_si512(c.add(1024 * j + 64 * t).cast());
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(cj, _mm512_set1_epi32(sc[j][r])));
+    }
+    let mut msum = _mm512_setzero_si512();
+    for p in 0..P {
+        msum = _mm512_dpwssd_epi32(msum, sums[p], _mm512_set1_epi32(pairs[p][r]));
+    }
+    (isum, msum)
+}
+
 /// 16 packed Q4_K rows × 16 laid-out Q8_K columns over `nb` super-blocks into `res[t][c]`
 /// (tile row order). Per super-block, one `tdpbusd` per 32-value sub-block `j` gives the exact
 /// sums `C_j` (levels 0..16 are unsigned, no offset); [`scale_q4_k`] then forms
@@ -364,44 +418,49 @@ unsafe fn write_a_q4_k(rec: *const u8, a: *mut u8) {
 /// vector unit scales `b − 1` (C buffers alternate).
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 unsafe fn body_q4_k(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
-    let (mut a_buf, mut c_buf) = (Scratch::<4096>::new(), Scratch::<16384>::new());
-    let (a_ptr, c_ptr) = (a_buf.ptr(), c_buf.ptr());
+    let mut a_buf = Scratch::<4096>::new();
+    let a_ptr = a_buf.ptr();
+    let multiply = |b: usize, c: *mut u8| {
+        let (rec, act) = (g.add(b * Q4_KX16), acts.add(b * ACT_RECORD_K));
+        write_a_q4_k(rec, a_ptr);
+        for pair in 0..4 {
+            let at = 1024 * pair;
+            tdp_pair(
+                [a_ptr.add(at), a_ptr.add(at + 512)],
+                32,
+                [act.add(at), act.add(at + 512)],
+                [c.add(2 * at), c.add(2 * at + 1024)],
+            );
+        }
+    };
+    let scale = |b: usize, c: *const u8, acc: &mut [__m512; 16]| {
+        scale_q4_k(g.add(b * Q4_KX16), acts.add(b * ACT_RECORD_K), c, acc)
+    };
+    super_blocks::<8192>(nb, &CONFIG, res, multiply, scale);
+}
+
+/// The super-block pipeline of the K-quant bodies: `multiply(b, c)` runs super-block `b`'s
+/// tile products into the result buffer `c` (`C_BYTES`), `scale(b, c, acc)` folds them into
+/// the 16 row accumulators. The tile unit multiplies super-block `b` while the vector unit
+/// scales `b − 1` (the two result buffers alternate). Configures the tiles first and releases
+/// them at the end; `res[t]` gets tile row `t`'s accumulator.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+unsafe fn super_blocks<const C_BYTES: usize>(
+    nb: usize,
+    config: &TileConfig,
+    res: &mut [[f32; 16]; 16],
+    multiply: impl Fn(usize, *mut u8),
+    scale: impl Fn(usize, *const u8, &mut [__m512; 16]),
+) {
+    let mut halves = [Scratch::<C_BYTES>::new(), Scratch::<C_BYTES>::new()];
     let mut acc = [_mm512_setzero_ps(); 16];
-    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     for b in 0..=nb {
         if b < nb {
-            let (rec, act) = (g.add(b * Q4_KX16), acts.add(b * ACT_RECORD_K));
-            write_a_q4_k(rec, a_ptr);
-            let c = c_ptr.add(8192 * (b % 2));
-            for pair in 0..4 {
-                let at = 1024 * pair;
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm3",
-                    "tileloadd tmm1, [{a} + {sa}*1]",
-                    "tileloadd tmm2, [{b} + {sb}*1]",
-                    "tileloadd tmm4, [{a2} + {sa}*1]",
-                    "tileloadd tmm5, [{b2} + {sb}*1]",
-                    "tdpbusd tmm0, tmm1, tmm2",
-                    "tdpbusd tmm3, tmm4, tmm5",
-                    "tilestored [{c} + {sc}*1], tmm0",
-                    "tilestored [{c2} + {sc}*1], tmm3",
-                    a = in(reg) a_ptr.add(at),
-                    a2 = in(reg) a_ptr.add(at + 512),
-                    sa = in(reg) 32usize,
-                    b = in(reg) act.add(at),
-                    b2 = in(reg) act.add(at + 512),
-                    sb = in(reg) 64usize,
-                    c = in(reg) c.add(2 * at),
-                    c2 = in(reg) c.add(2 * at + 1024),
-                    sc = in(reg) 64usize,
-                    options(nostack),
-                );
-            }
+            multiply(b, halves[b % 2].ptr());
         }
         if b > 0 {
-            let (rec, act) = (g.add((b - 1) * Q4_KX16), acts.add((b - 1) * ACT_RECORD_K));
-            scale_q4_k(rec, act, c_ptr.add(8192 * ((b - 1) % 2)), &mut acc);
+            scale(b - 1, halves[(b - 1) % 2].ptr(), &mut acc);
         }
     }
     asm!("tilerelease", options(nostack, nomem));
@@ -444,15 +503,7 @@ unsafe fn scale_q4_k(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__
     let da = _mm512_loadu_ps(act.add(K_SCALES).cast());
     for t in 0..16 {
         let r = ROW_OF[t];
-        let mut isum = _mm512_setzero_si512();
-        for j in 0..8 {
-            let cj = _mm512_loadu_si512(c.add(1024 * j + 64 * t).cast());
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(cj, _mm512_set1_epi32(sc[j][r])));
-        }
-        let mut msum = _mm512_setzero_si512();
-        for p in 0..4 {
-            msum = _mm512_dpwssd_epi32(msum, sums[p], _mm512_set1_epi32(mins[p][r]));
-        }
+        let (isum, msum) = row_sums(c, t, &sc, &mins, &sums);
         let dd = _mm512_mul_ps(_mm512_set1_ps(d[r]), da);
         acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(isum)));
         let dm = _mm512_mul_ps(_mm512_set1_ps(dmin[r]), da);
@@ -473,49 +524,21 @@ fn q6_k_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
 /// does. The tile unit multiplies super-block `b` while the vector unit scales `b − 1`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 unsafe fn body_q6_k(nb: usize, g: *const u8, acts: *const u8, res: &mut [[f32; 16]; 16]) {
-    let mut c_buf = Scratch::<32768>::new();
-    let c_ptr = c_buf.ptr();
-    let mut acc = [_mm512_setzero_ps(); 16];
-    asm!("ldtilecfg [{}]", in(reg) CONFIG_16.0.as_ptr(), options(nostack, readonly));
-    for b in 0..=nb {
-        if b < nb {
-            let (rec, act) = (g.add(b * Q6_KX16), acts.add(b * ACT_RECORD_K));
-            let c = c_ptr.add(16384 * (b % 2));
-            for pair in 0..8 {
-                let j = 2 * pair;
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm3",
-                    "tileloadd tmm1, [{a} + {sa}*1]",
-                    "tileloadd tmm2, [{b} + {sb}*1]",
-                    "tileloadd tmm4, [{a2} + {sa}*1]",
-                    "tileloadd tmm5, [{b2} + {sb}*1]",
-                    "tdpbusd tmm0, tmm1, tmm2",
-                    "tdpbusd tmm3, tmm4, tmm5",
-                    "tilestored [{c} + {sc}*1], tmm0",
-                    "tilestored [{c2} + {sc}*1], tmm3",
-                    a = in(reg) rec.add(288 + 256 * j),
-                    a2 = in(reg) rec.add(288 + 256 * (j + 1)),
-                    sa = in(reg) 16usize,
-                    b = in(reg) act.add(256 * j),
-                    b2 = in(reg) act.add(256 * (j + 1)),
-                    sb = in(reg) 64usize,
-                    c = in(reg) c.add(1024 * j),
-                    c2 = in(reg) c.add(1024 * (j + 1)),
-                    sc = in(reg) 64usize,
-                    options(nostack),
-                );
-            }
+    let multiply = |b: usize, c: *mut u8| {
+        let (rec, act) = (g.add(b * Q6_KX16), acts.add(b * ACT_RECORD_K));
+        for j in (0..16).step_by(2) {
+            tdp_pair(
+                [rec.add(288 + 256 * j), rec.add(288 + 256 * (j + 1))],
+                16,
+                [act.add(256 * j), act.add(256 * (j + 1))],
+                [c.add(1024 * j), c.add(1024 * (j + 1))],
+            );
         }
-        if b > 0 {
-            let (rec, act) = (g.add((b - 1) * Q6_KX16), acts.add((b - 1) * ACT_RECORD_K));
-            scale_q6_k(rec, act, c_ptr.add(16384 * ((b - 1) % 2)), &mut acc);
-        }
-    }
-    asm!("tilerelease", options(nostack, nomem));
-    for t in 0..16 {
-        _mm512_storeu_ps(res[t].as_mut_ptr(), acc[t]);
-    }
+    };
+    let scale = |b: usize, c: *const u8, acc: &mut [__m512; 16]| {
+        scale_q6_k(g.add(b * Q6_KX16), acts.add(b * ACT_RECORD_K), c, acc)
+    };
+    super_blocks::<16384>(nb, &CONFIG_16, res, multiply, scale);
 }
 
 /// One Q6_K super-block's sixteen 16×16 group sums `c` (1 KiB apart, tile row order) into the
@@ -549,15 +572,7 @@ unsafe fn scale_q6_k(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__
     let da = _mm512_loadu_ps(act.add(K_SCALES).cast());
     for t in 0..16 {
         let r = ROW_OF[t];
-        let mut isum = _mm512_setzero_si512();
-        for j in 0..16 {
-            let cj = _mm512_loadu_si512(c.add(1024 * j + 64 * t).cast());
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(cj, _mm512_set1_epi32(sc[j][r])));
-        }
-        let mut msum = _mm512_setzero_si512();
-        for p in 0..8 {
-            msum = _mm512_dpwssd_epi32(msum, sums[p], _mm512_set1_epi32(pairs[p][r]));
-        }
+        let (isum, msum) = row_sums(c, t, &sc, &pairs, &sums);
         let net = _mm512_sub_epi32(isum, _mm512_slli_epi32::<5>(msum));
         let dd = _mm512_mul_ps(_mm512_set1_ps(d[r]), da);
         acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(net)));
