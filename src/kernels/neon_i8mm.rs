@@ -12,6 +12,11 @@
 //! output is bitwise the variant's own dot whatever the tile shape ([`super::QuantTile`]).
 //! Odd tile sides are padded with a duplicate of the last row, whose outputs are dropped.
 //!
+//! At load, Q4_0 and Q8_0 matrices are repacked into 16-row records whose row pairs already
+//! hold the `smmla` operands' interleaving ([`pack_q4_0`], [`pack_q8_0`]; the same bytes as
+//! the file's blocks, reordered), so a packed tile streams one sequential run per 16 rows and
+//! needs no `zip`s; its numbers are the plain tile's, bitwise.
+//!
 //! `vmmlaq_s32` is a nightly-only intrinsic on Rust 1.95, so `smmla` is inline assembly inside
 //! `#[target_feature(enable = "i8mm")]` functions. The table is handed out only by
 //! [`detected`], after checking that the CPU has both i8mm and dotprod: executing `smmla` or
@@ -25,13 +30,29 @@ use std::arch::aarch64::*;
 
 use super::neon::{load_s8, q4_0_levels};
 use super::neon_dotprod::{self, has_dotprod};
-use super::{Kernels, TILE};
-use crate::quant::read_f16;
+use super::{Kernels, Packing, TILE, TILE_ROWS};
+use crate::quant::{read_f16, GgmlType};
 
 static NEON_I8MM: Kernels = Kernels {
     name: "neon-i8mm",
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
+    packings: &[
+        Packing {
+            typ: GgmlType::Q4_0,
+            record_bytes: Q4_0_RECORD,
+            pack: pack_q4_0,
+            tile: q4_0_packed_tile,
+            tile16: None,
+        },
+        Packing {
+            typ: GgmlType::Q8_0,
+            record_bytes: Q8_0_RECORD,
+            pack: pack_q8_0,
+            tile: q8_0_packed_tile,
+            tile16: None,
+        },
+    ],
     ..neon_dotprod::NEON_DOTPROD_TABLE
 };
 
@@ -273,4 +294,172 @@ fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
 /// Q8_0 weights · Q8_0 activations, a tile with `smmla` (see [`super::QuantTile`]).
 fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
     run_tile::<Q8_0>(n, w, a, out)
+}
+
+/// Bytes of one packed Q4_0 record: 16 rows' block `b` (see [`pack_q4_0`]).
+const Q4_0_RECORD: usize = 32 + 8 * 32;
+/// Bytes of one packed Q8_0 record: 16 rows' block `b` (see [`pack_q8_0`]).
+const Q8_0_RECORD: usize = 32 + 8 * 64;
+
+/// Packs 16 Q4_0 rows of `n` values: per block one record of the 16 `d` (f16, row order),
+/// then per row pair `p` 32 bytes: rows `2p`, `2p + 1` quant bytes 0..8, then both rows' bytes
+/// 8..16. The low nibbles of the first 16 bytes are the pair's values 0..8 (`smmla` operand 0),
+/// their high nibbles values 16..24 (operand 2); the second 16 bytes give values 8..16 and
+/// 24..32 (operands 1 and 3). Anything but 16 rows and an `out` of `n / 32` records is left.
+fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / QK;
+    if rows.len() != TILE_ROWS
+        || out.len() != nb * Q4_0_RECORD
+        || rows.iter().any(|r| r.len() < nb * 18)
+    {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q4_0_RECORD).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b * 18..(b + 1) * 18];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
+            for h in 0..2 {
+                let at = 32 + 32 * (r / 2) + 16 * h + 8 * (r % 2);
+                rec[at..at + 8].copy_from_slice(&x[2 + 8 * h..10 + 8 * h]);
+            }
+        }
+    }
+}
+
+/// Packs 16 Q8_0 rows of `n` values: per block one record of the 16 `d` (f16, row order),
+/// then per row pair `p` its four `smmla` operands (16 bytes each: row `2p` values 8k..8k+8,
+/// then row `2p + 1`'s). Anything but 16 rows and an `out` of `n / 32` records is left.
+fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / QK;
+    if rows.len() != TILE_ROWS
+        || out.len() != nb * Q8_0_RECORD
+        || rows.iter().any(|r| r.len() < nb * 34)
+    {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q8_0_RECORD).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b * 34..(b + 1) * 34];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
+            for k in 0..4 {
+                let at = 32 + 64 * (r / 2) + 16 * k + 8 * (r % 2);
+                rec[at..at + 8].copy_from_slice(&x[2 + 8 * k..10 + 8 * k]);
+            }
+        }
+    }
+}
+
+/// A packed record format: its size and row pair `p`'s four `smmla` operands.
+trait PackedFormat {
+    const RECORD: usize;
+    fn operands(rec: &[u8], p: usize) -> [int8x16_t; 4];
+}
+
+struct PackedQ4_0;
+
+impl PackedFormat for PackedQ4_0 {
+    const RECORD: usize = Q4_0_RECORD;
+    #[inline]
+    fn operands(rec: &[u8], p: usize) -> [int8x16_t; 4] {
+        let (z0, z1) = (
+            q4_0_levels(&rec[32 + 32 * p..48 + 32 * p]),
+            q4_0_levels(&rec[48 + 32 * p..64 + 32 * p]),
+        );
+        [z0.0, z1.0, z0.1, z1.1]
+    }
+}
+
+struct PackedQ8_0;
+
+impl PackedFormat for PackedQ8_0 {
+    const RECORD: usize = Q8_0_RECORD;
+    #[inline]
+    fn operands(rec: &[u8], p: usize) -> [int8x16_t; 4] {
+        std::array::from_fn(|k| load_s8(rec, 32 + 64 * p + 16 * k))
+    }
+}
+
+/// The body over `nb` packed records of one 16-row group × `AP` activation-row pairs:
+/// `sums[p][q]` as in [`tile_body`], for the eight row pairs, with the same arithmetic.
+///
+/// # Safety
+/// The CPU must support the int8 matrix-multiply extension.
+#[target_feature(enable = "i8mm")]
+unsafe fn packed_body<F: PackedFormat, const AP: usize>(
+    nb: usize,
+    g: &[u8],
+    a: &[&[u8]; TILE],
+    sums: &mut [[[f32; 4]; 2]; TILE_ROWS / 2],
+) {
+    // SAFETY (whole body): the caller guarantees i8mm; everything else is baseline NEON on
+    // registers or on `sums`' own 4-float arrays; slices are indexed with bounds checks.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 2]; TILE_ROWS / 2];
+        for b in 0..nb {
+            let rec = &g[b * F::RECORD..(b + 1) * F::RECORD];
+            let ablock = |c: usize| &a[c][b * ASIZE..(b + 1) * ASIZE];
+            let mut aops = [[vdupq_n_s8(0); 4]; 2];
+            let mut ad = [vdupq_n_f32(0.0); 2];
+            for q in 0..AP {
+                let (y0, y1) = (ablock(2 * q), ablock(2 * q + 1));
+                aops[q] = pair_operands(q8_0_halves(y0), q8_0_halves(y1));
+                let (d0, d1) = (read_f16(y0, 0), read_f16(y1, 0));
+                ad[q] = f32x4([d0, d1, d0, d1]);
+            }
+            for p in 0..TILE_ROWS / 2 {
+                let wops = F::operands(rec, p);
+                let (d0, d1) = (read_f16(rec, 4 * p), read_f16(rec, 4 * p + 2));
+                let wd = f32x4([d0, d0, d1, d1]);
+                for q in 0..AP {
+                    let s = vcvtq_f32_s32(block_sums(&wops, &aops[q]));
+                    acc[p][q] = vfmaq_f32(acc[p][q], s, vmulq_f32(wd, ad[q]));
+                }
+            }
+        }
+        for p in 0..TILE_ROWS / 2 {
+            for q in 0..AP {
+                vst1q_f32(sums[p][q].as_mut_ptr(), acc[p][q]);
+            }
+        }
+    }
+}
+
+/// One packed group × up to [`TILE`] activation rows into `out[r·a.len() + c]` (see
+/// [`Packing::tile`]); short slices yield what they hold, like [`run_tile`].
+fn run_packed<F: PackedFormat>(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let na = a.len().min(TILE);
+    if na == 0 {
+        return;
+    }
+    let mut nb = (n / QK).min(group.len() / F::RECORD);
+    for row in &a[..na] {
+        nb = nb.min(row.len() / ASIZE);
+    }
+    let ar: [&[u8]; TILE] = std::array::from_fn(|c| a[c.min(na - 1)]);
+    let mut sums = [[[0f32; 4]; 2]; TILE_ROWS / 2];
+    // SAFETY: the body needs i8mm, which `detected` verified before this table could be
+    // obtained; it indexes its slices with bounds checks.
+    unsafe {
+        if na <= 2 {
+            packed_body::<F, 1>(nb, group, &ar, &mut sums);
+        } else {
+            packed_body::<F, 2>(nb, group, &ar, &mut sums);
+        }
+    }
+    for r in 0..TILE_ROWS {
+        for c in 0..na {
+            let lane = 2 * (r % 2) + c % 2;
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = sums[r / 2][c / 2][lane];
+            }
+        }
+    }
+}
+
+fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    run_packed::<PackedQ4_0>(n, group, a, out)
+}
+
+fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    run_packed::<PackedQ8_0>(n, group, a, out)
 }
