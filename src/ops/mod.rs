@@ -13,39 +13,82 @@ pub use attention::{attention, attention_dense, KvRows};
 pub use matmul::{matmul, MatRef};
 pub use norm::{layer_norm, rms_norm};
 
+use rayon::prelude::*;
+
 use crate::kernels::exp::exp_ops;
 
+/// Elements from which the elementwise and per-row ops below split their work over the
+/// pool's threads (a ViT activation is 1025×4096; a decoded token's 4096 stay on one thread).
+/// Each element or row is computed exactly as on one thread, so the split changes no bits.
+const PAR_MIN: usize = 1 << 16;
+
+/// Runs `f` over `x` in pieces of whole `unit`s (a row, or a SIMD-friendly run of elements):
+/// on the calling thread for small `x`, else in parallel.
+fn for_pieces(x: &mut [f32], unit: usize, f: impl Fn(&mut [f32]) + Sync) {
+    let unit = unit.max(1);
+    if x.len() < PAR_MIN {
+        f(x);
+    } else {
+        let piece = (PAR_MIN / 4).div_ceil(unit) * unit;
+        x.par_chunks_mut(piece).for_each(&f);
+    }
+}
+
+/// [`for_pieces`] over `a` with the matching pieces of `b` (same length).
+fn for_piece_pairs(a: &mut [f32], b: &[f32], unit: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    let unit = unit.max(1);
+    if a.len() < PAR_MIN {
+        f(a, b);
+    } else {
+        let piece = (PAR_MIN / 4).div_ceil(unit) * unit;
+        a.par_chunks_mut(piece)
+            .zip(b.par_chunks(piece))
+            .for_each(|(x, y)| f(x, y));
+    }
+}
+
 /// SiLU in place: `z·σ(z)`, computed as `z / (1 + exp(−z))` by the process's
-/// [`exp_ops`] kernel (SIMD, bitwise equal to its scalar twin).
+/// [`exp_ops`] kernel (SIMD, bitwise equal to its scalar twin, so any split gives the same
+/// bits).
 pub fn silu(x: &mut [f32]) {
-    (exp_ops().silu)(x)
+    let silu = exp_ops().silu;
+    for_pieces(x, 64, silu)
 }
 
 /// QuickGELU in place: `z·σ(1.702·z)` (the CLIP/ViT activation, not erf-GELU), computed as
 /// `z / (1 + exp(−1.702·z))` by the [`exp_ops`] kernel.
 pub fn quick_gelu(x: &mut [f32]) {
-    (exp_ops().quick_gelu)(x)
+    let gelu = exp_ops().quick_gelu;
+    for_pieces(x, 64, gelu)
 }
 
 /// `a ⊙= b` elementwise.
 pub fn mul_in_place(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x *= *y;
-    }
+    for_piece_pairs(a, b, 64, |a, b| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x *= *y;
+        }
+    })
 }
 
 /// `a += b` elementwise.
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += *y;
-    }
+    for_piece_pairs(a, b, 64, |a, b| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += *y;
+        }
+    })
 }
 
 /// Adds `bias` (length `n`) to every row of `x` (`rows × n`).
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        add_in_place(row, bias);
-    }
+    for_pieces(x, bias.len(), |rows| {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += *b;
+            }
+        }
+    })
 }
 
 /// Softmax in place over the whole slice, in f32 with the max subtracted, by the [`exp_ops`]

@@ -1,9 +1,15 @@
-//! RMSNorm and LayerNorm over rows, f32 with f32 accumulation... except the sums, which are
-//! accumulated in f64: the strict f32 tolerance (2e-5 on logits) leaves no room for a
-//! 4096-long f32 sum's drift, and the cost is negligible next to the matmuls.
+//! RMSNorm and LayerNorm over rows (large inputs split over the threads by whole rows), f32
+//! with f32 accumulation... except the sums, which are accumulated in f64: the strict f32
+//! tolerance (2e-5 on logits) leaves no room for a 4096-long f32 sum's drift, and the cost is
+//! negligible next to the matmuls.
 
 /// `y = x / sqrt(mean(x²) + eps) ⊙ g` for every row of `x` (`rows × g.len()`), in place.
 pub fn rms_norm(x: &mut [f32], g: &[f32], eps: f32) {
+    let n = g.len();
+    super::for_pieces(x, n, |rows| rms_norm_rows(rows, g, eps));
+}
+
+fn rms_norm_rows(x: &mut [f32], g: &[f32], eps: f32) {
     let n = g.len();
     for row in x.chunks_exact_mut(n) {
         let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
@@ -17,6 +23,12 @@ pub fn rms_norm(x: &mut [f32], g: &[f32], eps: f32) {
 
 /// `y = (x − mean) / sqrt(var + eps) ⊙ γ + β` for every row (biased variance), in place.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    super::for_pieces(x, gamma.len(), |rows| {
+        layer_norm_rows(rows, gamma, beta, eps)
+    });
+}
+
+fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = gamma.len();
     for row in x.chunks_exact_mut(n) {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
