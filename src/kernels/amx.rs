@@ -1,12 +1,14 @@
 //! x86-64 Intel AMX (`amx-tile`, `amx-int8`): the AVX-512 VNNI table plus 16×16 tiles over
-//! packed Q4_0/Q8_0 weights for products of many activation rows (prefill, the vision tower).
+//! packed Q4_0/Q8_0/Q4_K/Q6_K weights for products of many activation rows (prefill, the
+//! vision tower).
 //!
-//! Per 32-value block, one `tdpbusd` multiplies 16 weight rows (unsigned quants, the `A`
-//! operand, 16 rows × 32 bytes) by 16 activation columns (signed Q8_0 quants in the layout of
-//! [`super::tile16`], the `B` operand) into 16×16 exact i32 sums; the block's unsigned offset is
-//! removed with each column's quant sum (`s = C − k·Σa`), and every output gets the 32-block
-//! formula `acc = fma(s, d_w·d_a, acc)` in f32 lanes over the columns. So the results equal the
-//! generic dot bitwise, like every variant's.
+//! Q4_0/Q8_0: per 32-value block, one `tdpbssd` multiplies 16 weight rows (the signed levels,
+//! the `A` operand, 16 rows × 32 bytes, made from the packed record with its offset removed)
+//! by 16 activation columns (signed Q8_0 quants in the layout of [`super::tile16`], the `B`
+//! operand) into 16×16 exact i32 sums `s`, and every output gets the 32-block formula
+//! `acc = fma(s, d_w·d_a, acc)` in f32 lanes over the columns. The K-quant bodies are described
+//! at [`body_q4_k`] and [`body_q6_k`]. So the results equal the generic dot bitwise, like
+//! every variant's.
 //!
 //! The tile instructions are written with `asm!` (Rust has no stable AMX intrinsics). Only the
 //! functions here touch tile registers, always configuring them first and releasing them at
@@ -159,12 +161,15 @@ const ROW_OF: [usize; 16] = {
 #[inline]
 unsafe fn write_a<P: Packed>(rec: *const u8, a: *mut u8) {
     let (lo, hi) = P::quads(rec);
-    write_quads(&lo, &hi, a);
+    // The stored quants carry the unsigned offset; the signed product wants the levels.
+    let k = _mm512_set1_epi8(P::OFFSET);
+    let signed = |z: __m512i| _mm512_sub_epi8(z, k);
+    write_quads(&lo.map(signed), &hi.map(signed), a);
 }
 
 /// Writes one 32-value block of 16 rows, given as quads (`lo[k]`/`hi[k]`: values 0..16/16..32
 /// of rows `k`, `k + 4`, `k + 8`, `k + 12` in its 16-byte lanes, as the packed records hold
-/// them), as the A operand: 16 rows of 32 unsigned bytes, tile row `t` = weight row
+/// them), as the A operand: 16 rows of 32 bytes, tile row `t` = weight row
 /// `ROW_OF[t]`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 #[inline]
@@ -203,8 +208,8 @@ unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[
                 "tileloadd tmm2, [{b} + {sb}*1]",
                 "tileloadd tmm4, [{a2} + {sa}*1]",
                 "tileloadd tmm5, [{b2} + {sb}*1]",
-                "tdpbusd tmm0, tmm1, tmm2",
-                "tdpbusd tmm3, tmm4, tmm5",
+                "tdpbssd tmm0, tmm1, tmm2",
+                "tdpbssd tmm3, tmm4, tmm5",
                 a = in(reg) a_ptr,
                 a2 = in(reg) a_ptr.add(1024),
                 sa = in(reg) 32usize,
@@ -246,7 +251,7 @@ unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[
             "tilezero tmm0",
             "tileloadd tmm1, [{a} + {sa}*1]",
             "tileloadd tmm2, [{b} + {sb}*1]",
-            "tdpbusd tmm0, tmm1, tmm2",
+            "tdpbssd tmm0, tmm1, tmm2",
             "tilestored [{c} + {sc}*1], tmm0",
             a = in(reg) a_ptr,
             sa = in(reg) 32usize,
@@ -265,22 +270,20 @@ unsafe fn body<P: Packed>(nb: usize, g: *const u8, acts: *const u8, res: &mut [[
 }
 
 /// One block's 16×16 exact sums `c` (tile row order) into the accumulators:
-/// `acc[t][c] = fma(C[t][c] − k·Σa_c, d_w[row t]·d_a[c], acc[t][c])`.
+/// `acc[t][c] = fma(C[t][c], d_w[row t]·d_a[c], acc[t][c])`.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn scale<P: Packed>(rec: *const u8, act: *const u8, c: *const u8, acc: &mut [__m512; 16]) {
-    let shift = _mm512_set1_epi32(if P::OFFSET == 8 { 3 } else { 7 });
     let mut dws = [0f32; 16];
     _mm512_storeu_ps(
         dws.as_mut_ptr(),
         _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
     );
-    // k·Σa per column, and the columns' scales.
-    let corr = _mm512_sllv_epi32(_mm512_loadu_si512(act.add(512).cast()), shift);
-    let da = _mm512_loadu_ps(act.add(576).cast());
+    // The columns' scales.
+    let da = _mm512_loadu_ps(act.add(512).cast());
     for t in 0..16 {
         let ct = _mm512_loadu_si512(c.add(64 * t).cast());
-        let s = _mm512_cvtepi32_ps(_mm512_sub_epi32(ct, corr));
+        let s = _mm512_cvtepi32_ps(ct);
         let d = _mm512_mul_ps(_mm512_set1_ps(dws[ROW_OF[t]]), da);
         acc[t] = _mm512_fmadd_ps(s, d, acc[t]);
     }

@@ -7,8 +7,8 @@ use crate::quant::{read_f16, read_f32, GgmlType};
 
 /// Columns (activation rows) per tile.
 pub const COLS: usize = 16;
-/// Bytes of one laid-out Q8_0 block: the 8×64-byte operand, 16 i32 quant sums, 16 f32 scales.
-pub const ACT_RECORD: usize = 512 + 64 + 64;
+/// Bytes of one laid-out Q8_0 block: the 8×64-byte operand, 16 f32 scales.
+pub const ACT_RECORD: usize = 512 + 64;
 /// Bytes of one laid-out Q8_K super-block: eight 8×64-byte operands (one per 32 values), the
 /// 32-value quant sums as four 64-byte vectors of i16 pairs, the 16-value sums as eight such
 /// vectors, 16 f32 scales.
@@ -40,20 +40,17 @@ pub fn layout(at: GgmlType, kdim: usize, rows: &[&[u8]], out: &mut [u8]) {
 }
 
 /// Writes 32 quants of column `c` as one operand: `B[i][4c + j] = q[4i + j]` (i < 8, j < 4: the
-/// "VNNI" layout, four consecutive values of one column per 32-bit element). Returns `Σ q`.
-fn operand(q: &[u8], c: usize, b: &mut [u8]) -> i32 {
-    let mut sum = 0i32;
+/// "VNNI" layout, four consecutive values of one column per 32-bit element).
+fn operand(q: &[u8], c: usize, b: &mut [u8]) {
     for (k, &v) in q[..32].iter().enumerate() {
         b[(k / 4) * 64 + 4 * c + k % 4] = v;
-        sum += v as i8 as i32;
     }
-    sum
 }
 
 /// Lays out `nb` blocks of up to [`COLS`] Q8_0 activation rows into `out` (`nb` records of
-/// [`ACT_RECORD`] bytes). Per block: the [`operand`], then `Σ q_c` as i32 and `d_c` as f32 for
-/// every column. Columns beyond `rows` are zero (their results are zero and dropped). Does
-/// nothing when `out` has the wrong size or a row is too short.
+/// [`ACT_RECORD`] bytes). Per block: the [`operand`], then `d_c` as f32 for every column.
+/// Columns beyond `rows` are zero (their results are zero and dropped). Does nothing when
+/// `out` has the wrong size or a row is too short.
 pub fn layout_q8_0(nb: usize, rows: &[&[u8]], out: &mut [u8]) {
     if out.len() != nb * ACT_RECORD || rows.len() > COLS || rows.iter().any(|r| r.len() < nb * 34) {
         return;
@@ -62,9 +59,8 @@ pub fn layout_q8_0(nb: usize, rows: &[&[u8]], out: &mut [u8]) {
         rec.fill(0);
         for (c, row) in rows.iter().enumerate() {
             let block = &row[b * 34..(b + 1) * 34];
-            let sum = operand(&block[2..], c, &mut rec[..512]);
-            rec[512 + 4 * c..516 + 4 * c].copy_from_slice(&sum.to_le_bytes());
-            rec[576 + 4 * c..580 + 4 * c].copy_from_slice(&read_f16(block, 0).to_le_bytes());
+            operand(&block[2..], c, &mut rec[..512]);
+            rec[512 + 4 * c..516 + 4 * c].copy_from_slice(&read_f16(block, 0).to_le_bytes());
         }
     }
 }
