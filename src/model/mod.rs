@@ -172,6 +172,12 @@ impl Model {
         self.linear(&l.w, Some(&l.b), x)
     }
 
+    /// `y = x Wᵀ + b` into `y` (`rows × l.w.rows`) for a [`Linear`].
+    pub(crate) fn affine_into(&self, l: &Linear, x: &[f32], y: &mut [f32]) {
+        self.linear_into(&l.w, x, y);
+        crate::ops::add_bias(y, &l.b);
+    }
+
     /// `y = x Wᵀ` into `y` (`rows × m.rows`) for `x` of `rows × m.cols`.
     pub(crate) fn linear_into(&self, m: &Mat, x: &[f32], y: &mut [f32]) {
         matmul::matmul(self.kernels, self.mat(m), x, y);

@@ -111,17 +111,19 @@ impl Model {
         ops::add_in_place(&mut x, &w.position_embd);
         // 3. pre-LayerNorm
         ops::layer_norm(&mut x, &w.pre_ln.0, &w.pre_ln.1, c.ln_eps);
-        // 4. blocks
+        // 4. blocks. The activations (n × d, n × n_ff) live in buffers made once: fresh
+        // multi-megabyte allocations in every layer cost a page fault on each first touch.
         let hd = d / c.n_head;
+        let buf = |len: usize| vec![0f32; len];
+        let (mut h, mut q, mut k, mut v) = (buf(n * d), buf(n * d), buf(n * d), buf(n * d));
+        let (mut a, mut o, mut f) = (buf(n * d), buf(n * d), buf(n * c.n_ff));
         for l in &w.layers {
-            let mut h = x.clone();
+            // x = x + Attn(LN1(x))
+            h.copy_from_slice(&x);
             ops::layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.ln_eps);
-            let (q, k, v) = (
-                self.affine(&l.q, &h),
-                self.affine(&l.k, &h),
-                self.affine(&l.v, &h),
-            );
-            let mut a = vec![0f32; n * d];
+            self.affine_into(&l.q, &h, &mut q);
+            self.affine_into(&l.k, &h, &mut k);
+            self.affine_into(&l.v, &h, &mut v);
             let shape = AttnShape {
                 n_head: c.n_head,
                 n_head_kv: c.n_head,
@@ -132,12 +134,15 @@ impl Model {
                 scale: 1.0 / (hd as f32).sqrt(),
             };
             ops::attention_dense(&q, &k, &v, shape, &mut a);
-            ops::add_in_place(&mut x, &self.affine(&l.out, &a));
-            let mut h = x.clone();
+            self.affine_into(&l.out, &a, &mut o);
+            ops::add_in_place(&mut x, &o);
+            // x = x + FFN(LN2(x)), FFN = down(QuickGELU(up(·)))
+            h.copy_from_slice(&x);
             ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
-            let mut f = self.affine(&l.ffn_up, &h);
+            self.affine_into(&l.ffn_up, &h, &mut f);
             ops::quick_gelu(&mut f);
-            ops::add_in_place(&mut x, &self.affine(&l.ffn_down, &f));
+            self.affine_into(&l.ffn_down, &f, &mut o);
+            ops::add_in_place(&mut x, &o);
         }
         // 5. post-LayerNorm over all rows
         ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
