@@ -128,23 +128,47 @@ const QUERY_BLOCK: usize = 40;
 /// columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
 /// on the thread count.
 pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
+    let n_q = q.len() / (s.n_head * s.head_dim).max(1);
+    if n_q == 0 || s.head_dim == 0 || s.n_keys == 0 {
+        out.fill(0.0);
+        return;
+    }
+    DENSE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => dense_with(q, k, v, s, out, &mut bufs),
+        Err(_) => dense_with(q, k, v, s, out, &mut Default::default()),
+    })
+}
+
+thread_local! {
+    /// [`attention_dense`]'s buffers (transposed keys, gathered values, head-major results),
+    /// kept between calls: a vision layer's are ~13 MB, and fresh ones cost a page fault on
+    /// every first touch. Every element a call reads it has written first.
+    static DENSE_SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = Default::default();
+}
+
+/// [`attention_dense`] with its buffers.
+fn dense_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+    out: &mut [f32],
+    [kt, vc, by_head]: &mut [Vec<f32>; 3],
+) {
     let hd = s.head_dim;
     let width = s.n_head * hd;
     let kv_width = s.n_head_kv * hd;
     let group = (s.n_head / s.n_head_kv.max(1)).max(1);
     let n_q = q.len() / width.max(1);
     let nk = s.n_keys;
-    if n_q == 0 || hd == 0 || nk == 0 {
-        out.fill(0.0);
-        return;
-    }
     let qb = n_q.div_ceil(n_q.div_ceil(QUERY_BLOCK));
     let blocks = n_q.div_ceil(qb);
     let ops = row_ops();
     // Per key/value head g: Kᵀ, kt[(g·hd + d)·nk + p] = K[p, g·hd + d], and V contiguous,
     // vc[(g·nk + p)·hd + d] = V[p, g·hd + d].
-    let mut kt = vec![0f32; kv_width * nk];
-    let mut vc = vec![0f32; kv_width * nk];
+    kt.resize(kv_width * nk, 0.0);
+    vc.resize(kv_width * nk, 0.0);
+    let (kt, vc) = (&mut kt[..kv_width * nk], &mut vc[..kv_width * nk]);
     kt.par_chunks_mut(hd * nk)
         .zip(vc.par_chunks_mut(hd * nk))
         .enumerate()
@@ -161,7 +185,9 @@ pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut 
     // Head-major results, each head padded to whole blocks: task (h, b) owns rows
     // b·qb.. of head h, `hd` floats each.
     let padded = blocks * qb;
-    let mut by_head = vec![0f32; s.n_head * padded * hd];
+    by_head.resize(s.n_head * padded * hd, 0.0);
+    let by_head = &mut by_head[..s.n_head * padded * hd];
+    let (kt, vc): (&[f32], &[f32]) = (kt, vc);
     by_head.par_chunks_mut(qb * hd).enumerate().for_each_init(
         Vec::new,
         |scores: &mut Vec<f32>, (t, o)| {
