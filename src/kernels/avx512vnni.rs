@@ -848,16 +848,28 @@ unsafe fn q8_0_block(x: *const f32, y: *mut u8) -> Option<()> {
 }
 
 fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
-    // Lengths the reference would reject go to it for its error.
-    if !x.len().is_multiple_of(32) || y.len() != x.len() / 32 * 34 {
-        return crate::quant::quantize_row_q8_0(x, y);
+    quantize_blocks(x, y, (32, 34), q8_0_block, crate::quant::quantize_row_q8_0)
+}
+
+/// A row quantized block by block with `fast` (`values` f32 in, `bytes` out), the blocks it
+/// declines (`None`) and lengths the reference would reject going to `reference`.
+fn quantize_blocks(
+    x: &[f32],
+    y: &mut [u8],
+    (values, bytes): (usize, usize),
+    fast: unsafe fn(*const f32, *mut u8) -> Option<()>,
+    reference: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
+) -> Result<(), crate::quant::QuantError> {
+    if !x.len().is_multiple_of(values) || y.len() != x.len() / values * bytes {
+        return reference(x, y);
     }
-    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
+    for (xb, yb) in x.chunks_exact(values).zip(y.chunks_exact_mut(bytes)) {
         // SAFETY: AVX-512 F/BW (and AVX2/FMA/F16C) were detected before this table could be
-        // obtained; `xb` holds 32 f32 and `yb` 34 bytes, exactly what the block reads and writes.
-        let done = unsafe { q8_0_block(xb.as_ptr(), yb.as_mut_ptr()) };
+        // obtained; `xb` holds one block's `values` f32 and `yb` its `bytes`, exactly what
+        // the block function reads and writes.
+        let done = unsafe { fast(xb.as_ptr(), yb.as_mut_ptr()) };
         if done.is_none() {
-            crate::quant::quantize_row_q8_0(xb, yb)?;
+            reference(xb, yb)?;
         }
     }
     Ok(())
@@ -918,20 +930,13 @@ unsafe fn q8_k_block(x: *const f32, y: *mut u8) -> Option<()> {
 }
 
 fn quantize_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
-    // Lengths the reference would reject go to it for its error.
-    if !x.len().is_multiple_of(256) || y.len() != x.len() / 256 * 292 {
-        return crate::quant::quantize_row_q8_k(x, y);
-    }
-    for (xb, yb) in x.chunks_exact(256).zip(y.chunks_exact_mut(292)) {
-        // SAFETY: AVX-512 F/BW (and AVX2/FMA/F16C) were detected before this table could be
-        // obtained; `xb` holds 256 f32 and `yb` 292 bytes, exactly what the block reads and
-        // writes.
-        let done = unsafe { q8_k_block(xb.as_ptr(), yb.as_mut_ptr()) };
-        if done.is_none() {
-            crate::quant::quantize_row_q8_k(xb, yb)?;
-        }
-    }
-    Ok(())
+    quantize_blocks(
+        x,
+        y,
+        (256, 292),
+        q8_k_block,
+        crate::quant::quantize_row_q8_k,
+    )
 }
 
 /// `dot_f16`: 16 lanes, one fused chain per lane over the full 16-value chunks, the lanes

@@ -112,6 +112,13 @@ pub struct Packing {
     pub tile16: Option<Tile16>,
 }
 
+impl Packing {
+    /// Bytes of one packed group (16 rows) of `cols` values: one record per block.
+    pub fn group_bytes(&self, cols: usize) -> usize {
+        cols / self.typ.block_size() * self.record_bytes
+    }
+}
+
 /// A 16×16 tile over one packed group and laid-out activations: `(n, group, acts, out)`, see
 /// [`Packing::tile16`].
 pub type Tile16 = fn(usize, &[u8], &[u8], &mut [f32]);

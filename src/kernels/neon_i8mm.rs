@@ -307,43 +307,35 @@ const Q8_0_RECORD: usize = 32 + 8 * 64;
 /// their high nibbles values 16..24 (operand 2); the second 16 bytes give values 8..16 and
 /// 24..32 (operands 1 and 3). Anything but 16 rows and an `out` of `n / 32` records is left.
 fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
-    let nb = n / QK;
-    if rows.len() != TILE_ROWS
-        || out.len() != nb * Q4_0_RECORD
-        || rows.iter().any(|r| r.len() < nb * 18)
-    {
-        return;
-    }
-    for (b, rec) in out.chunks_exact_mut(Q4_0_RECORD).enumerate() {
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 18..(b + 1) * 18];
-            rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
-            for h in 0..2 {
-                let at = 32 + 32 * (r / 2) + 16 * h + 8 * (r % 2);
-                rec[at..at + 8].copy_from_slice(&x[2 + 8 * h..10 + 8 * h]);
-            }
-        }
-    }
+    pack_pairs(n, rows, out, 18, Q4_0_RECORD)
 }
 
 /// Packs 16 Q8_0 rows of `n` values: per block one record of the 16 `d` (f16, row order),
 /// then per row pair `p` its four `smmla` operands (16 bytes each: row `2p` values 8k..8k+8,
 /// then row `2p + 1`'s). Anything but 16 rows and an `out` of `n / 32` records is left.
 fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
-    let nb = n / QK;
+    pack_pairs(n, rows, out, 34, Q8_0_RECORD)
+}
+
+/// The records of [`pack_q4_0`] and [`pack_q8_0`], for blocks of `block` bytes (an f16 `d`,
+/// then the quant bytes): the 16 `d`, then per row pair the two rows' quant bytes interleaved
+/// eight at a time (piece `i` of row `r` at `32 + pair·(r / 2) + 16·i + 8·(r % 2)`, `pair`
+/// being both rows' quant bytes).
+fn pack_pairs(n: usize, rows: &[&[u8]], out: &mut [u8], block: usize, record: usize) {
+    let (nb, qbytes) = (n / QK, block - 2);
     if rows.len() != TILE_ROWS
-        || out.len() != nb * Q8_0_RECORD
-        || rows.iter().any(|r| r.len() < nb * 34)
+        || out.len() != nb * record
+        || rows.iter().any(|r| r.len() < nb * block)
     {
         return;
     }
-    for (b, rec) in out.chunks_exact_mut(Q8_0_RECORD).enumerate() {
+    for (b, rec) in out.chunks_exact_mut(record).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 34..(b + 1) * 34];
+            let x = &row[b * block..(b + 1) * block];
             rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
-            for k in 0..4 {
-                let at = 32 + 64 * (r / 2) + 16 * k + 8 * (r % 2);
-                rec[at..at + 8].copy_from_slice(&x[2 + 8 * k..10 + 8 * k]);
+            for (i, piece) in x[2..].chunks_exact(8).enumerate() {
+                let at = 32 + 2 * qbytes * (r / 2) + 16 * i + 8 * (r % 2);
+                rec[at..at + 8].copy_from_slice(piece);
             }
         }
     }

@@ -251,7 +251,7 @@ impl<'a> Tiles<'a> {
         match self.packed {
             // Packed matrices have whole groups: r0 is a multiple of 16 and nw is 16.
             Some((p, bytes)) => {
-                let gb = self.w.cols / p.typ.block_size() * p.record_bytes;
+                let gb = p.group_bytes(self.w.cols);
                 let g = r0 / TILE_ROWS;
                 (p.tile)(self.w.cols, &bytes[g * gb..(g + 1) * gb], a, res);
             }
@@ -315,7 +315,7 @@ pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<PackedWeights> {
     {
         return None;
     }
-    let gb = w.cols / p.typ.block_size() * p.record_bytes;
+    let gb = p.group_bytes(w.cols);
     let fill = |out: &mut [u8]| {
         out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
             let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
@@ -426,7 +426,7 @@ fn quant_product_tile16(
             tile16::layout(at, kdim, &rows[..cn], out);
         });
     let xt: &[u8] = xt;
-    let gb = kdim / p.typ.block_size() * p.record_bytes;
+    let gb = p.group_bytes(kdim);
     let groups = n / TILE_ROWS;
     let threads = rayon::current_num_threads().max(1);
     // One run of column tiles per thread: every task streams all the weights from memory
