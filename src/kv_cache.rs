@@ -102,11 +102,7 @@ impl KvRows for StoreRows<'_> {
                 let end = s + (out.len() - 1) * stride + q.len();
                 (crate::kernels::rows::row_ops().dots_f16)(q, &d[s..end], stride, out)
             }
-            _ => {
-                for (p, o) in out.iter_mut().enumerate() {
-                    *o = self.dot(p, off, q);
-                }
-            }
+            _ => crate::ops::attention::dots_by_row(self, off, q, out),
         }
     }
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
@@ -130,11 +126,7 @@ impl KvRows for StoreRows<'_> {
                 let end = s + (w.len() - 1) * stride + out.len();
                 (crate::kernels::rows::row_ops().wsum_f16)(w, &d[s..end], stride, out)
             }
-            _ => {
-                for (p, &wp) in w.iter().enumerate() {
-                    self.axpy(p, off, wp, out);
-                }
-            }
+            _ => crate::ops::attention::axpys_by_row(self, off, w, out),
         }
     }
 }

@@ -21,18 +21,29 @@ pub trait KvRows: Sync {
     /// `out[p] = dot(p, off, q)` for every `p < out.len()` (implementations may compute many
     /// rows at once but must give the same bits).
     fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
-        for (p, o) in out.iter_mut().enumerate() {
-            *o = self.dot(p, off, q);
-        }
+        dots_by_row(self, off, q, out)
     }
     /// `out[d] += w · V[pos][off + d]`.
     fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]);
     /// `axpy(p, off, w[p], out)` for p = 0, 1, … in order (implementations may keep the sums
     /// in registers but must give the same bits).
     fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
-        for (p, &wp) in w.iter().enumerate() {
-            self.axpy(p, off, wp, out);
-        }
+        axpys_by_row(self, off, w, out)
+    }
+}
+
+/// [`KvRows::dots`] as one [`KvRows::dot`] per row (the default, and implementations' fallback).
+pub fn dots_by_row<R: KvRows + ?Sized>(rows: &R, off: usize, q: &[f32], out: &mut [f32]) {
+    for (p, o) in out.iter_mut().enumerate() {
+        *o = rows.dot(p, off, q);
+    }
+}
+
+/// [`KvRows::axpys`] as one [`KvRows::axpy`] per row (the default, and implementations'
+/// fallback).
+pub fn axpys_by_row<R: KvRows + ?Sized>(rows: &R, off: usize, w: &[f32], out: &mut [f32]) {
+    for (p, &wp) in w.iter().enumerate() {
+        rows.axpy(p, off, wp, out);
     }
 }
 
@@ -123,9 +134,9 @@ const QUERY_BLOCK: usize = 40;
 ///
 /// Per (head, block of up to [`QUERY_BLOCK`] queries): the head's keys are transposed once
 /// (`head_dim × n_keys`) and its values gathered into one contiguous `n_keys × head_dim` run
-/// (value rows are a power-of-two stride apart, which aliases in L1), the scores are one [`Gemm`] (queries × transposed keys), each row is
-/// scaled and soft-maxed, and the outputs are a second [`Gemm`] (scores × the head's value
-/// columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
+/// (value rows are a power-of-two stride apart, which aliases in L1), the scores are one
+/// [`Gemm`] (queries × transposed keys), each row is scaled and soft-maxed, and the outputs
+/// are a second [`Gemm`] (scores × the head's value columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
 /// on the thread count.
 pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
     let n_q = q.len() / (s.n_head * s.head_dim).max(1);
