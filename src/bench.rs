@@ -341,10 +341,10 @@ pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
         let px = image::preprocess(&img, &p);
         r.preprocess_ms = Some(ms(t));
         let t = Instant::now();
-        let feats = pool.install(|| m.encode_image(&px));
+        let feats = pool.install(|| m.encode_image(&px))?;
         r.vision_encode_ms = Some(ms(t));
         let t = Instant::now();
-        let rows = pool.install(|| m.abstract_image(&feats));
+        let rows = pool.install(|| m.abstract_image(&feats))?;
         r.abstractor_ms = Some(ms(t));
         std::hint::black_box(rows);
     }

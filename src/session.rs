@@ -228,7 +228,7 @@ impl<'m> Session<'m> {
         let m = self.model;
         let rows = self
             .pool
-            .install(|| m.abstract_image(&m.encode_image(pixels)));
+            .install(|| m.abstract_image(&m.encode_image(pixels)?))?;
         Ok(ImageEmbedding { rows })
     }
 

@@ -566,3 +566,34 @@ fn invalid_images_and_pixels_are_refused_by_the_session() {
         }
     }
 }
+
+/// The stages called directly: a text-only model has no vision tower or abstractor, and inputs
+/// of the wrong size are refused (they were an `unreachable!` panic and a `debug_assert`).
+#[test]
+fn vision_stages_refuse_text_only_models_and_wrong_sizes() {
+    let llama = Model::load(&repo("tests/data/llamacpp-tiny/tiny-Q8_0.gguf")).unwrap();
+    assert!(!llama.has_vision());
+    check(
+        &llama.encode_image(&[0.0; 12]).unwrap_err(),
+        ErrorKind::BadPrompt,
+        &["text-only", "vision"],
+    );
+    check(
+        &llama.abstract_image(&[0.0; 12]).unwrap_err(),
+        ErrorKind::BadPrompt,
+        &["text-only", "abstractor"],
+    );
+    let m = demo();
+    check(
+        &m.encode_image(&[0.0; 100]).unwrap_err(),
+        ErrorKind::BadImage,
+        &["100", "[3, 112, 112]"],
+    );
+    let feats = m.encode_image(&vec![0.0; 3 * 112 * 112]).unwrap();
+    check(
+        &m.abstract_image(&feats[1..]).unwrap_err(),
+        ErrorKind::BadImage,
+        &[&(feats.len() - 1).to_string(), "abstractor"],
+    );
+    assert_eq!(m.abstract_image(&feats).unwrap().len(), 9 * 64);
+}

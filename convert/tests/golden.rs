@@ -95,13 +95,13 @@ fn image_for_case(s: &Session<'_>, case: &str, file: &str, mode: AspectMode) -> 
     let px = image::preprocess(&img, &p);
     assert!(max_abs(&px, &golden(&format!("{case}_pixel_values_f32")).to_f64()) <= 1e-6);
     let m = s.model();
-    let feats = m.encode_image(&px);
+    let feats = m.encode_image(&px).unwrap();
     assert_stage(
         &format!("{case} vit"),
         &feats,
         &golden(&format!("{case}_vit_last_hidden_f32")),
     );
-    let rows = m.abstract_image(&feats);
+    let rows = m.abstract_image(&feats).unwrap();
     assert_stage(
         &format!("{case} abstractor"),
         &rows,

@@ -8,7 +8,7 @@
 //! - the attention residual is taken from the LayerNorm-ed queries, not the layer input;
 //! - `ln_q`/`ln_kv`/`ln2` use ε = 1e-5 (PyTorch's default), the FFN's inner LN the config ε.
 
-use crate::error::Result;
+use crate::error::{bail_kind, Result};
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
 use crate::model::names::{self, ablk, ablk_prefix};
 use crate::model::{Linear, Loader, Mat, Model, Norm};
@@ -100,16 +100,33 @@ impl AbstractorWeights {
 }
 
 impl Model {
-    /// Turns ViT features (`[n_v, d]`) into the image's LLM rows: `[n_query + 1, d_llm]`
-    /// (projected queries, then the end-of-image embedding).
-    pub fn abstract_image(&self, feats: &[f32]) -> Vec<f32> {
-        let (c, w) = match (&self.config.abstractor, &self.abstractor) {
-            (Some(c), Some(w)) => (c, w),
-            _ => unreachable!("abstractor called on a text-only model"),
+    /// Turns ViT features (`[n_v, d]`, what [`Model::encode_image`] returns) into the image's
+    /// LLM rows: `[n_query + 1, d_llm]` (projected queries, then the end-of-image embedding).
+    /// Errors on a text-only model and on features of another shape.
+    pub fn abstract_image(&self, feats: &[f32]) -> Result<Vec<f32>> {
+        let (c, w, v) = match (
+            &self.config.abstractor,
+            &self.abstractor,
+            &self.config.vision,
+        ) {
+            (Some(c), Some(w), Some(v)) => (c, w, v),
+            _ => bail_kind!(
+                BadPrompt,
+                "this model is text-only: it has no visual abstractor to embed images"
+            ),
         };
         let d = c.n_embd;
         let nq = c.n_query;
-        let nv = feats.len() / d;
+        // The config ties the abstractor's width and grid to the vision tower's.
+        let nv = v.n_tokens();
+        if feats.len() != nv * d {
+            bail_kind!(
+                BadImage,
+                "image features hold {} values, but this model's abstractor takes [{nv}, {d}] = {}",
+                feats.len(),
+                nv * d
+            );
+        }
         let hd = d / c.n_head;
         let mut x = w.query_embd.clone();
         for l in &w.layers {
@@ -156,6 +173,6 @@ impl Model {
         // I = [X Wfc + b; e_eoi]
         let mut out = self.affine(&w.proj, &x);
         out.extend_from_slice(&w.eoi);
-        out
+        Ok(out)
     }
 }

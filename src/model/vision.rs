@@ -2,7 +2,7 @@
 //! positions, pre-LayerNorm, pre-norm transformer blocks with QuickGELU, post-LayerNorm on all
 //! rows (CLS included). No attention mask.
 
-use crate::error::Result;
+use crate::error::{bail_kind, Result};
 use crate::model::config::VisionConfig;
 use crate::model::names::{self, vblk, vblk_prefix};
 use crate::model::{Linear, Loader, Mat, Model, Norm};
@@ -76,19 +76,31 @@ impl VisionWeights {
 }
 
 impl Model {
-    fn vision_parts(&self) -> (&VisionConfig, &VisionWeights) {
+    /// The vision tower, or an error for a text-only model.
+    fn vision_parts(&self) -> Result<(&VisionConfig, &VisionWeights)> {
         match (&self.config.vision, &self.vision) {
-            (Some(c), Some(w)) => (c, w),
-            _ => unreachable!("vision called on a text-only model; callers check has_vision()"),
+            (Some(c), Some(w)) => Ok((c, w)),
+            _ => bail_kind!(
+                BadPrompt,
+                "this model is text-only: it has no vision tower to encode images"
+            ),
         }
     }
 
     /// Encodes one preprocessed image (`[3, S, S]` CHW floats) into `[grid²+1, d_v]` features
-    /// (CLS first), after the post-LayerNorm.
-    pub fn encode_image(&self, pixels: &[f32]) -> Vec<f32> {
-        let (c, w) = self.vision_parts();
+    /// (CLS first), after the post-LayerNorm. Errors on a text-only model and on pixels of
+    /// another size.
+    pub fn encode_image(&self, pixels: &[f32]) -> Result<Vec<f32>> {
+        let (c, w) = self.vision_parts()?;
         let (s, p, g, d) = (c.image_size, c.patch_size, c.grid(), c.n_embd);
-        debug_assert_eq!(pixels.len(), 3 * s * s);
+        if pixels.len() != 3 * s * s {
+            bail_kind!(
+                BadImage,
+                "preprocessed pixels hold {} values, but this model takes [3, {s}, {s}] = {}",
+                pixels.len(),
+                3 * s * s
+            );
+        }
         // 1. Patches flattened in (channel, row, col) order, patch index = row·grid + col.
         let pp = 3 * p * p;
         let mut patches = vec![0f32; g * g * pp];
@@ -146,6 +158,6 @@ impl Model {
         }
         // 5. post-LayerNorm over all rows
         ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
-        x
+        Ok(x)
     }
 }
