@@ -114,7 +114,8 @@ typedef int32_t (*owlet_token_callback)(void *user, int32_t id, const char *piec
 // another call.
 #define OWLET_ERR_INVALID_ARGUMENT 1
 
-// The model file is malformed, foreign or inconsistent.
+// The model file is malformed, foreign or inconsistent, or not a model at all (a directory,
+// or a file of a checkpoint to convert with owlet-convert first).
 #define OWLET_ERR_BAD_MODEL 2
 
 // An image cannot be decoded, is too large, or its buffer description is wrong.

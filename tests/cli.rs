@@ -592,3 +592,28 @@ fn context_size_limits_prompt_and_generation() {
     let e = fails(&["run", "-c", "5000", "--ids", "1", "-n", "1"]);
     assert!(e.contains("5000") && e.contains("4096"), "{e}");
 }
+
+/// A directory or a file of an unconverted checkpoint as the model (`No such device (os error
+/// 19)` before): says what it is and the command that converts it.
+#[test]
+fn a_checkpoint_instead_of_a_model_says_how_to_convert_it() {
+    let ckpt = repo("tests/data/owl2-tiny-a/checkpoint");
+    let dir = ckpt.display().to_string();
+    let hint = format!("owlet-convert {dir} -o model.gguf --type q4_k_m");
+    let e = fails(&["run", "-m", &dir, "-p", "hi", "-n", "1"]);
+    assert!(
+        e.contains(&dir) && e.contains("is a directory") && e.contains(&hint),
+        "{e}"
+    );
+    let e = fails(&["info", &dir]);
+    assert!(e.contains("is a directory") && e.contains(&hint), "{e}");
+    for f in ["config.json", "pytorch_model-00001-of-00002.bin"] {
+        let p = ckpt.join(f).display().to_string();
+        let e = fails(&["run", "-m", &p, "-p", "hi", "-n", "1"]);
+        assert!(e.contains(&p) && e.contains(&hint), "{e}");
+    }
+    let empty = scratch("empty-model-dir");
+    let e = fails(&["info", &empty.display().to_string()]);
+    assert!(e.contains("is a directory, not a GGUF model file"), "{e}");
+    let _ = std::fs::remove_dir_all(&empty);
+}

@@ -597,3 +597,51 @@ fn vision_stages_refuse_text_only_models_and_wrong_sizes() {
     );
     assert_eq!(m.abstract_image(&feats).unwrap().len(), 9 * 64);
 }
+
+/// A directory, or a file of an unconverted checkpoint, as the model: say what it is and how
+/// to convert it (`No such device (os error 19)` before).
+#[test]
+fn a_directory_or_checkpoint_file_as_the_model_says_how_to_convert() {
+    let ckpt = repo("tests/data/owl2-tiny-a/checkpoint");
+    let hint = format!(
+        "owlet-convert {} -o model.gguf --type q4_k_m",
+        ckpt.display()
+    );
+    check(
+        &load_err(&ckpt),
+        ErrorKind::BadModel,
+        &[
+            &ckpt.display().to_string(),
+            "is a directory",
+            "Hugging Face checkpoint",
+            &hint,
+        ],
+    );
+    for f in [
+        "config.json",
+        "pytorch_model-00001-of-00002.bin",
+        "tokenizer.model",
+    ] {
+        let p = ckpt.join(f);
+        check(
+            &load_err(&p),
+            ErrorKind::BadModel,
+            &[&p.display().to_string(), "not a GGUF model", &hint],
+        );
+    }
+    let empty = std::env::temp_dir().join(format!("owlet-empty-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    check(
+        &load_err(&empty),
+        ErrorKind::BadModel,
+        &[
+            &empty.display().to_string(),
+            "is a directory, not a GGUF model file",
+        ],
+    );
+    // A stray non-GGUF file elsewhere keeps the plain message.
+    let e = load_err(&repo("tests/data/llamacpp-tiny/README.md"));
+    assert!(e.to_string().contains("not a GGUF file"), "{e}");
+    assert!(!e.to_string().contains("owlet-convert"), "{e}");
+    let _ = std::fs::remove_dir(&empty);
+}

@@ -43,7 +43,8 @@ pub const OWLET_OK: owlet_status = 0;
 /// A null pointer, invalid UTF-8, an out-of-range parameter, or a session already busy in
 /// another call.
 pub const OWLET_ERR_INVALID_ARGUMENT: owlet_status = 1;
-/// The model file is malformed, foreign or inconsistent.
+/// The model file is malformed, foreign or inconsistent, or not a model at all (a directory,
+/// or a file of a checkpoint to convert with owlet-convert first).
 pub const OWLET_ERR_BAD_MODEL: owlet_status = 2;
 /// An image cannot be decoded, is too large, or its buffer description is wrong.
 pub const OWLET_ERR_BAD_IMAGE: owlet_status = 3;

@@ -68,6 +68,9 @@ pub enum GgufError {
     },
     /// A required tensor is absent.
     MissingTensor { name: String },
+    /// The path is a directory, or a file of a Hugging Face checkpoint folder that was never
+    /// converted: the message says which, and how to convert it.
+    NotGguf { path: PathBuf, message: String },
     /// Any of the above, in the named file.
     InFile {
         path: PathBuf,
@@ -87,7 +90,7 @@ impl GgufError {
     /// Wraps the error with the file it came from.
     pub fn in_file(self, path: &Path) -> GgufError {
         match self {
-            e @ (GgufError::Io { .. } | GgufError::InFile { .. }) => e,
+            e @ (GgufError::Io { .. } | GgufError::NotGguf { .. } | GgufError::InFile { .. }) => e,
             e => GgufError::InFile {
                 path: path.to_path_buf(),
                 source: Box::new(e),
@@ -154,6 +157,9 @@ impl fmt::Display for GgufError {
                 )
             }
             GgufError::MissingTensor { name } => write!(f, "missing tensor '{}'", show(name)),
+            GgufError::NotGguf { path, message } => {
+                write!(f, "{}: {message}", path.display())
+            }
             GgufError::InFile { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
@@ -264,7 +270,15 @@ impl Gguf {
             path: path.to_path_buf(),
             source,
         };
+        if let Some(e) = not_a_file(path) {
+            return Err(e);
+        }
         let file = std::fs::File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if meta.is_dir() {
+            // The path became a directory since the check above.
+            return Err(io_err(io::ErrorKind::IsADirectory.into()));
+        }
         // SAFETY: the file is mapped read-only and only ever read through `&[u8]`; the map is
         // owned by the returned `Gguf`, so every slice handed out lives no longer than it. The
         // one risk memmap2 cannot rule out is another process truncating or rewriting the file
@@ -272,7 +286,10 @@ impl Gguf {
         // expected to change under a running process, and this is the accepted cost of
         // zero-copy loading.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-        Gguf::from_storage(Bytes::Mmap(map)).map_err(|e| e.in_file(path))
+        Gguf::from_storage(Bytes::Mmap(map)).map_err(|e| match e {
+            GgufError::BadMagic { .. } => checkpoint_file(path).unwrap_or(e.in_file(path)),
+            e => e.in_file(path),
+        })
     }
 
     /// Validates an in-memory GGUF image.
@@ -431,6 +448,52 @@ impl Gguf {
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.as_slice()
     }
+}
+
+/// The command that converts the Hugging Face checkpoint folder `dir`.
+fn convert_hint(dir: &Path) -> String {
+    format!(
+        "convert it first with `owlet-convert {} -o model.gguf --type q4_k_m`",
+        dir.display()
+    )
+}
+
+/// The error for a path that is a directory (a checkpoint folder or not), if it is one.
+fn not_a_file(path: &Path) -> Option<GgufError> {
+    if !path.is_dir() {
+        return None;
+    }
+    let message = if path.join("config.json").is_file() {
+        format!(
+            "is a directory holding a Hugging Face checkpoint (config.json), not a GGUF model; {}",
+            convert_hint(path)
+        )
+    } else {
+        "is a directory, not a GGUF model file".to_string()
+    };
+    Some(GgufError::NotGguf {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// The error for a non-GGUF file that sits in a Hugging Face checkpoint folder (`config.json`,
+/// a `.bin` or `.safetensors` shard, `tokenizer.model`, ...), if it is one.
+fn checkpoint_file(path: &Path) -> Option<GgufError> {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return None,
+    };
+    dir.join("config.json")
+        .is_file()
+        .then(|| GgufError::NotGguf {
+            path: path.to_path_buf(),
+            message: format!(
+                "is part of a Hugging Face checkpoint, not a GGUF model; {}",
+                convert_hint(dir)
+            ),
+        })
 }
 
 fn bad_value(key: &str, expected: &str, found: &Value) -> GgufError {
