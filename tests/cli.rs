@@ -617,3 +617,26 @@ fn a_checkpoint_instead_of_a_model_says_how_to_convert_it() {
     assert!(e.contains("is a directory, not a GGUF model file"), "{e}");
     let _ = std::fs::remove_dir_all(&empty);
 }
+
+/// `--temp -1` is a negative number, not an unknown flag: the same message as `--temp=-1`.
+#[test]
+fn negative_numbers_are_values_not_flags() {
+    let base = ["run", "--ids", "1", "-n", "1"];
+    let run = |extra: &[&str]| {
+        let a: Vec<&str> = base.iter().chain(extra).copied().collect();
+        fails(&a)
+    };
+    let e = run(&["--temp", "-1"]);
+    assert!(e.contains("temperature"), "{e}");
+    assert_eq!(e, run(&["--temp=-1"]));
+    let e = run(&["--top-p", "-0.5"]);
+    assert!(e.contains("top-p"), "{e}");
+    let e = run(&["--repeat-penalty", "-2"]);
+    assert!(e.contains("repeat penalty"), "{e}");
+    // Counts that cannot be negative name the argument and the value.
+    let o = owlet(&["run", "--ids", "1", "-n", "-1"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("'-1'") && err.contains("--n-predict"), "{err}");
+    assert!(!err.contains("unexpected argument"), "{err}");
+}

@@ -37,13 +37,13 @@ struct ModelArgs {
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Worker threads (default: all cores).
-    #[arg(short = 't', long = "threads")]
+    #[arg(short = 't', long = "threads", allow_negative_numbers = true)]
     threads: Option<usize>,
     /// KV cache type: f16 or f32.
     #[arg(long = "kv-type", default_value = "f16")]
     kv_type: String,
     /// Context length in positions (default: the model's); generation stops when it is full.
-    #[arg(short = 'c', long = "ctx-size")]
+    #[arg(short = 'c', long = "ctx-size", allow_negative_numbers = true)]
     ctx_size: Option<usize>,
 }
 
@@ -66,21 +66,32 @@ struct InputArgs {
     image_mode: Option<String>,
 }
 
+/// The numbers take a leading `-` as a value (`--temp -1`), so that a negative one gets the
+/// same range message as `--temp=-1` instead of "unexpected argument".
 #[derive(Args, Clone)]
 struct GenArgs {
     /// Maximum new tokens.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        default_value_t = 256,
+        allow_negative_numbers = true
+    )]
     n_predict: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long = "temp", default_value_t = 0.0)]
+    #[arg(long = "temp", default_value_t = 0.0, allow_negative_numbers = true)]
     temp: f32,
-    #[arg(long = "top-k", default_value_t = 0)]
+    #[arg(long = "top-k", default_value_t = 0, allow_negative_numbers = true)]
     top_k: usize,
-    #[arg(long = "top-p", default_value_t = 1.0)]
+    #[arg(long = "top-p", default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(
+        long = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     repeat_penalty: f32,
-    #[arg(long = "seed", default_value_t = 0)]
+    #[arg(long = "seed", default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Keep generating past the end-of-sequence token.
     #[arg(long = "ignore-eos")]
@@ -147,7 +158,7 @@ enum Command {
         #[arg(short = 'm', long = "model")]
         model: PathBuf,
         /// Worker threads (default: all cores).
-        #[arg(short = 't', long = "threads")]
+        #[arg(short = 't', long = "threads", allow_negative_numbers = true)]
         threads: Option<usize>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
