@@ -305,6 +305,16 @@ fn test_image() -> RgbImage {
 
 /// Runs the benchmark on the model at `path`.
 pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
+    run_with_progress(path, o, &mut |_| {})
+}
+
+/// [`run`], calling `progress` with one line (e.g. `"prefill 512: 61.20 tokens/s"`) as each
+/// stage finishes: a 7B run takes minutes, and its stages are worth seeing as they come.
+pub fn run_with_progress(
+    path: &Path,
+    o: &BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport> {
     if o.threads == 0 {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -321,6 +331,7 @@ pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
     let t = Instant::now();
     let m = Model::load(path)?;
     r.load_ms = ms(t);
+    progress(&format!("load {:.1} ms ({})", r.load_ms, m.kernels().name));
     r.kernel = m.kernels().name.to_string();
     r.text_weight_bytes_per_token = text_weight_bytes_per_token(&m);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -339,13 +350,19 @@ pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
         let img = test_image();
         let t = Instant::now();
         let px = image::preprocess(&img, &p);
-        r.preprocess_ms = Some(ms(t));
+        let t_ms = ms(t);
+        r.preprocess_ms = Some(t_ms);
+        progress(&format!("image preprocess {t_ms:.1} ms"));
         let t = Instant::now();
         let feats = pool.install(|| m.encode_image(&px))?;
-        r.vision_encode_ms = Some(ms(t));
+        let t_ms = ms(t);
+        r.vision_encode_ms = Some(t_ms);
+        progress(&format!("vision encoder {t_ms:.1} ms"));
         let t = Instant::now();
         let rows = pool.install(|| m.abstract_image(&feats))?;
-        r.abstractor_ms = Some(ms(t));
+        let t_ms = ms(t);
+        r.abstractor_ms = Some(t_ms);
+        progress(&format!("abstractor {t_ms:.1} ms"));
         std::hint::black_box(rows);
     }
 
@@ -355,7 +372,9 @@ pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
         let ids = token_ids(n, vocab, n as u64);
         let t = Instant::now();
         let logits = s.prefill(&ids, &[], false, None)?;
-        r.prefill.push((n, n as f64 / t.elapsed().as_secs_f64()));
+        let tps = n as f64 / t.elapsed().as_secs_f64();
+        r.prefill.push((n, tps));
+        progress(&format!("prefill {n}: {tps:.2} tokens/s"));
         std::hint::black_box(logits);
     }
 
@@ -369,10 +388,16 @@ pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
         }
         r.decode_tokens = o.decode_tokens;
         r.decode_tokens_per_s = o.decode_tokens as f64 / t.elapsed().as_secs_f64();
+        progress(&format!(
+            "decode {}: {:.2} tokens/s",
+            r.decode_tokens, r.decode_tokens_per_s
+        ));
     }
     r.peak_rss_bytes = peak_rss_bytes();
     if o.bandwidth_bytes > 0 {
-        r.read_bandwidth_gb_s = Some(read_bandwidth_gb_s(&pool, o.bandwidth_bytes));
+        let bw = read_bandwidth_gb_s(&pool, o.bandwidth_bytes);
+        r.read_bandwidth_gb_s = Some(bw);
+        progress(&format!("read bandwidth {bw:.1} GB/s"));
     }
     Ok(r)
 }

@@ -235,21 +235,38 @@ impl<'m> Session<'m> {
     /// Checks, before any compute (image encoding included), that `ids` (with `-200`
     /// sentinels) fit in the context after the current position. The error names both numbers.
     pub fn check_prompt(&self, ids: &[i64]) -> Result<()> {
-        self.check_fits(ids, self.n_past).map(|_| ())
+        self.check_fits("the prompt", ids, self.n_past).map(|_| ())
     }
 
     /// The positions `ids` take (each image sentinel counts as the model's image rows), checked
-    /// against the context when feeding starts at position `start`.
-    fn check_fits(&self, ids: &[i64], start: usize) -> Result<usize> {
+    /// against the context when feeding starts at position `start`; `what` names the ids in the
+    /// error ("the prompt").
+    fn check_fits(&self, what: &str, ids: &[i64], start: usize) -> Result<usize> {
         let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
         let n_img = self.model.config.image_tokens;
         let total = ids.len() - n_sent + n_sent * n_img;
-        if start + total > self.kv.n_ctx {
+        let n_ctx = self.kv.n_ctx;
+        if start + total > n_ctx {
+            // e.g. "the prompt needs 20010 positions (20010 text tokens) but the context holds
+            // 4096", or "... (37 text tokens + 2 images × 65) but only 100 of the context's 4096
+            // positions are left".
+            let images = match n_sent {
+                0 => String::new(),
+                1 => format!(" + 1 image × {n_img}"),
+                n => format!(" + {n} images × {n_img}"),
+            };
+            let room = if start == 0 {
+                format!("the context holds {n_ctx}")
+            } else {
+                format!(
+                    "only {} of the context's {n_ctx} positions are left",
+                    n_ctx.saturating_sub(start)
+                )
+            };
             bail_kind!(
                 BadPrompt,
-                "the prompt needs {total} positions (with {n_sent} image(s) of {n_img}) but only {} of the context's {} are free",
-                self.kv.n_ctx.saturating_sub(start),
-                self.kv.n_ctx
+                "{what} needs {total} positions ({} text tokens{images}) but {room}",
+                ids.len() - n_sent
             );
         }
         Ok(total)
@@ -268,7 +285,7 @@ impl<'m> Session<'m> {
             );
         }
         let n_img = m.config.image_tokens;
-        let total = self.check_fits(ids, self.n_past)?;
+        let total = self.check_fits("the prompt", ids, self.n_past)?;
         let mut x = Vec::with_capacity(total * d);
         let mut modality = Vec::with_capacity(total);
         let mut next_image = images.iter();
@@ -417,7 +434,7 @@ impl<'m> Session<'m> {
         let segs = prompt::render_chat(&turns, true)?;
         let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
         // The whole conversation must fit; refuse before encoding any image.
-        self.check_fits(&ids, 0)?;
+        self.check_fits("the conversation with this message", &ids, 0)?;
         let mut embs = Vec::with_capacity(new_images.len());
         for img in new_images {
             embs.push(self.embed_image(img, mode)?);

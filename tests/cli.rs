@@ -640,3 +640,82 @@ fn negative_numbers_are_values_not_flags() {
     assert!(err.contains("'-1'") && err.contains("--n-predict"), "{err}");
     assert!(!err.contains("unexpected argument"), "{err}");
 }
+
+/// `-t 1000` runs (with a warning) on the cores there are instead of 56 times slower.
+#[test]
+fn too_many_threads_are_capped_with_a_warning() {
+    let o = ok(&["run", "--ids", "1", "-n", "1", "-t", "1000"]);
+    let err = stderr(&o);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        err.contains("warning: -t 1000") && err.contains(&format!("using {cores}")),
+        "{err}"
+    );
+    let o = ok(&["run", "--ids", "1", "-n", "1", "-t", "1"]);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+/// A prompt too long for the context says what it is made of and what fits.
+#[test]
+fn a_prompt_too_long_says_what_it_needs() {
+    let long = vec!["1"; 5000].join(",");
+    let e = fails(&["run", "--ids", &long, "-n", "1"]);
+    assert!(
+        e.contains("the prompt needs 5000 positions (5000 text tokens) but the context holds 4096"),
+        "{e}"
+    );
+    let c = coffee();
+    let e = fails(&[
+        "run",
+        "-c",
+        "20",
+        "--image",
+        &c,
+        "-p",
+        "Describe the image.",
+        "-n",
+        "1",
+    ]);
+    assert!(
+        e.contains("needs 24 positions (15 text tokens + 1 image × 9) but the context holds 20"),
+        "{e}"
+    );
+}
+
+/// `owlet bench` shows each stage on stderr as it finishes (it printed nothing until the end).
+#[test]
+fn bench_shows_each_stage_on_stderr() {
+    let m = demo_model().display().to_string();
+    let o = ok(&[
+        "bench",
+        "-m",
+        &m,
+        "-t",
+        "1",
+        "--prefill",
+        "8",
+        "--decode",
+        "2",
+        "--bandwidth-mib",
+        "1",
+    ]);
+    let err = stderr(&o);
+    let stages = [
+        "bench: load ",
+        "bench: image preprocess ",
+        "bench: vision encoder ",
+        "bench: abstractor ",
+        "bench: prefill 8: ",
+        "bench: decode 2: ",
+        "bench: read bandwidth ",
+    ];
+    let mut at = 0;
+    for s in stages {
+        let i = err[at..]
+            .find(s)
+            .unwrap_or_else(|| panic!("{s:?} missing or out of order in {err}"));
+        at += i + s.len();
+    }
+    // The report itself is on stdout, as before.
+    assert!(stdout(&o).contains("decode floor"), "{}", stdout(&o));
+}

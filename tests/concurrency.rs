@@ -287,7 +287,9 @@ fn prompt_and_images_over_the_context_are_refused_before_compute() {
     let msg = e.to_string();
     assert_eq!(e.kind(), ErrorKind::BadPrompt);
     assert!(
-        msg.contains("2 image(s) of 9") && msg.contains("context's 30"),
+        msg.contains("the conversation with this message needs")
+            && msg.contains("+ 2 images × 9")
+            && msg.contains("the context holds 30"),
         "{msg}"
     );
     assert_eq!(s.n_past(), 0, "nothing was fed");

@@ -255,7 +255,10 @@ fn bad_prompts_are_refused_before_compute() {
     check(
         &e,
         ErrorKind::BadPrompt,
-        &["34 positions", "1 image(s) of 9", "32"],
+        &[
+            "the prompt needs 34 positions (25 text tokens + 1 image × 9)",
+            "the context holds 32",
+        ],
     );
     check(
         &s.check_prompt(&with_img).unwrap_err(),
