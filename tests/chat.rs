@@ -280,3 +280,37 @@ fn chunked_prefill_equals_one_prefill() {
         assert!(last == whole, "split at {split}");
     }
 }
+
+/// A turn stopped with the cancel flag (what Ctrl-C in `owlet chat` sets) keeps its partial
+/// answer in the conversation, and the next turn goes on from it, with the flag cleared.
+#[test]
+fn a_cancelled_answer_stays_in_the_conversation() {
+    use owlet::session::StopReason;
+    use std::sync::atomic::Ordering;
+    let m = demo();
+    let mut s = session(m);
+    let cancel = s.cancel_handle();
+    let mut n = 0;
+    let g1 = s
+        .chat("Tell me a story.", &[], None, &gen_opts(), &mut |_, _| {
+            n += 1;
+            if n == 3 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(g1.stop, StopReason::Cancelled);
+    assert_eq!(g1.ids.len(), 3);
+    let turns = [
+        user("Tell me a story.", 0),
+        assistant(&g1),
+        user("And then?", 0),
+    ];
+    let before = s.cached_ids().to_vec();
+    let g2 = s
+        .chat("And then?", &[], None, &gen_opts(), &mut |_, _| true)
+        .unwrap();
+    assert_eq!(g2.stop, StopReason::MaxTokens);
+    check_turn(&s, &turns, &[], &before, &g2);
+}

@@ -1,6 +1,11 @@
 //! `owlet`: ask mPLUG-Owl2 about images from the command line.
 
-use std::io::{BufRead, Write};
+#[path = "owlet/chat.rs"]
+mod chat;
+#[path = "owlet/sys.rs"]
+mod sys;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -325,7 +330,7 @@ fn run(cmd: Command) -> Res<()> {
             model,
             gen,
             image_mode,
-        } => chat(&model, &gen, &image_mode),
+        } => chat::chat(&model, &gen, &image_mode),
         Command::Logits { model, input, out } => {
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
@@ -453,64 +458,6 @@ fn run(cmd: Command) -> Res<()> {
                 println!("  {n:<6} {c:>5} tensors {:>10.2} MB", b as f64 / 1e6);
             }
             Ok(())
-        }
-    }
-}
-
-fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()> {
-    let opts = gen_options(gen)?;
-    let mode = aspect(image_mode)?;
-    let m = load_model(&model.model)?;
-    let mut s = session(&m, model)?;
-    let mut pending = Vec::new();
-    eprintln!("owlet chat: type a message; /image PATH attaches an image, /reset, /quit");
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    loop {
-        eprint!("> ");
-        line.clear();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?
-            == 0
-        {
-            return Ok(());
-        }
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        if text == "/quit" || text == "/exit" {
-            return Ok(());
-        }
-        if text == "/reset" {
-            s.reset();
-            pending.clear();
-            eprintln!("(conversation cleared)");
-            continue;
-        }
-        if let Some(p) = text.strip_prefix("/image") {
-            match load_image(Path::new(p.trim())) {
-                Ok(img) => {
-                    pending.push(img);
-                    eprintln!("(image attached to the next message)");
-                }
-                Err(e) => eprintln!("error: {e}"),
-            }
-            continue;
-        }
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let r = s.chat(text, &pending, mode, &opts, &mut |_, piece| {
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-            true
-        });
-        pending.clear();
-        let _ = writeln!(out);
-        if let Err(e) = r {
-            eprintln!("error: {e}");
         }
     }
 }
