@@ -26,6 +26,11 @@
  *    blocking. Different sessions run in parallel;
  *  - owlet_session_free / owlet_model_free: when no other thread uses that handle. Sessions
  *    keep their model alive, so a model may be freed before its sessions.
+ *
+ * Model files are memory-mapped: the file must not be modified or truncated while a model
+ * loaded from it lives. A change made between calls is refused with OWLET_ERR_IO before any
+ * weight is read; a truncation during a call raises SIGBUS, which the app must prevent (keep
+ * the model in app-private storage) or handle. See owlet_model_load.
  */
 
 
@@ -125,7 +130,8 @@ typedef int32_t (*owlet_token_callback)(void *user, int32_t id, const char *piec
 // image-placeholder count that differs from the images added, or no prompt given.
 #define OWLET_ERR_BAD_PROMPT 4
 
-// Reading a file failed (missing, unreadable).
+// Reading a file failed (missing, unreadable), or the model file changed or was truncated
+// since it was loaded: free the model and load it again.
 #define OWLET_ERR_IO 5
 
 // Generation was stopped by `owlet_session_cancel`.
@@ -159,6 +165,13 @@ struct owlet_generate_params owlet_generate_params_default(void);
 // Memory-maps and validates a GGUF model. `params` may be NULL for the defaults. On success
 // `*out` is a new handle to free with `owlet_model_free`; on failure `*out` is set to NULL.
 // Thread-safe.
+//
+// The weights are read from the mapped file for as long as the model is loaded, so the file
+// must not be modified, truncated or rewritten in place until `owlet_model_free` (replacing
+// it by renaming another file over it is safe). Every call that computes checks the file's
+// length and modification time first and fails with OWLET_ERR_IO if they changed; a file
+// truncated while a call is reading it raises SIGBUS, which the app must prevent (keep the
+// model where nothing else writes it, e.g. copied into app-private storage) or handle.
 //
 // # Safety
 // `path` is NULL or a NUL-terminated string; `params` is NULL or points to an

@@ -353,6 +353,7 @@ pub fn run_with_progress(
         let t_ms = ms(t);
         r.preprocess_ms = Some(t_ms);
         progress(&format!("image preprocess {t_ms:.1} ms"));
+        m.check_file()?;
         let t = Instant::now();
         let feats = pool.install(|| m.encode_image(&px))?;
         let t_ms = ms(t);

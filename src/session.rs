@@ -226,6 +226,7 @@ impl<'m> Session<'m> {
             );
         }
         let m = self.model;
+        m.check_file()?;
         let rows = self
             .pool
             .install(|| m.abstract_image(&m.encode_image(pixels)?))?;
@@ -342,8 +343,11 @@ impl<'m> Session<'m> {
         if ids.is_empty() {
             bail_kind!(BadPrompt, "the prompt is empty");
         }
-        let (x, modality) = self.splice(ids, images)?;
         let m = self.model;
+        // The weights (the embedding rows first) are read from the mapped file: refuse to
+        // compute if it changed.
+        m.check_file()?;
+        let (x, modality) = self.splice(ids, images)?;
         let d = m.config.text.n_embd;
         let pos0 = self.n_past;
         let (kv, scratch) = (&mut self.kv, &mut self.scratch);

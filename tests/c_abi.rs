@@ -652,3 +652,52 @@ fn header_declares_every_exported_function() {
         "{declared:?} vs {exported:?}"
     );
 }
+
+/// The model file contract for apps: a file truncated after loading gives OWLET_ERR_IO naming
+/// it (not a SIGBUS), and a checkpoint folder instead of a model says how to convert it.
+#[test]
+fn a_changed_model_file_and_a_checkpoint_folder_are_errors() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("c_abi-changed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("live.gguf");
+    std::fs::copy(model_path(), &copy).unwrap();
+    let path = cstr(copy.to_str().unwrap());
+    let mut m = null_mut();
+    assert_eq!(
+        unsafe { owlet_model_load(path.as_ptr(), null(), &mut m) },
+        OWLET_OK,
+        "{}",
+        last_error()
+    );
+    let s = new_session(m);
+    let (rc, _, _) = run_turn(s, "Hello", &greedy(2), Collected::default());
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let (rc, _, c) = run_turn(s, "Again", &greedy(2), Collected::default());
+    assert_eq!(rc, OWLET_ERR_IO, "{}", last_error());
+    assert!(c.ids.is_empty());
+    let e = last_error();
+    assert!(
+        e.contains(copy.to_str().unwrap()) && e.contains("changed or was truncated while in use"),
+        "{e}"
+    );
+    unsafe {
+        owlet_session_free(s);
+        owlet_model_free(m);
+    }
+
+    let ckpt = cstr(repo("tests/data/owl2-tiny-a/checkpoint").to_str().unwrap());
+    assert_eq!(
+        unsafe { owlet_model_load(ckpt.as_ptr(), null(), &mut m) },
+        OWLET_ERR_BAD_MODEL
+    );
+    assert!(m.is_null());
+    assert!(last_error().contains("owlet-convert"), "{}", last_error());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -593,31 +593,6 @@ fn context_size_limits_prompt_and_generation() {
     assert!(e.contains("5000") && e.contains("4096"), "{e}");
 }
 
-/// A directory or a file of an unconverted checkpoint as the model (`No such device (os error
-/// 19)` before): says what it is and the command that converts it.
-#[test]
-fn a_checkpoint_instead_of_a_model_says_how_to_convert_it() {
-    let ckpt = repo("tests/data/owl2-tiny-a/checkpoint");
-    let dir = ckpt.display().to_string();
-    let hint = format!("owlet-convert {dir} -o model.gguf --type q4_k_m");
-    let e = fails(&["run", "-m", &dir, "-p", "hi", "-n", "1"]);
-    assert!(
-        e.contains(&dir) && e.contains("is a directory") && e.contains(&hint),
-        "{e}"
-    );
-    let e = fails(&["info", &dir]);
-    assert!(e.contains("is a directory") && e.contains(&hint), "{e}");
-    for f in ["config.json", "pytorch_model-00001-of-00002.bin"] {
-        let p = ckpt.join(f).display().to_string();
-        let e = fails(&["run", "-m", &p, "-p", "hi", "-n", "1"]);
-        assert!(e.contains(&p) && e.contains(&hint), "{e}");
-    }
-    let empty = scratch("empty-model-dir");
-    let e = fails(&["info", &empty.display().to_string()]);
-    assert!(e.contains("is a directory, not a GGUF model file"), "{e}");
-    let _ = std::fs::remove_dir_all(&empty);
-}
-
 /// `--temp -1` is a negative number, not an unknown flag: the same message as `--temp=-1`.
 #[test]
 fn negative_numbers_are_values_not_flags() {
@@ -682,6 +657,31 @@ fn a_prompt_too_long_says_what_it_needs() {
     );
 }
 
+/// A directory or a file of an unconverted checkpoint as the model (`No such device (os error
+/// 19)` before): says what it is and the command that converts it.
+#[test]
+fn a_checkpoint_instead_of_a_model_says_how_to_convert_it() {
+    let ckpt = repo("tests/data/owl2-tiny-a/checkpoint");
+    let dir = ckpt.display().to_string();
+    let hint = format!("owlet-convert {dir} -o model.gguf --type q4_k_m");
+    let e = fails(&["run", "-m", &dir, "-p", "hi", "-n", "1"]);
+    assert!(
+        e.contains(&dir) && e.contains("is a directory") && e.contains(&hint),
+        "{e}"
+    );
+    let e = fails(&["info", &dir]);
+    assert!(e.contains("is a directory") && e.contains(&hint), "{e}");
+    for f in ["config.json", "pytorch_model-00001-of-00002.bin"] {
+        let p = ckpt.join(f).display().to_string();
+        let e = fails(&["run", "-m", &p, "-p", "hi", "-n", "1"]);
+        assert!(e.contains(&p) && e.contains(&hint), "{e}");
+    }
+    let empty = scratch("empty-model-dir");
+    let e = fails(&["info", &empty.display().to_string()]);
+    assert!(e.contains("is a directory, not a GGUF model file"), "{e}");
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
 /// `owlet bench` shows each stage on stderr as it finishes (it printed nothing until the end).
 #[test]
 fn bench_shows_each_stage_on_stderr() {
@@ -718,4 +718,106 @@ fn bench_shows_each_stage_on_stderr() {
     }
     // The report itself is on stdout, as before.
     assert!(stdout(&o).contains("decode floor"), "{}", stdout(&o));
+}
+
+/// A copy of the demo model in a scratch directory, for tests that damage it.
+fn model_copy(name: &str) -> PathBuf {
+    let p = scratch(name).join("live.gguf");
+    std::fs::copy(demo_model(), &p).unwrap();
+    p
+}
+
+fn truncate(p: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+}
+
+/// Checks a run that ended because its model shrank: exit code 1 (not a signal), one line
+/// naming the file, no panic.
+#[track_caller]
+fn ended_by_truncation(status: std::process::ExitStatus, err: &str, model: &Path) {
+    assert_eq!(status.code(), Some(1), "status {status:?}, stderr {err:?}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(&format!("owlet: {}: ", model.display()))
+            && last.contains("changed or was truncated while in use"),
+        "{err:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("Bus error"),
+        "{err:?}"
+    );
+}
+
+/// `owlet chat`, the model file truncated between two questions: one line, exit code 1 (it was
+/// "Bus error", exit 135).
+#[test]
+fn a_model_truncated_between_chat_turns_ends_the_chat_with_one_line() {
+    use std::io::BufRead;
+    let model = model_copy("truncated-chat");
+    let m = model.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args(["chat", "-m", &m, "-n", "4", "--ignore-eos"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut answers = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"What is in the picture?\n").unwrap();
+    stdin.flush().unwrap();
+    let mut first = String::new();
+    answers.read_line(&mut first).unwrap();
+    truncate(&model);
+    stdin.write_all(b"And what colour is it?\n").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    ended_by_truncation(o.status, &stderr(&o), &model);
+    let _ = std::fs::remove_dir_all(model.parent().unwrap());
+}
+
+/// The model file truncated while `owlet run` generates: whether the library's check between
+/// tokens or the SIGBUS handler inside a token catches it, one line and exit code 1.
+#[test]
+fn a_model_truncated_during_generation_ends_the_run_with_one_line() {
+    use std::io::Read;
+    let model = model_copy("truncated-run");
+    let m = model.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args([
+            "run",
+            "-m",
+            &m,
+            "--ids",
+            "1",
+            "-n",
+            "4000",
+            "--ignore-eos",
+            "-t",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Generation has started once text arrives.
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 32 {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "the run ended before the truncation");
+        got += n;
+    }
+    truncate(&model);
+    let mut rest = Vec::new();
+    let _ = out.read_to_end(&mut rest);
+    let o = child.wait_with_output().unwrap();
+    ended_by_truncation(o.status, &stderr(&o), &model);
+    let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }

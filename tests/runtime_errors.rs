@@ -601,6 +601,105 @@ fn vision_stages_refuse_text_only_models_and_wrong_sizes() {
     assert_eq!(m.abstract_image(&feats).unwrap().len(), 9 * 64);
 }
 
+/// A model file changed under a loaded model: every session call that would read it says so,
+/// naming the file, instead of reading a truncated map (SIGBUS) or other weights.
+#[test]
+fn a_model_file_changed_while_loaded_is_refused() {
+    // Not under scratch(), which another test removes when it ends.
+    let d = std::env::temp_dir().join(format!("owlet-changed-model-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let (shrunk, rewritten, replaced) = (
+        d.join("shrunk.gguf"),
+        d.join("rewritten.gguf"),
+        d.join("replaced.gguf"),
+    );
+    for p in [&shrunk, &rewritten, &replaced] {
+        std::fs::copy(demo_path(), p).unwrap();
+    }
+    let opts = || SessionOptions {
+        threads: 1,
+        kv_type: KvType::F16,
+        n_ctx: Some(64),
+    };
+    let want = "changed or was truncated while in use";
+
+    // Truncated: prefill, generation and image encoding refuse; nothing is read.
+    let m = Model::load(&shrunk).unwrap();
+    let mut s = Session::new(&m, opts()).unwrap();
+    let logits = s.prefill(&[1, 450], &[], false, None).unwrap();
+    m.check_file().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shrunk)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let name = shrunk.display().to_string();
+    check(
+        &m.check_file().unwrap_err(),
+        ErrorKind::Io,
+        &[&name, want, "4096 now"],
+    );
+    check(
+        &s.prefill(&[450], &[], false, None).unwrap_err(),
+        ErrorKind::Io,
+        &[&name, want, "reload the model"],
+    );
+    check(
+        &s.generate(logits, &GenerateOptions::default(), &mut |_, _| true)
+            .unwrap_err(),
+        ErrorKind::Io,
+        &[&name, want],
+    );
+    check(
+        &s.embed_pixels(&vec![0.0; 3 * 112 * 112]).unwrap_err(),
+        ErrorKind::Io,
+        &[&name, want],
+    );
+    check(
+        &s.chat("hi", &[], None, &GenerateOptions::default(), &mut |_, _| {
+            true
+        })
+        .unwrap_err(),
+        ErrorKind::Io,
+        &[&name, want],
+    );
+
+    // Rewritten in place with the same length: the modification time tells.
+    let m = Model::load(&rewritten).unwrap();
+    let mut s = Session::new(&m, opts()).unwrap();
+    let bytes = std::fs::read(&rewritten).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&rewritten)
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::metadata(&rewritten).unwrap().len(),
+        bytes.len() as u64
+    );
+    check(
+        &s.prefill(&[1], &[], false, None).unwrap_err(),
+        ErrorKind::Io,
+        &[
+            &rewritten.display().to_string(),
+            "modified since it was loaded",
+        ],
+    );
+
+    // Replaced by a rename: the mapped file itself is intact, so the model keeps working.
+    let m = Model::load(&replaced).unwrap();
+    let mut s = Session::new(&m, opts()).unwrap();
+    let other = d.join("other.gguf");
+    std::fs::write(&other, b"not a model").unwrap();
+    std::fs::rename(&other, &replaced).unwrap();
+    m.check_file().unwrap();
+    s.prefill(&[1, 450], &[], false, None).unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// A directory, or a file of an unconverted checkpoint, as the model: say what it is and how
 /// to convert it (`No such device (os error 19)` before).
 #[test]

@@ -189,6 +189,7 @@ type Res<T> = Result<T, String>;
 
 fn load_model(path: &Option<PathBuf>) -> Res<Model> {
     let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    sys::report_sigbus_for(&p);
     Model::load(&p).map_err(|e| e.to_string())
 }
 
@@ -411,6 +412,7 @@ fn run(cmd: Command) -> Res<()> {
             o.decode_tokens = decode;
             o.prefill_lens = prefill;
             o.bandwidth_bytes = bandwidth_mib << 20;
+            sys::report_sigbus_for(&model);
             // Each stage on stderr as it finishes; the report itself goes to stdout.
             let r = owlet::bench::run_with_progress(&model, &o, &mut |stage| {
                 eprintln!("bench: {stage}")

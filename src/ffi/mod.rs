@@ -51,7 +51,8 @@ pub const OWLET_ERR_BAD_IMAGE: owlet_status = 3;
 /// The prompt cannot be used: too long for the context, images on a text-only model, an
 /// image-placeholder count that differs from the images added, or no prompt given.
 pub const OWLET_ERR_BAD_PROMPT: owlet_status = 4;
-/// Reading a file failed (missing, unreadable).
+/// Reading a file failed (missing, unreadable), or the model file changed or was truncated
+/// since it was loaded: free the model and load it again.
 pub const OWLET_ERR_IO: owlet_status = 5;
 /// Generation was stopped by `owlet_session_cancel`.
 pub const OWLET_ERR_CANCELLED: owlet_status = 6;
@@ -443,6 +444,13 @@ fn default_generate_params() -> owlet_generate_params {
 /// Memory-maps and validates a GGUF model. `params` may be NULL for the defaults. On success
 /// `*out` is a new handle to free with `owlet_model_free`; on failure `*out` is set to NULL.
 /// Thread-safe.
+///
+/// The weights are read from the mapped file for as long as the model is loaded, so the file
+/// must not be modified, truncated or rewritten in place until `owlet_model_free` (replacing
+/// it by renaming another file over it is safe). Every call that computes checks the file's
+/// length and modification time first and fails with OWLET_ERR_IO if they changed; a file
+/// truncated while a call is reading it raises SIGBUS, which the app must prevent (keep the
+/// model where nothing else writes it, e.g. copied into app-private storage) or handle.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `params` is NULL or points to an

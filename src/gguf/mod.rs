@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::quant::GgmlType;
 
@@ -71,6 +72,9 @@ pub enum GgufError {
     /// The path is a directory, or a file of a Hugging Face checkpoint folder that was never
     /// converted: the message says which, and how to convert it.
     NotGguf { path: PathBuf, message: String },
+    /// The mapped file changed (length or modification time) since it was opened: reading it
+    /// could fault (a shrunk file raises SIGBUS) or give other weights.
+    Changed { path: PathBuf, message: String },
     /// Any of the above, in the named file.
     InFile {
         path: PathBuf,
@@ -90,7 +94,10 @@ impl GgufError {
     /// Wraps the error with the file it came from.
     pub fn in_file(self, path: &Path) -> GgufError {
         match self {
-            e @ (GgufError::Io { .. } | GgufError::NotGguf { .. } | GgufError::InFile { .. }) => e,
+            e @ (GgufError::Io { .. }
+            | GgufError::NotGguf { .. }
+            | GgufError::Changed { .. }
+            | GgufError::InFile { .. }) => e,
             e => GgufError::InFile {
                 path: path.to_path_buf(),
                 source: Box::new(e),
@@ -157,7 +164,7 @@ impl fmt::Display for GgufError {
                 )
             }
             GgufError::MissingTensor { name } => write!(f, "missing tensor '{}'", show(name)),
-            GgufError::NotGguf { path, message } => {
+            GgufError::NotGguf { path, message } | GgufError::Changed { path, message } => {
                 write!(f, "{}: {message}", path.display())
             }
             GgufError::InFile { path, source } => write!(f, "{}: {source}", path.display()),
@@ -177,7 +184,7 @@ impl std::error::Error for GgufError {
 impl From<GgufError> for crate::error::Error {
     fn from(e: GgufError) -> Self {
         let kind = match e.root() {
-            GgufError::Io { .. } => crate::error::ErrorKind::Io,
+            GgufError::Io { .. } | GgufError::Changed { .. } => crate::error::ErrorKind::Io,
             _ => crate::error::ErrorKind::BadModel,
         };
         crate::error::Error::new(kind, e.to_string())
@@ -225,17 +232,27 @@ impl TensorInfo {
 
 /// The bytes a [`Gguf`] reads from: a read-only memory map or an owned buffer.
 enum Bytes {
-    Mmap(memmap2::Mmap),
+    Mmap(Mapped),
     Owned(Vec<u8>),
 }
 
 impl Bytes {
     fn as_slice(&self) -> &[u8] {
         match self {
-            Bytes::Mmap(m) => m,
+            Bytes::Mmap(m) => &m.map,
             Bytes::Owned(v) => v,
         }
     }
+}
+
+/// A mapped file and what it looked like when it was mapped.
+struct Mapped {
+    map: memmap2::Mmap,
+    /// The open file, kept to `fstat` the mapped inode itself: a file renamed over the path
+    /// leaves this mapping intact and is no concern, while a truncation of this inode is.
+    file: std::fs::File,
+    path: PathBuf,
+    modified: Option<SystemTime>,
 }
 
 /// A parsed, validated GGUF file. Owns its bytes; tensor data is borrowed from them.
@@ -282,13 +299,50 @@ impl Gguf {
         // SAFETY: the file is mapped read-only and only ever read through `&[u8]`; the map is
         // owned by the returned `Gguf`, so every slice handed out lives no longer than it. The
         // one risk memmap2 cannot rule out is another process truncating or rewriting the file
-        // while it is mapped (reads past the new end fault with SIGBUS); model files are not
-        // expected to change under a running process, and this is the accepted cost of
-        // zero-copy loading.
+        // while it is mapped (reads past the new end fault with SIGBUS). Model files must not
+        // change under a running process: `check_unchanged` (called before every computation
+        // by the session) turns a change made between calls into an error; a truncation during
+        // a call remains the accepted cost of zero-copy loading, documented for apps.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-        Gguf::from_storage(Bytes::Mmap(map)).map_err(|e| match e {
+        let mapped = Mapped {
+            map,
+            file,
+            path: path.to_path_buf(),
+            modified: meta.modified().ok(),
+        };
+        Gguf::from_storage(Bytes::Mmap(mapped)).map_err(|e| match e {
             GgufError::BadMagic { .. } => checkpoint_file(path).unwrap_or(e.in_file(path)),
             e => e.in_file(path),
+        })
+    }
+
+    /// Checks that the mapped file still has the length and modification time it had when it
+    /// was opened (an in-memory image always passes). A file shrunk under its mapping makes
+    /// every read past the new end fault with SIGBUS, and one rewritten in place feeds other
+    /// weights to a model validated against the old ones, so both are refused here, naming the
+    /// file. This is one `fstat`, cheap enough to run before every prefill and token.
+    pub fn check_unchanged(&self) -> Result<(), GgufError> {
+        let Bytes::Mmap(m) = &self.bytes else {
+            return Ok(());
+        };
+        let now = m.file.metadata().map_err(|source| GgufError::Io {
+            path: m.path.clone(),
+            source,
+        })?;
+        let (was, is) = (m.map.len() as u64, now.len());
+        if is == was && now.modified().ok() == m.modified {
+            return Ok(());
+        }
+        let what = if is != was {
+            format!("{was} bytes when loaded, {is} now")
+        } else {
+            "modified since it was loaded".to_string()
+        };
+        Err(GgufError::Changed {
+            path: m.path.clone(),
+            message: format!(
+                "the model file changed or was truncated while in use ({what}); reload the model"
+            ),
         })
     }
 
@@ -413,7 +467,7 @@ impl Gguf {
     /// alone (it is a hint: reading the bytes later still works, from the file).
     pub fn release(&self, t: &TensorInfo) {
         const PAGE: usize = 4096;
-        let Bytes::Mmap(map) = &self.bytes else {
+        let Bytes::Mmap(Mapped { map, .. }) = &self.bytes else {
             return;
         };
         let range = || -> Option<(usize, usize)> {

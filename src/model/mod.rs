@@ -152,6 +152,15 @@ impl Model {
         self.vision.is_some()
     }
 
+    /// Checks that the model's file was not changed or truncated since it was loaded (see
+    /// [`Gguf::check_unchanged`]): the weights are read from the memory-mapped file, so a file
+    /// shrunk under a running model faults (SIGBUS) instead of failing. Sessions call it before
+    /// every image encoding, prefill and generated token; the error names the file and says to
+    /// reload the model.
+    pub fn check_file(&self) -> Result<()> {
+        self.gguf.check_unchanged().map_err(Error::from)
+    }
+
     /// The kernel variant in use (`generic`, `avx2`, ...).
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels

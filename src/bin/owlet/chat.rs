@@ -119,7 +119,11 @@ pub fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Re
                 eprintln!("(the context is full; /reset starts a new conversation)")
             }
             Ok(_) => {}
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => {
+                // A model file changed under us makes every later turn fail too: leave.
+                m.check_file().map_err(|e| e.to_string())?;
+                eprintln!("error: {e}");
+            }
         }
     }
 }

@@ -1,26 +1,48 @@
 //! The few system calls `owlet` makes itself (Unix only; elsewhere they are no-ops).
 //!
-//! **SIGINT** in `owlet chat`: Ctrl-C during an answer sets the session's cancel flag (the
-//! answer stops before its next token and the conversation goes on). At a prompt read without
-//! the line editor (no terminal), Ctrl-C ends the program as usual.
+//! Two signals are handled:
+//! - **SIGBUS**: the model's weights are read from a memory-mapped file, so a file truncated
+//!   while a computation reads it faults. The library refuses a changed file before every
+//!   step; a truncation in the middle of one still lands here, and becomes one line naming the
+//!   file and exit code 1 instead of "Bus error".
+//! - **SIGINT** in `owlet chat`: Ctrl-C during an answer sets the session's cancel flag (the
+//!   answer stops before its next token and the conversation goes on). At a prompt read
+//!   without the line editor (no terminal), Ctrl-C ends the program as usual.
 //!
-//! The handler is async-signal-safe: it only loads atomics, stores one, `write(2)`s a constant
-//! and `_exit(2)`s.
+//! Both handlers are async-signal-safe: they only load atomics, store one, `write(2)` a message
+//! formatted beforehand and `_exit(2)`.
 
 #[cfg(unix)]
 mod imp {
-    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// The SIGBUS message (leaked, never freed) and its length.
+    static BUS_MSG: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    static BUS_LEN: AtomicUsize = AtomicUsize::new(0);
     /// The running session's cancel flag (one leaked `Arc` reference), or null.
     static CANCEL: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
     /// Set while a plain (non-editor) prompt waits for a line: Ctrl-C then quits.
     static AT_PROMPT: AtomicBool = AtomicBool::new(false);
 
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        let (p, n) = (
+            BUS_MSG.load(Ordering::Acquire),
+            BUS_LEN.load(Ordering::Acquire),
+        );
+        if !p.is_null() {
+            // SAFETY: `p` points to `n` bytes leaked by `report_sigbus_for` (never freed);
+            // write(2) and _exit(2) are async-signal-safe.
+            unsafe { libc::write(2, p.cast(), n) };
+        }
+        // SAFETY: async-signal-safe; ends the process without running anything else.
+        unsafe { libc::_exit(1) };
+    }
+
     extern "C" fn on_sigint(_: libc::c_int) {
         if AT_PROMPT.load(Ordering::Acquire) {
-            // SAFETY: write(2) and _exit(2) are async-signal-safe; a newline ends the "^C" the
-            // terminal echoed.
+            // SAFETY: as in `on_sigbus`; a newline ends the "^C" the terminal echoed.
             unsafe {
                 libc::write(2, b"\n".as_ptr().cast(), 1);
                 libc::_exit(130);
@@ -47,6 +69,25 @@ mod imp {
         }
     }
 
+    /// From now on a SIGBUS prints one line naming `model` and exits with code 1. Call it
+    /// before the model is mapped (validation reads the file too).
+    pub fn report_sigbus_for(model: &Path) {
+        let msg = format!(
+            "owlet: {}: the model file changed or was truncated while in use; \
+             do not modify a model file while owlet reads it\n",
+            model.display()
+        )
+        .into_bytes()
+        .into_boxed_slice();
+        let n = msg.len();
+        let old = BUS_MSG.swap(Box::leak(msg).as_mut_ptr(), Ordering::AcqRel);
+        BUS_LEN.store(n, Ordering::Release);
+        if old.is_null() {
+            install(libc::SIGBUS, on_sigbus);
+        }
+        // A replaced message stays leaked: the handler may be reading it right now.
+    }
+
     /// From now on Ctrl-C sets `cancel` (the session's flag) instead of ending the program.
     pub fn cancel_on_sigint(cancel: &Arc<AtomicBool>) {
         let p = Arc::into_raw(Arc::clone(cancel)).cast_mut();
@@ -71,12 +112,14 @@ mod imp {
 
 #[cfg(not(unix))]
 mod imp {
+    use std::path::Path;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
+    pub fn report_sigbus_for(_: &Path) {}
     pub fn cancel_on_sigint(_: &Arc<AtomicBool>) {}
     pub fn sigint_quits(_: bool) {}
     pub fn discard_typed_input() {}
 }
 
-pub use imp::{cancel_on_sigint, discard_typed_input, sigint_quits};
+pub use imp::{cancel_on_sigint, discard_typed_input, report_sigbus_for, sigint_quits};
