@@ -562,3 +562,27 @@ fn inspect_prints_the_tensor_table_and_refuses_other_files() {
     assert_eq!(err, "", "inspect | head printed errors");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
 }
+
+#[test]
+fn inspect_a_directory_says_so_and_how_to_convert_a_checkpoint() {
+    let ckpt = fixture("checkpoint");
+    let o = run(&[OsStr::new("inspect"), ckpt.as_os_str()]);
+    assert_one_line_failure(
+        &o,
+        &[
+            "is a directory",
+            "config.json",
+            "Hugging Face checkpoint",
+            "owlet-convert ",
+        ],
+    );
+    assert!(stderr(&o).contains(&format!("owlet-convert {} -o", ckpt.display())));
+    let empty = temp_dir("inspect-dir");
+    let o = run(&[OsStr::new("inspect"), empty.as_os_str()]);
+    assert_one_line_failure(&o, &["is a directory", "not a GGUF file"]);
+    assert!(!stderr(&o).contains("config.json"), "{}", stderr(&o));
+    // A file of the checkpoint: not a GGUF file, and how to convert its directory.
+    let shard = ckpt.join("pytorch_model-00001-of-00002.bin");
+    let o = run(&[OsStr::new("inspect"), shard.as_os_str()]);
+    assert_one_line_failure(&o, &["not a GGUF file", "convert the directory"]);
+}
