@@ -549,6 +549,69 @@ fn write_to(
     Ok(summary)
 }
 
+/// The files of a checkpoint directory that a conversion reads besides the weights (the
+/// optional ones too): `config.json` ([`HfConfig::read`]), `preprocessor_config.json`
+/// ([`HfPreprocessor::read`]), `generation_config.json` ([`HfGeneration::read`]) and the
+/// tokenizer's three ([`TokenizerData::read`]).
+pub const METADATA_FILES: [&str; 6] = [
+    "config.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
+/// Every file a conversion of `dir` reads: [`METADATA_FILES`] and the weight files (the index
+/// JSON and its shards). Reads only the index.
+pub fn input_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = METADATA_FILES.iter().map(|f| dir.join(f)).collect();
+    files.extend(Checkpoint::weight_files(dir)?);
+    Ok(files)
+}
+
+/// Refuses an output path that is one of the `inputs` or another name of one (a hard link,
+/// a symbolic link): the finished file is renamed over the output path, so `-o ckpt/config.json`
+/// would destroy the checkpoint it was made from (and through a link the user surely meant
+/// something else). Inputs that do not exist are skipped.
+pub fn check_not_an_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let Ok(out_meta) = std::fs::metadata(out) else {
+        return Ok(()); // no file there yet: it cannot be an input
+    };
+    for input in inputs {
+        let Ok(in_meta) = std::fs::metadata(input) else {
+            continue;
+        };
+        if same_file(out, &out_meta, input, &in_meta) {
+            bail!(
+                "the output {} is the same file as the input {}; choose another -o path",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether two existing paths are the same file: the same device and inode on Unix (which
+/// catches hard links), the same canonical path elsewhere.
+fn same_file(a: &Path, a_meta: &std::fs::Metadata, b: &Path, b_meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = (a, b);
+        a_meta.dev() == b_meta.dev() && a_meta.ino() == b_meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a_meta, b_meta);
+        matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+    }
+}
+
 /// Converts a checkpoint directory to `out`.
 pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Result<Summary> {
     if !dir.is_dir() {
@@ -557,6 +620,7 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
             dir.display()
         );
     }
+    check_not_an_input(out, &input_files(dir)?)?;
     let cfg = HfConfig::read(dir)?;
     let pre = HfPreprocessor::read(dir, cfg.vision.image_size)?;
     let generation = HfGeneration::read(dir)?;

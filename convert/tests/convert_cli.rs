@@ -379,6 +379,70 @@ fn pickle_calling_os_system_is_refused() {
 
 // ------------------------------------------------------------------ output side
 
+/// Every file of `dir` with its bytes, sorted by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    listing(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn output_that_is_an_input_file_is_refused_first() {
+    let dir = temp_dir("self");
+    let ckpt = copy_fixture(&dir, "checkpoint");
+    // A broken tokenizer.model: the refusal must come before anything is read.
+    std::fs::write(ckpt.join("tokenizer.model"), b"not a sentencepiece model").unwrap();
+    let shard = "pytorch_model-00001-of-00002.bin";
+    std::fs::hard_link(
+        ckpt.join("pytorch_model-00002-of-00002.bin"),
+        dir.join("linked.gguf"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(ckpt.join("config.json"), dir.join("symlinked.gguf")).unwrap();
+    let before = contents(&ckpt);
+    let cases = [
+        (ckpt.join("config.json"), "config.json"),
+        (ckpt.join(shard), shard),
+        (
+            ckpt.join("pytorch_model.bin.index.json"),
+            "pytorch_model.bin.index.json",
+        ),
+        (ckpt.join("tokenizer.model"), "tokenizer.model"),
+        (dir.join("linked.gguf"), "pytorch_model-00002-of-00002.bin"),
+        (dir.join("symlinked.gguf"), "config.json"),
+    ];
+    for (out, input) in &cases {
+        let o = run(&[
+            ckpt.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("--type"),
+            OsStr::new("f16"),
+        ]);
+        let out_name = out.file_name().unwrap().to_str().unwrap();
+        assert_one_line_failure(&o, &[out_name, input, "same file as the input"]);
+    }
+    assert!(contents(&ckpt) == before, "the checkpoint changed");
+    // A new file inside the checkpoint directory is fine.
+    std::fs::copy(
+        fixture("checkpoint/tokenizer.model"),
+        ckpt.join("tokenizer.model"),
+    )
+    .unwrap();
+    let out = ckpt.join("model.gguf");
+    let o = run(&[
+        ckpt.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new("-q"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn output_in_a_missing_directory() {
     let dir = temp_dir("nodir");
