@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::hfconfig::{HfConfig, HfGeneration, HfPreprocessor, HfTokenizerConfig};
+use crate::output::{self, TempOut};
 use crate::plan::{self, From, Options, Planned, Shapes, Transform};
 use crate::spm;
 
@@ -323,7 +324,10 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
 #[derive(Debug, Default)]
 pub struct Summary {
     pub tensors: usize,
+    /// Bytes of tensor data.
     pub bytes: u64,
+    /// Size of the written file (header, metadata, padding and tensors).
+    pub file_bytes: u64,
     pub by_type: Vec<(GgmlType, usize, u64)>,
     pub seconds: f64,
     pub warnings: Vec<String>,
@@ -409,41 +413,8 @@ pub fn quantize(typ: GgmlType, values: &[f32], cols: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A temporary path in the target's directory. `owlet-convert` removes it on error; a run
-/// killed outright leaves it behind, and the next run into the same directory removes it.
-fn temp_path(out: &Path) -> Result<PathBuf> {
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "output directory {} does not exist; create it first",
-            dir.display()
-        );
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| anyhow!("output path {} has no file name", out.display()))?
-        .to_string_lossy()
-        .to_string();
-    // Stale temporaries of earlier, killed runs.
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let f = e.file_name().to_string_lossy().to_string();
-            if f.starts_with(&format!(".{name}.tmp-")) {
-                let pid = f.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                if !alive {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-    Ok(dir.join(format!(".{name}.tmp-{}", std::process::id())))
-}
-
-/// Writes `plan` with `meta` to `out` atomically, reporting progress on a terminal.
+/// Writes `plan` with `meta` to `out` atomically (see [`crate::output`]), reporting progress
+/// on a terminal.
 pub fn write_gguf(
     out: &Path,
     meta: &[(String, Value)],
@@ -452,47 +423,39 @@ pub fn write_gguf(
     quiet: bool,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let tmp = temp_path(out)?;
-    let res = write_to(&tmp, meta, plan, src, quiet);
-    match res {
-        Ok(mut summary) => {
-            // Self-check: the runtime's own loader must accept the file before it replaces
-            // anything (with the generic kernels, which repack nothing: validation only).
-            let check = Gguf::open(&tmp).map_err(|e| anyhow!("{e}")).and_then(|g| {
-                owlet::model::Model::from_gguf_with_kernels(g, &owlet::kernels::GENERIC)
-                    .map(|_| ())
-                    .map_err(|e| anyhow!("{e}"))
-            });
-            if let Err(e) = check {
-                let _ = std::fs::remove_file(&tmp);
-                bail!(
-                    "the written file failed validation ({e}); nothing was written to {}",
-                    out.display()
-                );
-            }
-            if let Err(e) = std::fs::rename(&tmp, out) {
-                let _ = std::fs::remove_file(&tmp);
-                bail!("cannot move the finished file to {}: {e}", out.display());
-            }
-            summary.seconds = start.elapsed().as_secs_f64();
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    let tmp = TempOut::create(out)?;
+    let mut summary = write_to(tmp.path(), tmp.file()?, meta, plan, src, quiet)?;
+    // Self-check: the runtime's own loader must accept the file before it replaces anything
+    // (with the generic kernels, which repack nothing: validation only).
+    let check = Gguf::open(tmp.path())
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|g| {
+            owlet::model::Model::from_gguf_with_kernels(g, &owlet::kernels::GENERIC)
+                .map(|_| ())
+                .map_err(|e| anyhow!("{e}"))
+        });
+    if let Err(e) = check {
+        bail!(
+            "the written file failed validation ({e}); nothing was written to {}",
+            out.display()
+        );
     }
+    tmp.persist(out)?;
+    summary.file_bytes = std::fs::metadata(out)
+        .with_context(|| format!("cannot stat {}", out.display()))?
+        .len();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 fn write_to(
     tmp: &Path,
+    file: std::fs::File,
     meta: &[(String, Value)],
     plan: &[Planned],
     src: &dyn Source,
     quiet: bool,
 ) -> Result<Summary> {
-    let file =
-        std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let descs: Vec<(String, Vec<u64>, GgmlType)> = plan
         .iter()
         .map(|p| (p.name.clone(), p.ne.clone(), p.typ))
@@ -620,6 +583,7 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
             dir.display()
         );
     }
+    output::check_target(out)?;
     check_not_an_input(out, &input_files(dir)?)?;
     let cfg = HfConfig::read(dir)?;
     let pre = HfPreprocessor::read(dir, cfg.vision.image_size)?;
@@ -643,6 +607,7 @@ pub fn convert_source(
     opts: &Options,
     quiet: bool,
 ) -> Result<Summary> {
+    output::check_target(out)?;
     let (plan, mut warnings) = plan::build(cfg, src, opts)?;
     warnings.extend(src.warnings());
     let inputs = Inputs {
@@ -664,7 +629,7 @@ pub fn print_summary(out: &Path, s: &Summary, w: &mut dyn Write) -> std::io::Res
         "wrote {}: {} tensors, {:.2} MB in {:.1} s",
         out.display(),
         s.tensors,
-        s.bytes as f64 / 1e6,
+        s.file_bytes as f64 / 1e6,
         s.seconds
     )?;
     for (t, n, b) in &s.by_type {
