@@ -590,9 +590,16 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
     let generation = HfGeneration::read(dir)?;
     let tokenizer = TokenizerData::read(dir)?;
     let ckpt = Checkpoint::open(dir)?;
+    let inputs = Inputs {
+        cfg: &cfg,
+        pre: &pre,
+        generation: &generation,
+        tokenizer: &tokenizer,
+    };
     // The plan's shape and missing-tensor errors name tensors only: name the checkpoint too.
-    plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
-    convert_source(&cfg, &pre, &generation, &tokenizer, &ckpt, out, opts, quiet)
+    let planned =
+        plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
+    write_planned(&inputs, &ckpt, planned, out, opts, quiet)
 }
 
 /// Converts any [`Source`] (a checkpoint or synthetic weights).
@@ -608,15 +615,26 @@ pub fn convert_source(
     quiet: bool,
 ) -> Result<Summary> {
     output::check_target(out)?;
-    let (plan, mut warnings) = plan::build(cfg, src, opts)?;
-    warnings.extend(src.warnings());
     let inputs = Inputs {
         cfg,
         pre,
         generation,
         tokenizer,
     };
-    let meta = metadata(&inputs, opts)?;
+    write_planned(&inputs, src, plan::build(cfg, src, opts)?, out, opts, quiet)
+}
+
+/// Writes a built plan with the metadata of `inputs`.
+fn write_planned(
+    inputs: &Inputs<'_>,
+    src: &dyn Source,
+    (plan, mut warnings): (Vec<Planned>, Vec<String>),
+    out: &Path,
+    opts: &Options,
+    quiet: bool,
+) -> Result<Summary> {
+    warnings.extend(src.warnings());
+    let meta = metadata(inputs, opts)?;
     let mut s = write_gguf(out, &meta, &plan, src, quiet)?;
     s.warnings = warnings;
     Ok(s)
