@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use owlet::image::{self, AspectMode, ImageLimits, Preprocess};
+use owlet::image::{self, AspectMode, ExifOrientation, ImageLimits, Preprocess};
 use owlet::kv_cache::KvType;
 use owlet::model::Model;
 use owlet::prompt::{self, Role, Turn};
@@ -64,6 +64,9 @@ struct InputArgs {
     /// Aspect handling: resize, pad or crop (default: the model file's).
     #[arg(long = "image-mode")]
     image_mode: Option<String>,
+    /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+    #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+    exif: ExifOrientation,
 }
 
 #[derive(Args, Clone)]
@@ -110,6 +113,9 @@ enum Command {
         /// Aspect handling: resize, pad or crop (default: the model file's).
         #[arg(long = "image-mode")]
         image_mode: Option<String>,
+        /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+        #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+        exif: ExifOrientation,
     },
     /// Write the logits of every prompt position as float32 .npy [positions, vocab].
     Logits {
@@ -129,6 +135,9 @@ enum Command {
         size: Option<u32>,
         #[arg(long = "image-mode", default_value = "resize")]
         image_mode: String,
+        /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+        #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+        exif: ExifOrientation,
         /// Take size, mean and std from this model.
         #[arg(short = 'm', long = "model")]
         model: Option<PathBuf>,
@@ -196,8 +205,13 @@ fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
     }
 }
 
-fn load_image(p: &Path) -> Res<image::RgbImage> {
-    image::load(p, &ImageLimits::default()).map_err(|e| e.to_string())
+fn parse_exif(s: &str) -> Res<ExifOrientation> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not apply or ignore"))
+}
+
+fn load_image(p: &Path, exif: ExifOrientation) -> Res<image::RgbImage> {
+    image::load_with(p, &ImageLimits::default(), exif).map_err(|e| e.to_string())
 }
 
 /// Token ids (with -200 sentinels) and image embeddings for the inputs.
@@ -237,7 +251,7 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     let mode = aspect(&inp.image_mode)?;
     let mut embs = Vec::new();
     for p in &inp.images {
-        let img = load_image(p)?;
+        let img = load_image(p, inp.exif)?;
         embs.push(
             s.embed_image(&img, mode)
                 .map_err(|e| format!("{}: {e}", p.display()))?,
@@ -299,7 +313,8 @@ fn run(cmd: Command) -> Res<()> {
             model,
             gen,
             image_mode,
-        } => chat(&model, &gen, &image_mode),
+            exif,
+        } => chat(&model, &gen, &image_mode, exif),
         Command::Logits { model, input, out } => {
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
@@ -316,6 +331,7 @@ fn run(cmd: Command) -> Res<()> {
             image: path,
             size,
             image_mode,
+            exif,
             model,
             out,
         } => {
@@ -339,7 +355,7 @@ fn run(cmd: Command) -> Res<()> {
             if p.size == 0 || p.size > 4096 {
                 return Err(format!("--size {} must be between 1 and 4096", p.size));
             }
-            let img = load_image(&path)?;
+            let img = load_image(&path, exif)?;
             let px = image::preprocess(&img, &p);
             let n = p.size as usize;
             owlet::npy::write_f32(&out, &[3, n, n], &px)
@@ -427,7 +443,12 @@ fn run(cmd: Command) -> Res<()> {
     }
 }
 
-fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()> {
+fn chat(
+    model: &ModelArgs,
+    gen: &GenArgs,
+    image_mode: &Option<String>,
+    exif: ExifOrientation,
+) -> Res<()> {
     let opts = gen_options(gen)?;
     let mode = aspect(image_mode)?;
     let m = load_model(&model.model)?;
@@ -461,7 +482,7 @@ fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()
             continue;
         }
         if let Some(p) = text.strip_prefix("/image") {
-            match load_image(Path::new(p.trim())) {
+            match load_image(Path::new(p.trim()), exif) {
                 Ok(img) => {
                     pending.push(img);
                     eprintln!("(image attached to the next message)");
