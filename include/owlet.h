@@ -48,6 +48,15 @@
 // KV cache element type: 32-bit floats.
 #define OWLET_KV_F32 1
 
+// `owlet_session_add_image_file_exif`: rotate and flip the pixels as the file's EXIF
+// orientation says (the image as photo viewers show it; what `owlet_session_add_image_file`
+// does).
+#define OWLET_EXIF_APPLY 0
+
+// `owlet_session_add_image_file_exif`: keep the pixels as stored, ignoring the EXIF
+// orientation, as upstream mPLUG-Owl2's scripts do (upstream-exact inputs).
+#define OWLET_EXIF_IGNORE 1
+
 // Why `owlet_session_generate` stopped: the model wrote its end-of-sequence token.
 #define OWLET_STOP_EOS 0
 
@@ -203,13 +212,24 @@ void owlet_model_free(struct owlet_model *model);
 owlet_status owlet_session_new(const struct owlet_model *model, struct owlet_session **out);
 
 // Adds an image (JPEG or PNG file) to the next user turn. The file is decoded now (size
-// limits: 16384 px per side, 64 Mpx, 256 MiB); it is encoded by the next
+// limits: 16384 px per side, 64 Mpx, 256 MiB; its EXIF orientation applied, see
+// `owlet_session_add_image_file_exif` for the alternative); it is encoded by the next
 // `owlet_session_generate`. Not thread-safe per session (a concurrent call on the same session
 // fails with OWLET_ERR_INVALID_ARGUMENT).
 //
 // # Safety
 // `session` is NULL or a live handle; `path` is NULL or a NUL-terminated string.
 owlet_status owlet_session_add_image_file(const struct owlet_session *session, const char *path);
+
+// `owlet_session_add_image_file` with a choice of EXIF orientation handling: `exif` is
+// `OWLET_EXIF_APPLY` or `OWLET_EXIF_IGNORE` (anything else is OWLET_ERR_INVALID_ARGUMENT).
+// Same limits and threading rule as `owlet_session_add_image_file`.
+//
+// # Safety
+// `session` is NULL or a live handle; `path` is NULL or a NUL-terminated string.
+owlet_status owlet_session_add_image_file_exif(const struct owlet_session *session,
+                                               const char *path,
+                                               int32_t exif);
 
 // Adds an image from 8-bit RGB pixels (rows top to bottom, `stride` bytes apart,
 // `stride >= width * 3`; the buffer holds `stride * (height - 1) + width * 3` bytes). The

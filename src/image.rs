@@ -2,6 +2,9 @@
 //! decoded) and mPLUG-Owl2's preprocessing, which reproduces Pillow's bicubic resampler byte for
 //! byte (the arithmetic is in `spec/preprocessing.md`).
 //!
+//! Decoding applies the EXIF orientation by default (the image as the user sees it); upstream
+//! ignores it, which [`ExifOrientation::Ignore`] reproduces.
+//!
 //! Pipeline, as upstream runs it (transformers 4.31 CLIP processor on top of Pillow):
 //! 1. optional squaring ([`AspectMode::Resize`] stretches to `max(W,H)` square, [`AspectMode::Pad`]
 //!    pastes on a `max(W,H)` square of `pad_color`, [`AspectMode::Crop`] does nothing);
@@ -19,6 +22,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::str::FromStr;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use crate::error::{bail_kind, err, Error, ErrorKind, Result};
@@ -218,9 +222,15 @@ impl Preprocess {
 /// `limits` before any pixel is decoded; the decoder itself also runs under the same limits.
 /// Grayscale, palette, alpha and 16-bit images become 8-bit RGB the way Pillow's
 /// `convert('RGB')` does it: alpha is dropped (no premultiplication, no blending), gray is
-/// replicated, 16-bit samples keep their high byte (Pillow's `RGB;16B` unpacking). JPEG EXIF
-/// orientation is ignored, as upstream (which never calls `exif_transpose`) ignores it.
+/// replicated, 16-bit samples keep their high byte (Pillow's `RGB;16B` unpacking). The EXIF
+/// orientation (JPEG `APP1`, PNG `eXIf`) is applied: the pixels come out as photo viewers show
+/// them ([`ExifOrientation::Apply`]; see [`decode_with`] for upstream's behaviour).
 pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+    decode_with(bytes, limits, ExifOrientation::Apply)
+}
+
+/// [`decode`] with a choice of what to do with the EXIF orientation.
+pub fn decode_with(bytes: &[u8], limits: &ImageLimits, exif: ExifOrientation) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail_kind!(BadImage, "image data is empty");
     }
@@ -242,18 +252,116 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
-    let decoder = reader
+    let mut decoder = reader
         .into_decoder()
         .map_err(|e| decode_error(name, limits, e))?;
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, limits, name)?;
+    // A malformed EXIF block is no reason to refuse the pixels: it counts as no orientation,
+    // as in photo viewers.
+    let orientation = match exif {
+        ExifOrientation::Apply => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        ExifOrientation::Ignore => Orientation::NoTransforms,
+    };
     let img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(name, limits, e))?;
-    Ok(dynamic_to_rgb(img))
+    Ok(orient(dynamic_to_rgb(img), orientation))
 }
 
-/// Reads and decodes an image file (see [`decode`]). Errors name the path; a file larger than
-/// `limits.max_file_bytes` is refused before it is read.
+/// What decoding does with the orientation recorded in a photo's EXIF data (phones store
+/// pixels as the sensor saw them and record the rotation there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExifOrientation {
+    /// Rotate and flip the pixels as the EXIF orientation says: the image the user sees.
+    #[default]
+    Apply,
+    /// Keep the pixels as stored, as upstream's scripts do (they open images with Pillow and
+    /// never call `ImageOps.exif_transpose`): upstream-exact inputs for sideways photos.
+    Ignore,
+}
+
+impl ExifOrientation {
+    /// The lower-case name (`apply`, `ignore`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExifOrientation::Apply => "apply",
+            ExifOrientation::Ignore => "ignore",
+        }
+    }
+}
+
+impl fmt::Display for ExifOrientation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ExifOrientation {
+    type Err = Error;
+
+    /// Parses `apply` or `ignore`, ignoring ASCII case and surrounding white space.
+    fn from_str(s: &str) -> Result<ExifOrientation> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("apply") {
+            Ok(ExifOrientation::Apply)
+        } else if t.eq_ignore_ascii_case("ignore") {
+            Ok(ExifOrientation::Ignore)
+        } else {
+            Err(err(
+                ErrorKind::InvalidArgument,
+                format!("unknown EXIF orientation handling {s:?}: expected apply or ignore"),
+            ))
+        }
+    }
+}
+
+/// `img` rotated and flipped as the EXIF orientation `o` says. Each output pixel `(x, y)` is
+/// read from the source pixel that the transform maps there; the four transposing orientations
+/// swap width and height.
+fn orient(img: RgbImage, o: Orientation) -> RgbImage {
+    use Orientation as O;
+    if o == O::NoTransforms || !img.is_valid() {
+        return img;
+    }
+    let (w, h) = (img.width as usize, img.height as usize);
+    let transposed = matches!(
+        o,
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
+    );
+    let (ow, oh) = if transposed { (h, w) } else { (w, h) };
+    let mut data = Vec::with_capacity(img.data.len());
+    for y in 0..oh {
+        for x in 0..ow {
+            let (sx, sy) = match o {
+                O::NoTransforms => (x, y),
+                O::FlipHorizontal => (w - 1 - x, y),
+                O::FlipVertical => (x, h - 1 - y),
+                O::Rotate180 => (w - 1 - x, h - 1 - y),
+                // Clockwise: the source's left column becomes the top row.
+                O::Rotate90 => (y, h - 1 - x),
+                O::Rotate270 => (w - 1 - y, x),
+                // EXIF 5 (transpose) and 7 (transverse).
+                O::Rotate90FlipH => (y, x),
+                O::Rotate270FlipH => (w - 1 - y, h - 1 - x),
+            };
+            let i = (sy * w + sx) * 3;
+            data.extend_from_slice(&img.data[i..i + 3]);
+        }
+    }
+    RgbImage {
+        width: ow as u32,
+        height: oh as u32,
+        data,
+    }
+}
+
+/// Reads and decodes an image file (see [`decode`]; the EXIF orientation is applied). Errors
+/// name the path; a file larger than `limits.max_file_bytes` is refused before it is read.
 pub fn load(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
+    load_with(path, limits, ExifOrientation::Apply)
+}
+
+/// [`load`] with a choice of what to do with the EXIF orientation.
+pub fn load_with(path: &Path, limits: &ImageLimits, exif: ExifOrientation) -> Result<RgbImage> {
     let shown = path.display();
     let meta = std::fs::metadata(path)
         .map_err(|e| err(ErrorKind::Io, format!("cannot read image {shown}: {e}")))?;
@@ -267,7 +375,8 @@ pub fn load(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
     }
     let bytes = std::fs::read(path)
         .map_err(|e| err(ErrorKind::Io, format!("cannot read image {shown}: {e}")))?;
-    decode(&bytes, limits).map_err(|e| err(e.kind(), format!("image {shown}: {}", e.message())))
+    decode_with(&bytes, limits, exif)
+        .map_err(|e| err(e.kind(), format!("image {shown}: {}", e.message())))
 }
 
 /// Copies a tightly packed RGB buffer (`width * height * 3` bytes, HWC) into an image.

@@ -298,11 +298,18 @@ fn image_file_and_buffers_give_the_rust_api_answer() {
         }
     }
     let file = cstr(repo("tests/data/assets/coffee.png").to_str().unwrap());
-    for how in ["file", "rgb", "rgba"] {
+    // coffee.png has no EXIF orientation: both settings give the same pixels.
+    for how in ["file", "file-exif-apply", "file-exif-ignore", "rgb", "rgba"] {
         let s = new_session(m);
         let rc = unsafe {
             match how {
                 "file" => owlet_session_add_image_file(s, file.as_ptr()),
+                "file-exif-apply" => {
+                    owlet_session_add_image_file_exif(s, file.as_ptr(), OWLET_EXIF_APPLY)
+                }
+                "file-exif-ignore" => {
+                    owlet_session_add_image_file_exif(s, file.as_ptr(), OWLET_EXIF_IGNORE)
+                }
                 "rgb" => owlet_session_add_image_rgb(s, rgb.as_ptr(), w, h, rgb_stride),
                 _ => owlet_session_add_image_rgba(s, rgba.as_ptr(), w, h, rgba_stride),
             }
@@ -346,6 +353,12 @@ fn bad_images_and_prompts() {
         unsafe { owlet_session_add_image_file(s, missing.as_ptr()) },
         OWLET_ERR_IO
     );
+    let png = cstr(repo("tests/data/assets/coffee.png").to_str().unwrap());
+    assert_eq!(
+        unsafe { owlet_session_add_image_file_exif(s, png.as_ptr(), 2) },
+        OWLET_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("exif is 2"), "{}", last_error());
     // Generate without a prompt.
     let mut stop = -1;
     assert_eq!(
@@ -534,6 +547,12 @@ fn a_panic_in_every_entry_point_is_caught() {
         (
             "owlet_session_add_image_file",
             Box::new(|| unsafe { owlet_session_add_image_file(s, path.as_ptr()) }),
+        ),
+        (
+            "owlet_session_add_image_file_exif",
+            Box::new(|| unsafe {
+                owlet_session_add_image_file_exif(s, path.as_ptr(), OWLET_EXIF_IGNORE)
+            }),
         ),
         (
             "owlet_session_add_image_rgb",

@@ -1137,6 +1137,194 @@ fn corpus() -> Vec<Case> {
             s.set(&ak("vision.aspect_mode"), VT_STR, enc_str(b"stretch"));
         }),
     );
+    // ---- keys whose value, present, must be of their type and usable (never defaulted)
+    for (name, want, what, typ, body) in [
+        (
+            "rope_freq_base_nan",
+            "rope.freq_base must be a finite positive float, but it is f32 NaN",
+            "rope.freq_base NaN",
+            VT_F32,
+            f32::NAN.to_le_bytes().to_vec(),
+        ),
+        (
+            "rope_freq_base_inf",
+            "rope.freq_base must be a finite positive float, but it is f32 inf",
+            "rope.freq_base +inf",
+            VT_F32,
+            f32::INFINITY.to_le_bytes().to_vec(),
+        ),
+        (
+            "rope_freq_base_zero",
+            "rope.freq_base must be a finite positive float, but it is f32 0",
+            "rope.freq_base 0",
+            VT_F32,
+            0f32.to_le_bytes().to_vec(),
+        ),
+        (
+            "rope_freq_base_u32",
+            "rope.freq_base must be a finite positive float, but it is u32 10000",
+            "rope.freq_base typed u32 (was silently 10000)",
+            VT_U32,
+            u32b(10000),
+        ),
+        (
+            "rope_freq_base_string",
+            "rope.freq_base must be a finite positive float, but it is string",
+            "rope.freq_base typed string",
+            VT_STR,
+            enc_str(b"500000"),
+        ),
+    ] {
+        case(
+            name,
+            want,
+            what,
+            with(&|s| {
+                s.set(&ak("rope.freq_base"), typ, body.clone());
+            }),
+        );
+    }
+    // Keys the base file lacks (absent means owlet's one implementation), added with a
+    // wrong type or a value owlet does not implement.
+    for (name, key, want, what, typ, body) in [
+        (
+            "qk_permuted_string",
+            "rope.qk_permuted",
+            "rope.qk_permuted must be a bool, but it is string",
+            "rope.qk_permuted typed string (was silently true)",
+            VT_STR,
+            enc_str(b"false"),
+        ),
+        (
+            "mam_modality_count_3",
+            "mam.modality_count",
+            "mam.modality_count is 3; owlet implements only 2",
+            "three MAM modalities",
+            VT_U32,
+            u32b(3),
+        ),
+        (
+            "mam_visual_suffix_other",
+            "mam.visual_suffix",
+            "mam.visual_suffix is \"_img\"; owlet implements only \"_vis\"",
+            "MAM visual copies named _img",
+            VT_STR,
+            enc_str(b"_img"),
+        ),
+        (
+            "mam_tensors_other",
+            "mam.tensors",
+            "mam.tensors is [\"attn_norm\", \"attn_q\", \"attn_v\", \"ffn_norm\"]; owlet implements only",
+            "MAM duplicates attn_q instead of attn_k",
+            VT_ARR,
+            arr_strs(&["attn_norm", "attn_q", "attn_v", "ffn_norm"]),
+        ),
+        (
+            "mam_tensors_u32",
+            "mam.tensors",
+            "mam.tensors must be an array of strings, but it is u32 4",
+            "MAM tensor list typed u32",
+            VT_U32,
+            u32b(4),
+        ),
+        (
+            "image_placeholder_other",
+            "image.placeholder",
+            "image.placeholder is \"<image>\"; owlet implements only \"<|image|>\"",
+            "image placeholder <image>",
+            VT_STR,
+            enc_str(b"<image>"),
+        ),
+        (
+            "vision_activation_gelu",
+            "vision.activation",
+            "vision.activation is \"gelu\"; owlet implements only \"quick_gelu\"",
+            "vision activation gelu",
+            VT_STR,
+            enc_str(b"gelu"),
+        ),
+        (
+            "vision_has_class_token_false",
+            "vision.has_class_token",
+            "vision.has_class_token is false; owlet implements only true",
+            "vision tower without a class token",
+            VT_BOOL,
+            vec![0],
+        ),
+        (
+            "vision_resample_bilinear",
+            "vision.resample",
+            "vision.resample is \"bilinear\"; owlet implements only \"bicubic\"",
+            "bilinear preprocessing",
+            VT_STR,
+            enc_str(b"bilinear"),
+        ),
+        (
+            "generation_temperature_string",
+            "generation.temperature",
+            "generation.temperature must be a finite float, but it is string",
+            "temperature typed string (was silently ignored)",
+            VT_STR,
+            enc_str(b"0.7"),
+        ),
+        (
+            "generation_top_k_f32",
+            "generation.top_k",
+            "generation.top_k must be an unsigned integer, but it is f32 40",
+            "top_k typed f32",
+            VT_F32,
+            40f32.to_le_bytes().to_vec(),
+        ),
+        (
+            "tokenizer_legacy_u32",
+            "tokenizer.legacy",
+            "tokenizer.legacy must be a bool, but it is u32 0",
+            "tokenizer.legacy typed u32 (was silently true)",
+            VT_U32,
+            u32b(0),
+        ),
+    ] {
+        case(
+            name,
+            want,
+            what,
+            with(&|s| {
+                s.add(&ak(key), typ, body.clone());
+            }),
+        );
+    }
+    case(
+        "aspect_mode_u32",
+        "vision.aspect_mode must be a string, but it is u32 1",
+        "aspect mode typed u32 (was silently resize)",
+        with(&|s| {
+            s.set(&ak("vision.aspect_mode"), VT_U32, u32b(1));
+        }),
+    );
+    case(
+        "add_bos_u32",
+        "tokenizer.ggml.add_bos_token must be a bool, but it is u32 0",
+        "add_bos typed u32 (was silently true)",
+        with(&|s| {
+            s.set("tokenizer.ggml.add_bos_token", VT_U32, u32b(0));
+        }),
+    );
+    case(
+        "add_eos_true",
+        "tokenizer.ggml.add_eos_token is true",
+        "add_eos true (was silently ignored)",
+        with(&|s| {
+            s.add("tokenizer.ggml.add_eos_token", VT_BOOL, vec![1]);
+        }),
+    );
+    case(
+        "bos_id_string",
+        "tokenizer.ggml.bos_token_id must be a token id, but it is string",
+        "bos id typed string (was silently 1)",
+        with(&|s| {
+            s.set("tokenizer.ggml.bos_token_id", VT_STR, enc_str(b"1"));
+        }),
+    );
     case(
         "abstractor_grid_mismatch",
         "must match the vision tower",

@@ -179,29 +179,27 @@ impl Checkpoint {
     /// Tensors found in a shard but absent from the index are kept and
     /// reported by [`Checkpoint::warnings`].
     pub fn open(dir: &Path) -> Result<Checkpoint> {
-        let layouts: [(&str, bool); 4] = [
-            ("model.safetensors.index.json", true),
-            ("model.safetensors", false),
-            ("pytorch_model.bin.index.json", true),
-            ("pytorch_model.bin", false),
-        ];
-        for (file, is_index) in layouts {
-            let path = dir.join(file);
-            if !path.is_file() {
-                continue;
-            }
-            return if is_index {
-                Self::open_index(dir, &path)
-            } else {
-                let shard = Shard::open(&path)?;
-                Self::assemble(dir, vec![shard], None)
-            };
+        let (path, is_index) = layout(dir)?;
+        if is_index {
+            Self::open_index(dir, &path)
+        } else {
+            let shard = Shard::open(&path)?;
+            Self::assemble(dir, vec![shard], None)
         }
-        bail!(
-            "no checkpoint in {}: looked for {}",
-            dir.display(),
-            layouts.map(|(f, _)| f).join(", ")
-        )
+    }
+
+    /// Every weight file [`Checkpoint::open`] would read in `dir`: the index JSON and the
+    /// shards it names (whether or not they exist), or the single weight file. Reads only the
+    /// index.
+    pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+        let (path, is_index) = layout(dir)?;
+        let mut files = Vec::new();
+        if is_index {
+            let shards: BTreeSet<String> = read_weight_map(&path)?.into_values().collect();
+            files.extend(shards.iter().map(|s| dir.join(s)));
+        }
+        files.push(path);
+        Ok(files)
     }
 
     /// Opens a sharded checkpoint from its index JSON.
@@ -363,6 +361,29 @@ impl Checkpoint {
                 .collect(),
         })
     }
+}
+
+/// The weight layouts, in the order they are tried: (file, is an index).
+const LAYOUTS: [(&str, bool); 4] = [
+    ("model.safetensors.index.json", true),
+    ("model.safetensors", false),
+    ("pytorch_model.bin.index.json", true),
+    ("pytorch_model.bin", false),
+];
+
+/// The first layout file of [`LAYOUTS`] present in `dir`, and whether it is an index.
+fn layout(dir: &Path) -> Result<(PathBuf, bool)> {
+    for (file, is_index) in LAYOUTS {
+        let path = dir.join(file);
+        if path.is_file() {
+            return Ok((path, is_index));
+        }
+    }
+    bail!(
+        "no checkpoint in {}: looked for {}",
+        dir.display(),
+        LAYOUTS.map(|(f, _)| f).join(", ")
+    )
 }
 
 fn file_name(path: &Path) -> String {

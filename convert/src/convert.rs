@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::checkpoint::Checkpoint;
 use crate::hfconfig::{HfConfig, HfGeneration, HfPreprocessor, HfTokenizerConfig};
+use crate::output::{self, TempOut};
 use crate::plan::{self, From, Options, Planned, Shapes, Transform};
 use crate::spm;
 
@@ -323,7 +324,10 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
 #[derive(Debug, Default)]
 pub struct Summary {
     pub tensors: usize,
+    /// Bytes of tensor data.
     pub bytes: u64,
+    /// Size of the written file (header, metadata, padding and tensors).
+    pub file_bytes: u64,
     pub by_type: Vec<(GgmlType, usize, u64)>,
     pub seconds: f64,
     pub warnings: Vec<String>,
@@ -409,41 +413,8 @@ pub fn quantize(typ: GgmlType, values: &[f32], cols: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A temporary path in the target's directory. `owlet-convert` removes it on error; a run
-/// killed outright leaves it behind, and the next run into the same directory removes it.
-fn temp_path(out: &Path) -> Result<PathBuf> {
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "output directory {} does not exist; create it first",
-            dir.display()
-        );
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| anyhow!("output path {} has no file name", out.display()))?
-        .to_string_lossy()
-        .to_string();
-    // Stale temporaries of earlier, killed runs.
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let f = e.file_name().to_string_lossy().to_string();
-            if f.starts_with(&format!(".{name}.tmp-")) {
-                let pid = f.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                if !alive {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-    Ok(dir.join(format!(".{name}.tmp-{}", std::process::id())))
-}
-
-/// Writes `plan` with `meta` to `out` atomically, reporting progress on a terminal.
+/// Writes `plan` with `meta` to `out` atomically (see [`crate::output`]), reporting progress
+/// on a terminal.
 pub fn write_gguf(
     out: &Path,
     meta: &[(String, Value)],
@@ -452,47 +423,39 @@ pub fn write_gguf(
     quiet: bool,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let tmp = temp_path(out)?;
-    let res = write_to(&tmp, meta, plan, src, quiet);
-    match res {
-        Ok(mut summary) => {
-            // Self-check: the runtime's own loader must accept the file before it replaces
-            // anything (with the generic kernels, which repack nothing: validation only).
-            let check = Gguf::open(&tmp).map_err(|e| anyhow!("{e}")).and_then(|g| {
-                owlet::model::Model::from_gguf_with_kernels(g, &owlet::kernels::GENERIC)
-                    .map(|_| ())
-                    .map_err(|e| anyhow!("{e}"))
-            });
-            if let Err(e) = check {
-                let _ = std::fs::remove_file(&tmp);
-                bail!(
-                    "the written file failed validation ({e}); nothing was written to {}",
-                    out.display()
-                );
-            }
-            if let Err(e) = std::fs::rename(&tmp, out) {
-                let _ = std::fs::remove_file(&tmp);
-                bail!("cannot move the finished file to {}: {e}", out.display());
-            }
-            summary.seconds = start.elapsed().as_secs_f64();
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    let tmp = TempOut::create(out)?;
+    let mut summary = write_to(tmp.path(), tmp.file()?, meta, plan, src, quiet)?;
+    // Self-check: the runtime's own loader must accept the file before it replaces anything
+    // (with the generic kernels, which repack nothing: validation only).
+    let check = Gguf::open(tmp.path())
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|g| {
+            owlet::model::Model::from_gguf_with_kernels(g, &owlet::kernels::GENERIC)
+                .map(|_| ())
+                .map_err(|e| anyhow!("{e}"))
+        });
+    if let Err(e) = check {
+        bail!(
+            "the written file failed validation ({e}); nothing was written to {}",
+            out.display()
+        );
     }
+    tmp.persist(out)?;
+    summary.file_bytes = std::fs::metadata(out)
+        .with_context(|| format!("cannot stat {}", out.display()))?
+        .len();
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 fn write_to(
     tmp: &Path,
+    file: std::fs::File,
     meta: &[(String, Value)],
     plan: &[Planned],
     src: &dyn Source,
     quiet: bool,
 ) -> Result<Summary> {
-    let file =
-        std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let descs: Vec<(String, Vec<u64>, GgmlType)> = plan
         .iter()
         .map(|p| (p.name.clone(), p.ne.clone(), p.typ))
@@ -549,6 +512,69 @@ fn write_to(
     Ok(summary)
 }
 
+/// The files of a checkpoint directory that a conversion reads besides the weights (the
+/// optional ones too): `config.json` ([`HfConfig::read`]), `preprocessor_config.json`
+/// ([`HfPreprocessor::read`]), `generation_config.json` ([`HfGeneration::read`]) and the
+/// tokenizer's three ([`TokenizerData::read`]).
+pub const METADATA_FILES: [&str; 6] = [
+    "config.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+];
+
+/// Every file a conversion of `dir` reads: [`METADATA_FILES`] and the weight files (the index
+/// JSON and its shards). Reads only the index.
+pub fn input_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = METADATA_FILES.iter().map(|f| dir.join(f)).collect();
+    files.extend(Checkpoint::weight_files(dir)?);
+    Ok(files)
+}
+
+/// Refuses an output path that is one of the `inputs` or another name of one (a hard link,
+/// a symbolic link): the finished file is renamed over the output path, so `-o ckpt/config.json`
+/// would destroy the checkpoint it was made from (and through a link the user surely meant
+/// something else). Inputs that do not exist are skipped.
+pub fn check_not_an_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let Ok(out_meta) = std::fs::metadata(out) else {
+        return Ok(()); // no file there yet: it cannot be an input
+    };
+    for input in inputs {
+        let Ok(in_meta) = std::fs::metadata(input) else {
+            continue;
+        };
+        if same_file(out, &out_meta, input, &in_meta) {
+            bail!(
+                "the output {} is the same file as the input {}; choose another -o path",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether two existing paths are the same file: the same device and inode on Unix (which
+/// catches hard links), the same canonical path elsewhere.
+fn same_file(a: &Path, a_meta: &std::fs::Metadata, b: &Path, b_meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = (a, b);
+        a_meta.dev() == b_meta.dev() && a_meta.ino() == b_meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a_meta, b_meta);
+        matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+    }
+}
+
 /// Converts a checkpoint directory to `out`.
 pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Result<Summary> {
     if !dir.is_dir() {
@@ -557,14 +583,23 @@ pub fn convert_dir(dir: &Path, out: &Path, opts: &Options, quiet: bool) -> Resul
             dir.display()
         );
     }
+    output::check_target(out)?;
+    check_not_an_input(out, &input_files(dir)?)?;
     let cfg = HfConfig::read(dir)?;
     let pre = HfPreprocessor::read(dir, cfg.vision.image_size)?;
     let generation = HfGeneration::read(dir)?;
     let tokenizer = TokenizerData::read(dir)?;
     let ckpt = Checkpoint::open(dir)?;
+    let inputs = Inputs {
+        cfg: &cfg,
+        pre: &pre,
+        generation: &generation,
+        tokenizer: &tokenizer,
+    };
     // The plan's shape and missing-tensor errors name tensors only: name the checkpoint too.
-    plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
-    convert_source(&cfg, &pre, &generation, &tokenizer, &ckpt, out, opts, quiet)
+    let planned =
+        plan::build(&cfg, &ckpt, opts).with_context(|| format!("checkpoint {}", dir.display()))?;
+    write_planned(&inputs, &ckpt, planned, out, opts, quiet)
 }
 
 /// Converts any [`Source`] (a checkpoint or synthetic weights).
@@ -579,15 +614,27 @@ pub fn convert_source(
     opts: &Options,
     quiet: bool,
 ) -> Result<Summary> {
-    let (plan, mut warnings) = plan::build(cfg, src, opts)?;
-    warnings.extend(src.warnings());
+    output::check_target(out)?;
     let inputs = Inputs {
         cfg,
         pre,
         generation,
         tokenizer,
     };
-    let meta = metadata(&inputs, opts)?;
+    write_planned(&inputs, src, plan::build(cfg, src, opts)?, out, opts, quiet)
+}
+
+/// Writes a built plan with the metadata of `inputs`.
+fn write_planned(
+    inputs: &Inputs<'_>,
+    src: &dyn Source,
+    (plan, mut warnings): (Vec<Planned>, Vec<String>),
+    out: &Path,
+    opts: &Options,
+    quiet: bool,
+) -> Result<Summary> {
+    warnings.extend(src.warnings());
+    let meta = metadata(inputs, opts)?;
     let mut s = write_gguf(out, &meta, &plan, src, quiet)?;
     s.warnings = warnings;
     Ok(s)
@@ -600,7 +647,7 @@ pub fn print_summary(out: &Path, s: &Summary, w: &mut dyn Write) -> std::io::Res
         "wrote {}: {} tensors, {:.2} MB in {:.1} s",
         out.display(),
         s.tensors,
-        s.bytes as f64 / 1e6,
+        s.file_bytes as f64 / 1e6,
         s.seconds
     )?;
     for (t, n, b) in &s.by_type {

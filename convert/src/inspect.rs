@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use owlet::gguf::{Gguf, Value};
 
 fn show(v: &Value, full: bool) -> String {
@@ -36,9 +36,52 @@ fn show(v: &Value, full: bool) -> String {
     }
 }
 
+/// Why a directory cannot be inspected, and what to do with it: a directory holding
+/// `config.json` is taken for a Hugging Face checkpoint, to be converted first.
+pub fn directory_message(dir: &Path) -> String {
+    if dir.join("config.json").is_file() {
+        format!(
+            "{} is a directory, not a GGUF file; it holds config.json, so it looks like a Hugging Face checkpoint: convert it with `owlet-convert {} -o model.gguf`",
+            dir.display(),
+            dir.display()
+        )
+    } else {
+        format!(
+            "{} is a directory, not a GGUF file; give the path of a .gguf file",
+            dir.display()
+        )
+    }
+}
+
+/// For a file of a Hugging Face checkpoint (`config.json`, a `.bin`, `.safetensors` or index
+/// file) that is not a GGUF file: how to convert its directory.
+fn checkpoint_file_hint(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let from_checkpoint =
+        name.ends_with(".json") || name.ends_with(".bin") || name.ends_with(".safetensors");
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if from_checkpoint && dir.join("config.json").is_file() {
+        format!(
+            " (it is part of a Hugging Face checkpoint: convert the directory with `owlet-convert {} -o model.gguf`)",
+            dir.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Prints metadata and tensors of `path` to `w`.
 pub fn print(path: &Path, full: bool, w: &mut dyn Write) -> Result<()> {
-    let g = Gguf::open(path).map_err(|e| anyhow!("{e}"))?;
+    if path.is_dir() {
+        bail!("{}", directory_message(path));
+    }
+    let g = Gguf::open(path).map_err(|e| anyhow!("{e}{}", checkpoint_file_hint(path)))?;
     writeln!(
         w,
         "{}: GGUF v{}, {} metadata keys, {} tensors",

@@ -4,12 +4,13 @@
 //! Input side: [`pickle`] (a non-executing pickle VM), [`torch_zip`], [`safetensors`],
 //! [`checkpoint`] (directory layouts and indices), [`spm`] (SentencePiece `tokenizer.model`),
 //! [`hfconfig`]. Output side: [`plan`] (tensor names, shapes, types, reorderings), [`convert`]
-//! (streaming, atomic writing), [`synth`] (with [`torch_writer`]), [`inspect`].
+//! (streaming), [`output`] (atomic writing, temporaries, signals), [`synth`] (with [`torch_writer`]), [`inspect`].
 
 pub mod checkpoint;
 pub mod convert;
 pub mod hfconfig;
 pub mod inspect;
+pub mod output;
 pub mod pickle;
 pub mod plan;
 pub mod safetensors;

@@ -379,6 +379,70 @@ fn pickle_calling_os_system_is_refused() {
 
 // ------------------------------------------------------------------ output side
 
+/// Every file of `dir` with its bytes, sorted by name.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    listing(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn output_that_is_an_input_file_is_refused_first() {
+    let dir = temp_dir("self");
+    let ckpt = copy_fixture(&dir, "checkpoint");
+    // A broken tokenizer.model: the refusal must come before anything is read.
+    std::fs::write(ckpt.join("tokenizer.model"), b"not a sentencepiece model").unwrap();
+    let shard = "pytorch_model-00001-of-00002.bin";
+    std::fs::hard_link(
+        ckpt.join("pytorch_model-00002-of-00002.bin"),
+        dir.join("linked.gguf"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(ckpt.join("config.json"), dir.join("symlinked.gguf")).unwrap();
+    let before = contents(&ckpt);
+    let cases = [
+        (ckpt.join("config.json"), "config.json"),
+        (ckpt.join(shard), shard),
+        (
+            ckpt.join("pytorch_model.bin.index.json"),
+            "pytorch_model.bin.index.json",
+        ),
+        (ckpt.join("tokenizer.model"), "tokenizer.model"),
+        (dir.join("linked.gguf"), "pytorch_model-00002-of-00002.bin"),
+        (dir.join("symlinked.gguf"), "config.json"),
+    ];
+    for (out, input) in &cases {
+        let o = run(&[
+            ckpt.as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("--type"),
+            OsStr::new("f16"),
+        ]);
+        let out_name = out.file_name().unwrap().to_str().unwrap();
+        assert_one_line_failure(&o, &[out_name, input, "same file as the input"]);
+    }
+    assert!(contents(&ckpt) == before, "the checkpoint changed");
+    // A new file inside the checkpoint directory is fine.
+    std::fs::copy(
+        fixture("checkpoint/tokenizer.model"),
+        ckpt.join("tokenizer.model"),
+    )
+    .unwrap();
+    let out = ckpt.join("model.gguf");
+    let o = run(&[
+        ckpt.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new("-q"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn output_in_a_missing_directory() {
     let dir = temp_dir("nodir");
@@ -416,6 +480,50 @@ fn disk_full_while_writing() {
     assert_one_line_failure(&o, &["out.gguf"]);
     assert_eq!(std::fs::read(&out).unwrap(), b"previous");
     assert_eq!(listing(&dir), vec!["out.gguf"]);
+}
+
+#[test]
+fn output_that_is_a_directory_is_refused_first() {
+    let dir = temp_dir("outdir");
+    let ckpt = copy_fixture(&dir, "checkpoint");
+    // A broken tokenizer.model: the refusal must come before anything is read.
+    std::fs::write(ckpt.join("tokenizer.model"), b"not a sentencepiece model").unwrap();
+    let out = dir.join("models");
+    std::fs::create_dir(&out).unwrap();
+    let o = run(&[ckpt.as_os_str(), OsStr::new("-o"), out.as_os_str()]);
+    assert_one_line_failure(&o, &["models", "is a directory", "model.gguf"]);
+    let o = run(&[
+        OsStr::new("synth"),
+        OsStr::new("--preset"),
+        OsStr::new("tiny"),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert_one_line_failure(&o, &["models", "is a directory"]);
+    assert!(listing(&out).is_empty());
+}
+
+#[test]
+fn summary_gives_the_size_of_the_written_file() {
+    let dir = temp_dir("summary");
+    let out = dir.join("m.gguf");
+    let o = run(&[
+        fixture("checkpoint").as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let len = std::fs::metadata(&out).unwrap().len();
+    let want = format!(
+        "wrote {}: 131 tensors, {:.2} MB in ",
+        out.display(),
+        len as f64 / 1e6
+    );
+    assert!(
+        stderr(&o).contains(&want),
+        "{:?} lacks {want:?}",
+        stderr(&o)
+    );
 }
 
 /// Temporaries of `out` in its directory.
@@ -504,6 +612,82 @@ fn sigkill_leaves_no_partial_output_and_the_next_run_cleans_up() {
     assert!(std::fs::read(&out).unwrap() == good);
 }
 
+/// A synthetic 7B conversion (far too slow to finish within this test) interrupted with `sig`
+/// once its temporary file has appeared: the temporary is removed, the process dies of the
+/// signal, and nothing else is left in the directory.
+fn interrupted_conversion_removes_its_temporary(sig: &str, signo: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir(sig);
+    let out = dir.join("big.gguf");
+    let mut child = Command::new(BIN)
+        .args(["synth", "--preset", "7b", "--type", "q4_0", "-q", "-o"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while temporaries(&dir).is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the conversion ended ({st:?}) before writing");
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("no temporary after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Into the tensors.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(signo), "{status:?}");
+    assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
+}
+
+#[test]
+fn sigint_removes_the_temporary() {
+    interrupted_conversion_removes_its_temporary("INT", 2);
+}
+
+#[test]
+fn sigterm_removes_the_temporary() {
+    interrupted_conversion_removes_its_temporary("TERM", 15);
+}
+
+#[test]
+fn stale_temporaries_are_told_from_live_ones_by_their_lock() {
+    let dir = temp_dir("locks");
+    let out = dir.join("m.gguf");
+    // A live writer's: its lock is held (by this process), whatever its name says (a pid
+    // above any pid_max, so never running).
+    let live = dir.join(".m.gguf.tmp-4194999");
+    let held = std::fs::File::create(&live).unwrap();
+    held.lock().unwrap();
+    // A dead writer's: no lock, although its name gives a running pid (this process).
+    let dead = dir.join(format!(".m.gguf.tmp-{}", std::process::id()));
+    std::fs::write(&dead, b"partial").unwrap();
+    let convert = || {
+        let o = run(&[
+            fixture("checkpoint").as_os_str(),
+            OsStr::new("-o"),
+            out.as_os_str(),
+            OsStr::new("-q"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    convert();
+    assert!(live.exists(), "a live writer's temporary was removed");
+    assert!(!dead.exists(), "a dead writer's temporary was kept");
+    // Once its writer is gone (the lock released), it is swept too.
+    drop(held);
+    convert();
+    assert_eq!(listing(&dir), vec!["m.gguf"]);
+}
+
 // ------------------------------------------------------------------ inspect
 
 #[test]
@@ -561,4 +745,28 @@ fn inspect_prints_the_tensor_table_and_refuses_other_files() {
     assert!(o.status.success(), "status {:?}, stderr {err:?}", o.status);
     assert_eq!(err, "", "inspect | head printed errors");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+}
+
+#[test]
+fn inspect_a_directory_says_so_and_how_to_convert_a_checkpoint() {
+    let ckpt = fixture("checkpoint");
+    let o = run(&[OsStr::new("inspect"), ckpt.as_os_str()]);
+    assert_one_line_failure(
+        &o,
+        &[
+            "is a directory",
+            "config.json",
+            "Hugging Face checkpoint",
+            "owlet-convert ",
+        ],
+    );
+    assert!(stderr(&o).contains(&format!("owlet-convert {} -o", ckpt.display())));
+    let empty = temp_dir("inspect-dir");
+    let o = run(&[OsStr::new("inspect"), empty.as_os_str()]);
+    assert_one_line_failure(&o, &["is a directory", "not a GGUF file"]);
+    assert!(!stderr(&o).contains("config.json"), "{}", stderr(&o));
+    // A file of the checkpoint: not a GGUF file, and how to convert its directory.
+    let shard = ckpt.join("pytorch_model-00001-of-00002.bin");
+    let o = run(&[OsStr::new("inspect"), shard.as_os_str()]);
+    assert_one_line_failure(&o, &["not a GGUF file", "convert the directory"]);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use owlet::image::{self, AspectMode, ImageLimits, Preprocess};
+use owlet::image::{self, AspectMode, ExifOrientation, ImageLimits, Preprocess};
 use owlet::kv_cache::KvType;
 use owlet::model::Model;
 use owlet::prompt::{self, Role, Turn};
@@ -69,6 +69,9 @@ struct InputArgs {
     /// Aspect handling: resize, pad or crop (default: the model file's).
     #[arg(long = "image-mode")]
     image_mode: Option<String>,
+    /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+    #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+    exif: ExifOrientation,
 }
 
 /// The numbers take a leading `-` as a value (`--temp -1`), so that a negative one gets the
@@ -126,6 +129,9 @@ enum Command {
         /// Aspect handling: resize, pad or crop (default: the model file's).
         #[arg(long = "image-mode")]
         image_mode: Option<String>,
+        /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+        #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+        exif: ExifOrientation,
     },
     /// Write the logits of every prompt position as float32 .npy [positions, vocab].
     Logits {
@@ -145,6 +151,9 @@ enum Command {
         size: Option<u32>,
         #[arg(long = "image-mode", default_value = "resize")]
         image_mode: String,
+        /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+        #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
+        exif: ExifOrientation,
         /// Take size, mean and std from this model.
         #[arg(short = 'm', long = "model")]
         model: Option<PathBuf>,
@@ -228,8 +237,13 @@ fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
     }
 }
 
-fn load_image(p: &Path) -> Res<image::RgbImage> {
-    image::load(p, &ImageLimits::default()).map_err(|e| e.to_string())
+fn parse_exif(s: &str) -> Res<ExifOrientation> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not apply or ignore"))
+}
+
+fn load_image(p: &Path, exif: ExifOrientation) -> Res<image::RgbImage> {
+    image::load_with(p, &ImageLimits::default(), exif).map_err(|e| e.to_string())
 }
 
 /// Token ids (with -200 sentinels) and image embeddings for the inputs.
@@ -269,7 +283,7 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     let mode = aspect(&inp.image_mode)?;
     let mut embs = Vec::new();
     for p in &inp.images {
-        let img = load_image(p)?;
+        let img = load_image(p, inp.exif)?;
         embs.push(
             s.embed_image(&img, mode)
                 .map_err(|e| format!("{}: {e}", p.display()))?,
@@ -331,7 +345,8 @@ fn run(cmd: Command) -> Res<()> {
             model,
             gen,
             image_mode,
-        } => chat::chat(&model, &gen, &image_mode),
+            exif,
+        } => chat::chat(&model, &gen, &image_mode, exif),
         Command::Logits { model, input, out } => {
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
@@ -348,6 +363,7 @@ fn run(cmd: Command) -> Res<()> {
             image: path,
             size,
             image_mode,
+            exif,
             model,
             out,
         } => {
@@ -371,7 +387,7 @@ fn run(cmd: Command) -> Res<()> {
             if p.size == 0 || p.size > 4096 {
                 return Err(format!("--size {} must be between 1 and 4096", p.size));
             }
-            let img = load_image(&path)?;
+            let img = load_image(&path, exif)?;
             let px = image::preprocess(&img, &p);
             let n = p.size as usize;
             owlet::npy::write_f32(&out, &[3, n, n], &px)

@@ -67,6 +67,15 @@ pub const OWLET_KV_F16: i32 = 0;
 /// KV cache element type: 32-bit floats.
 pub const OWLET_KV_F32: i32 = 1;
 
+/// `owlet_session_add_image_file_exif`: rotate and flip the pixels as the file's EXIF
+/// orientation says (the image as photo viewers show it; what `owlet_session_add_image_file`
+/// does).
+pub const OWLET_EXIF_APPLY: i32 = 0;
+
+/// `owlet_session_add_image_file_exif`: keep the pixels as stored, ignoring the EXIF
+/// orientation, as upstream mPLUG-Owl2's scripts do (upstream-exact inputs).
+pub const OWLET_EXIF_IGNORE: i32 = 1;
+
 /// Why `owlet_session_generate` stopped: the model wrote its end-of-sequence token.
 pub const OWLET_STOP_EOS: i32 = 0;
 /// Why generation stopped: `max_tokens` were generated.
@@ -572,7 +581,8 @@ pub unsafe extern "C" fn owlet_session_new(
 }
 
 /// Adds an image (JPEG or PNG file) to the next user turn. The file is decoded now (size
-/// limits: 16384 px per side, 64 Mpx, 256 MiB); it is encoded by the next
+/// limits: 16384 px per side, 64 Mpx, 256 MiB; its EXIF orientation applied, see
+/// `owlet_session_add_image_file_exif` for the alternative); it is encoded by the next
 /// `owlet_session_generate`. Not thread-safe per session (a concurrent call on the same session
 /// fails with OWLET_ERR_INVALID_ARGUMENT).
 ///
@@ -591,6 +601,43 @@ pub unsafe extern "C" fn owlet_session_add_image_file(
         let mut st = s.state()?;
         check_vision(&s.model)?;
         let img = image::load(Path::new(path), &ImageLimits::default())?;
+        st.images.push(img);
+        Ok(())
+    })
+}
+
+/// `owlet_session_add_image_file` with a choice of EXIF orientation handling: `exif` is
+/// `OWLET_EXIF_APPLY` or `OWLET_EXIF_IGNORE` (anything else is OWLET_ERR_INVALID_ARGUMENT).
+/// Same limits and threading rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_add_image_file_exif(
+    session: *const owlet_session,
+    path: *const c_char,
+    exif: i32,
+) -> owlet_status {
+    guard("owlet_session_add_image_file_exif", || {
+        let exif = match exif {
+            OWLET_EXIF_APPLY => image::ExifOrientation::Apply,
+            OWLET_EXIF_IGNORE => image::ExifOrientation::Ignore,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "exif is {other}: expected OWLET_EXIF_APPLY (0) or OWLET_EXIF_IGNORE (1)"
+                    ),
+                ))
+            }
+        };
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller's contract.
+        let path = unsafe { utf8_arg(path, "path") }?;
+        let mut st = s.state()?;
+        check_vision(&s.model)?;
+        let img = image::load_with(Path::new(path), &ImageLimits::default(), exif)?;
         st.images.push(img);
         Ok(())
     })

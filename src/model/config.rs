@@ -3,7 +3,9 @@
 use crate::error::{bail_kind, Result};
 use crate::gguf::{Gguf, Value};
 use crate::image::AspectMode;
-use crate::model::names::{arch_key, gkey, key, ARCH_LLAMA, ARCH_MPLUG_OWL2};
+use crate::model::names::{
+    arch_key, blk, gkey, key, ARCH_LLAMA, ARCH_MPLUG_OWL2, IMAGE_PLACEHOLDER, VIS_SUFFIX,
+};
 
 /// Which graph a file describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +112,7 @@ pub(crate) struct Meta<'a> {
     pub arch: &'a str,
 }
 
-impl Meta<'_> {
+impl<'a> Meta<'a> {
     fn value(&self, k: &str) -> Result<&Value> {
         match self.gguf.get(k) {
             Some(v) => Ok(v),
@@ -142,20 +144,51 @@ impl Meta<'_> {
             _ => bail_kind!(BadModel, "metadata key {k} must be a finite float"),
         }
     }
-    pub fn opt_f32(&self, k: &str) -> Option<f32> {
-        self.gguf
-            .get(&arch_key(self.arch, k))
-            .and_then(Value::as_f32)
+    /// An optional float: absent is `None`; present, it must be a finite f32/f64.
+    pub fn opt_f32(&self, k: &str) -> Result<Option<f32>> {
+        opt_key(self.gguf, &arch_key(self.arch, k), "a finite float", |v| {
+            v.as_f32().filter(|x| x.is_finite())
+        })
     }
-    pub fn opt_bool(&self, k: &str) -> Option<bool> {
-        self.gguf
-            .get(&arch_key(self.arch, k))
-            .and_then(Value::as_bool)
+    /// An optional unsigned integer (any integer type whose value fits in u32).
+    pub fn opt_u32(&self, k: &str) -> Result<Option<u32>> {
+        opt_key(
+            self.gguf,
+            &arch_key(self.arch, k),
+            "an unsigned integer",
+            Value::as_u32,
+        )
     }
-    pub fn opt_str(&self, k: &str) -> Option<&str> {
-        self.gguf
-            .get(&arch_key(self.arch, k))
-            .and_then(Value::as_str)
+    pub fn opt_bool(&self, k: &str) -> Result<Option<bool>> {
+        opt_key(self.gguf, &arch_key(self.arch, k), "a bool", Value::as_bool)
+    }
+    pub fn opt_str(&self, k: &str) -> Result<Option<&str>> {
+        opt_key(
+            self.gguf,
+            &arch_key(self.arch, k),
+            "a string",
+            Value::as_str,
+        )
+    }
+    /// A key recording a choice owlet has exactly one implementation of (the converter
+    /// writes it so that other tools know): absent, or present with `implemented`, is fine;
+    /// anything else would run silently wrong, so it is refused, naming the key and value.
+    pub fn only<T: PartialEq + std::fmt::Debug>(
+        &self,
+        k: &str,
+        want: &str,
+        get: impl Fn(&'a Value) -> Option<T>,
+        implemented: T,
+    ) -> Result<()> {
+        let k = arch_key(self.arch, k);
+        match opt_key(self.gguf, &k, want, get)? {
+            Some(v) if v != implemented => bail_kind!(
+                BadModel,
+                "metadata key {k} is {}; owlet implements only {implemented:?}",
+                shown(self.gguf.get(&k).expect("present"))
+            ),
+            _ => Ok(()),
+        }
     }
     pub fn f32_array<const N: usize>(&self, k: &str) -> Result<[f32; N]> {
         let k = arch_key(self.arch, k);
@@ -190,6 +223,38 @@ impl Meta<'_> {
             }
             _ => bail_kind!(BadModel, "metadata key {k} must be an array of 3 integers"),
         }
+    }
+}
+
+/// The optional key `k` read with `get`: `None` when absent, an error naming the key, the
+/// expected kind (`want`) and what the file holds when `get` refuses the value (a mistyped or
+/// out-of-range value is never replaced by a default).
+pub(crate) fn opt_key<'a, T>(
+    gguf: &'a Gguf,
+    k: &str,
+    want: &str,
+    get: impl Fn(&'a Value) -> Option<T>,
+) -> Result<Option<T>> {
+    match gguf.get(k) {
+        None => Ok(None),
+        Some(v) => match get(v) {
+            Some(x) => Ok(Some(x)),
+            None => bail_kind!(
+                BadModel,
+                "metadata key {k} must be {want}, but it is {} {}",
+                v.value_type(),
+                shown(v)
+            ),
+        },
+    }
+}
+
+/// A value for an error message, long strings and arrays cut short.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
     }
 }
 
@@ -254,21 +319,31 @@ impl Config {
             n_ff: m.usize_nonzero(key::FEED_FORWARD_LENGTH)?,
             n_ctx: m.usize_nonzero(key::CONTEXT_LENGTH)?,
             rms_eps: m.f32(key::RMS_EPS)?,
-            rope_base: m.opt_f32(key::ROPE_FREQ_BASE).unwrap_or(10000.0),
+            // llama.cpp's default when the key is absent; present, it must be usable.
+            rope_base: opt_key(
+                gguf,
+                &arch_key(&arch_name, key::ROPE_FREQ_BASE),
+                "a finite positive float",
+                |v| v.as_f32().filter(|x| x.is_finite() && *x > 0.0),
+            )?
+            .unwrap_or(10000.0),
             rope_dim,
             // llama.cpp's converter always permutes; owlet-convert records it explicitly.
-            qk_permuted: m.opt_bool(key::ROPE_QK_PERMUTED).unwrap_or(true),
+            qk_permuted: m.opt_bool(key::ROPE_QK_PERMUTED)?.unwrap_or(true),
         };
-        if text.rms_eps.is_nan() || text.rms_eps <= 0.0 || text.rope_base <= 0.0 {
-            bail_kind!(BadModel, "rms epsilon and rope.freq_base must be positive");
+        if text.rms_eps <= 0.0 {
+            bail_kind!(
+                BadModel,
+                "metadata key {} must be positive",
+                arch_key(&arch_name, key::RMS_EPS)
+            );
         }
         let generation = GenerationDefaults {
-            temperature: m.opt_f32(key::GEN_TEMPERATURE),
-            top_p: m.opt_f32(key::GEN_TOP_P),
-            top_k: gguf
-                .get(&arch_key(&arch_name, key::GEN_TOP_K))
-                .and_then(Value::as_u32),
+            temperature: m.opt_f32(key::GEN_TEMPERATURE)?,
+            top_p: m.opt_f32(key::GEN_TOP_P)?,
+            top_k: m.opt_u32(key::GEN_TOP_K)?,
         };
+        m.opt_u32(key::GEN_MAX_NEW_TOKENS)?;
         let name = gguf
             .get(gkey::NAME)
             .and_then(Value::as_str)
@@ -286,7 +361,8 @@ impl Config {
             });
         }
 
-        let aspect = m.opt_str(key::V_ASPECT_MODE).unwrap_or("resize");
+        check_implemented(&m)?;
+        let aspect = m.opt_str(key::V_ASPECT_MODE)?.unwrap_or("resize");
         let aspect_mode: AspectMode = match aspect.parse() {
             Ok(a) => a,
             Err(_) => bail_kind!(
@@ -367,4 +443,45 @@ impl Config {
             generation,
         })
     }
+}
+
+/// The keys of an `mplug-owl2` file that describe choices owlet implements one way only (the
+/// Modality-Adaptive Module, the image placeholder, the vision tower's activation, class token
+/// and resampler): each must be absent or say exactly that.
+fn check_implemented(m: &Meta<'_>) -> Result<()> {
+    m.only(
+        key::MAM_MODALITY_COUNT,
+        "an unsigned integer",
+        Value::as_u32,
+        2,
+    )?;
+    m.only(
+        key::MAM_VISUAL_SUFFIX,
+        "a string",
+        Value::as_str,
+        VIS_SUFFIX,
+    )?;
+    // The set of duplicated tensors, in any order.
+    fn sorted(mut v: Vec<&str>) -> Vec<&str> {
+        v.sort_unstable();
+        v
+    }
+    m.only(
+        key::MAM_TENSORS,
+        "an array of strings",
+        |v| v.as_array().and_then(|a| a.as_strs()).map(sorted),
+        sorted(blk::MAM.to_vec()),
+    )?;
+    m.only(
+        key::IMAGE_PLACEHOLDER,
+        "a string",
+        Value::as_str,
+        IMAGE_PLACEHOLDER,
+    )?;
+    // CLIP's x * sigmoid(1.702 x) (`ops::quick_gelu`).
+    m.only(key::V_ACTIVATION, "a string", Value::as_str, "quick_gelu")?;
+    m.only(key::V_HAS_CLASS_TOKEN, "a bool", Value::as_bool, true)?;
+    // Pillow's bicubic (`image::resize_bicubic`).
+    m.only(key::V_RESAMPLE, "a string", Value::as_str, "bicubic")?;
+    Ok(())
 }

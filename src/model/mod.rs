@@ -262,23 +262,28 @@ fn load_tokenizer(gguf: &Gguf) -> Result<Tokenizer> {
         }
         None => vec![1; tokens.len()],
     };
-    let id = |k: &str, default: u32| gguf.get(k).and_then(Value::as_u32).unwrap_or(default);
-    let add_bos = gguf
-        .get(gkey::TOK_ADD_BOS)
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    // Absent keys take llama.cpp's defaults; present ones must have the right type.
+    let id = |k: &str, default: u32| -> Result<u32> {
+        Ok(config::opt_key(gguf, k, "a token id", Value::as_u32)?.unwrap_or(default))
+    };
+    let flag = |k: &str| config::opt_key(gguf, k, "a bool", Value::as_bool);
+    let add_bos = flag(gkey::TOK_ADD_BOS)?.unwrap_or(true);
+    if flag(gkey::TOK_ADD_EOS)? == Some(true) {
+        bail_kind!(
+            BadModel,
+            "metadata key {} is true; owlet never appends </s> to a prompt (LLaMA's tokenizer does not)",
+            gkey::TOK_ADD_EOS
+        );
+    }
     // transformers 4.31 (the version upstream pins) assumes legacy = true when the flag is absent.
-    let legacy = gguf
-        .get(&arch_key(names::ARCH_MPLUG_OWL2, key::TOKENIZER_LEGACY))
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let legacy = flag(&arch_key(names::ARCH_MPLUG_OWL2, key::TOKENIZER_LEGACY))?.unwrap_or(true);
     Tokenizer::from_arrays(
         tokens,
         scores,
         types,
-        id(gkey::TOK_BOS, 1),
-        id(gkey::TOK_EOS, 2),
-        id(gkey::TOK_UNK, 0),
+        id(gkey::TOK_BOS, 1)?,
+        id(gkey::TOK_EOS, 2)?,
+        id(gkey::TOK_UNK, 0)?,
         add_bos,
         legacy,
     )

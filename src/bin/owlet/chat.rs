@@ -21,6 +21,8 @@ use rustyline::{
 };
 
 use crate::sys;
+use owlet::image::ExifOrientation;
+
 use crate::{aspect, gen_options, load_image, load_model, session, GenArgs, ModelArgs, Res};
 
 const COMMANDS: &str = "commands:
@@ -32,7 +34,12 @@ Ctrl-C stops an answer. To send a message that starts with /, type // instead.";
 
 const IMAGE_USAGE: &str = "usage: /image PATH (a JPEG or PNG file, attached to the next message)";
 
-pub fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Res<()> {
+pub fn chat(
+    model: &ModelArgs,
+    gen: &GenArgs,
+    image_mode: &Option<String>,
+    exif: ExifOrientation,
+) -> Res<()> {
     let opts = gen_options(gen)?;
     let mode = aspect(image_mode)?;
     let m = load_model(&model.model)?;
@@ -90,7 +97,7 @@ pub fn chat(model: &ModelArgs, gen: &GenArgs, image_mode: &Option<String>) -> Re
                 continue;
             }
             Command::Image(path) => {
-                match load_image(Path::new(path)) {
+                match load_image(Path::new(path), exif) {
                     Ok(img) => {
                         pending.push(img);
                         eprintln!("(image attached to the next message)");
