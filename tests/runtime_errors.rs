@@ -728,7 +728,7 @@ fn a_directory_or_checkpoint_file_as_the_model_says_how_to_convert() {
         check(
             &load_err(&p),
             ErrorKind::BadModel,
-            &[&p.display().to_string(), "not a GGUF model", &hint],
+            &[&p.display().to_string(), "not a GGUF file", &hint],
         );
     }
     let empty = std::env::temp_dir().join(format!("owlet-empty-dir-{}", std::process::id()));

@@ -544,7 +544,7 @@ fn checkpoint_file(path: &Path) -> Option<GgufError> {
         .then(|| GgufError::NotGguf {
             path: path.to_path_buf(),
             message: format!(
-                "is part of a Hugging Face checkpoint, not a GGUF model; {}",
+                "is part of a Hugging Face checkpoint, not a GGUF file; {}",
                 convert_hint(dir)
             ),
         })
