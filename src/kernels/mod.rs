@@ -37,6 +37,8 @@ pub mod neon;
 pub mod neon_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod neon_i8mm;
+#[cfg(target_arch = "aarch64")]
+mod neon_rows;
 pub mod rows;
 pub mod tile16;
 pub mod tiles;
