@@ -167,13 +167,19 @@ unsafe fn axpy_f32_body(n: usize, w: f32, v: *const f32, out: *mut f32) {
     while i + 16 <= n {
         for u in 0..4 {
             let o = out.add(i + 4 * u);
-            vst1q_f32(o, vaddq_f32(vld1q_f32(o), vmulq_f32(wv, vld1q_f32(v.add(i + 4 * u)))));
+            vst1q_f32(
+                o,
+                vaddq_f32(vld1q_f32(o), vmulq_f32(wv, vld1q_f32(v.add(i + 4 * u)))),
+            );
         }
         i += 16;
     }
     while i + 4 <= n {
         let o = out.add(i);
-        vst1q_f32(o, vaddq_f32(vld1q_f32(o), vmulq_f32(wv, vld1q_f32(v.add(i)))));
+        vst1q_f32(
+            o,
+            vaddq_f32(vld1q_f32(o), vmulq_f32(wv, vld1q_f32(v.add(i)))),
+        );
         i += 4;
     }
     for j in i..n {
@@ -551,26 +557,26 @@ fn softmax(x: &mut [f32]) {
         |body, max| {
             // SAFETY: see above.
             unsafe {
-            let mx = vdupq_n_f32(max);
-            let mut s = [vdupq_n_f32(0.0); 4];
-            for c in body.chunks_exact_mut(SOFTMAX_LANES) {
-                for u in 0..4 {
-                    let p = c.as_mut_ptr().add(4 * u);
-                    let e = exp4(vsubq_f32(vld1q_f32(p), mx));
-                    vst1q_f32(p, e);
-                    s[u] = vaddq_f32(s[u], e);
+                let mx = vdupq_n_f32(max);
+                let mut s = [vdupq_n_f32(0.0); 4];
+                for c in body.chunks_exact_mut(SOFTMAX_LANES) {
+                    for u in 0..4 {
+                        let p = c.as_mut_ptr().add(4 * u);
+                        let e = exp4(vsubq_f32(vld1q_f32(p), mx));
+                        vst1q_f32(p, e);
+                        s[u] = vaddq_f32(s[u], e);
+                    }
                 }
-            }
-            spill(s)
+                spill(s)
             }
         },
         |body, inv| {
             // SAFETY: see above.
             unsafe {
-            let iv = vdupq_n_f32(inv);
-            for c in body.chunks_exact_mut(4) {
-                vst1q_f32(c.as_mut_ptr(), vmulq_f32(vld1q_f32(c.as_ptr()), iv));
-            }
+                let iv = vdupq_n_f32(inv);
+                for c in body.chunks_exact_mut(4) {
+                    vst1q_f32(c.as_mut_ptr(), vmulq_f32(vld1q_f32(c.as_ptr()), iv));
+                }
             }
         },
     );
@@ -837,11 +843,23 @@ mod tests {
             (0..block).map(|i| [1.0, -3.0, 3.0, 2.0][i % 4]).collect(),
             // Q8_0 ties: amax 127 gives d = 1, so k + 0.5 lands on a half step.
             (0..block)
-                .map(|i| if i == 0 { 127.0 } else { (i % 120) as f32 - 60.5 })
+                .map(|i| {
+                    if i == 0 {
+                        127.0
+                    } else {
+                        (i % 120) as f32 - 60.5
+                    }
+                })
                 .collect(),
             // Q8_K ties: max −127 gives iscale 1.
             (0..block)
-                .map(|i| if i == 5 { -127.0 } else { (i % 120) as f32 - 60.5 })
+                .map(|i| {
+                    if i == 5 {
+                        -127.0
+                    } else {
+                        (i % 120) as f32 - 60.5
+                    }
+                })
                 .collect(),
             vec![1e38; block],
         ];
