@@ -36,7 +36,7 @@ struct ModelArgs {
     /// GGUF model file (default: the bundled tiny demo model).
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; the performance cores on ARM phones).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
     /// KV cache type: f16 or f32.
@@ -146,7 +146,7 @@ enum Command {
     Bench {
         #[arg(short = 'm', long = "model")]
         model: PathBuf,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores; the performance cores on ARM phones).
         #[arg(short = 't', long = "threads")]
         threads: Option<usize>,
         /// Print one JSON object instead of a table.
