@@ -688,12 +688,7 @@ fn dots_f16_equals_dot_per_row_bitwise() {
             for (p, g) in got.iter().enumerate() {
                 let row = &k[p * stride..p * stride + dim];
                 let want = (ops.dot_f16)(&q, row);
-                assert_eq!(
-                    g.to_bits(),
-                    want.to_bits(),
-                    "{} dim={dim} row {p}",
-                    kn.name
-                );
+                assert_eq!(g.to_bits(), want.to_bits(), "{} dim={dim} row {p}", kn.name);
                 let exact: f64 = q.iter().zip(row).map(|(&a, b)| a as f64 * b.to_f64()).sum();
                 let mag: f64 = q
                     .iter()
