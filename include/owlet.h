@@ -86,7 +86,8 @@ typedef struct owlet_session owlet_session;
 // How to load a model. Get the defaults from `owlet_model_params_default()` and change
 // fields, so that code keeps working when fields are added.
 typedef struct owlet_model_params {
-  // Worker threads of each session's matmuls; 0 = all cores.
+  // Worker threads of each session's matmuls; 0 = the default (all cores; the performance
+  // cores on ARM phones).
   int32_t threads;
   // `OWLET_KV_F16` or `OWLET_KV_F32`.
   int32_t kv_type;

@@ -38,9 +38,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            threads: crate::threads::default_threads(),
             prefill_lens: vec![64, 512],
             decode_tokens: 128,
             bandwidth_bytes: 1 << 30,

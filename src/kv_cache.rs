@@ -4,6 +4,7 @@
 
 use half::f16;
 
+use crate::kernels::rows::RowOps;
 use crate::ops::attention::KvRows;
 
 /// Storage type of the cache.
@@ -88,24 +89,24 @@ impl KvStore {
 }
 
 impl KvRows for StoreRows<'_> {
-    fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32 {
+    fn dot(&self, ops: &RowOps, pos: usize, off: usize, q: &[f32]) -> f32 {
         let s = self.layout.at(pos, off);
         match self.store {
-            KvStore::F32(d) => crate::ops::matmul::dot_f32(q, &d[s..s + q.len()]),
-            KvStore::F16(d) => (crate::kernels::rows::row_ops().dot_f16)(q, &d[s..s + q.len()]),
+            KvStore::F32(d) => (ops.dot_f32)(q, &d[s..s + q.len()]),
+            KvStore::F16(d) => (ops.dot_f16)(q, &d[s..s + q.len()]),
         }
     }
-    fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
+    fn dots(&self, ops: &RowOps, off: usize, q: &[f32], out: &mut [f32]) {
         match self.store {
             KvStore::F16(d) if !out.is_empty() => {
                 let (s, stride) = (self.layout.at(0, off), self.layout.head_dim);
                 let end = s + (out.len() - 1) * stride + q.len();
-                (crate::kernels::rows::row_ops().dots_f16)(q, &d[s..end], stride, out)
+                (ops.dots_f16)(q, &d[s..end], stride, out)
             }
-            _ => crate::ops::attention::dots_by_row(self, off, q, out),
+            _ => crate::ops::attention::dots_by_row(self, ops, off, q, out),
         }
     }
-    fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
+    fn axpy(&self, ops: &RowOps, pos: usize, off: usize, w: f32, out: &mut [f32]) {
         let s = self.layout.at(pos, off);
         match self.store {
             KvStore::F32(d) => {
@@ -114,19 +115,17 @@ impl KvRows for StoreRows<'_> {
                     *o += w * *v;
                 }
             }
-            KvStore::F16(d) => {
-                (crate::kernels::rows::row_ops().axpy_f16)(w, &d[s..s + out.len()], out)
-            }
+            KvStore::F16(d) => (ops.axpy_f16)(w, &d[s..s + out.len()], out),
         }
     }
-    fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
+    fn axpys(&self, ops: &RowOps, off: usize, w: &[f32], out: &mut [f32]) {
         match self.store {
             KvStore::F16(d) if !w.is_empty() => {
                 let (s, stride) = (self.layout.at(0, off), self.layout.head_dim);
                 let end = s + (w.len() - 1) * stride + out.len();
-                (crate::kernels::rows::row_ops().wsum_f16)(w, &d[s..end], stride, out)
+                (ops.wsum_f16)(w, &d[s..end], stride, out)
             }
-            _ => crate::ops::attention::axpys_by_row(self, off, w, out),
+            _ => crate::ops::attention::axpys_by_row(self, ops, off, w, out),
         }
     }
 }

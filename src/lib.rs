@@ -9,7 +9,8 @@
 //! - [`model`]: hyperparameters, the tensor-name table, the vision tower, the abstractor, the
 //!   MAM LLaMA decoder.
 //! - [`image`], [`tokenizer`], [`prompt`]: inputs.
-//! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`].
+//! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`];
+//!   [`threads`]: the default thread count (performance cores on ARM phones).
 //! - [`ffi`]: the C ABI (`include/owlet.h`) over sessions.
 
 pub mod bench;
@@ -26,6 +27,7 @@ pub mod prompt;
 pub mod quant;
 pub mod sampling;
 pub mod session;
+pub mod threads;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

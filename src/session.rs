@@ -15,7 +15,9 @@ use crate::sampling::{Sampler, SamplingParams};
 /// How a session runs.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
-    /// Worker threads for this session's matmuls (≥ 1).
+    /// Worker threads for this session's matmuls (≥ 1); defaults to
+    /// [`crate::threads::default_threads`] (the performance cores on aarch64 Linux/Android,
+    /// else all CPUs).
     pub threads: usize,
     pub kv_type: KvType,
     /// Context length; defaults to the model's.
@@ -24,11 +26,8 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
         SessionOptions {
-            threads,
+            threads: crate::threads::default_threads(),
             kv_type: KvType::F16,
             n_ctx: None,
         }

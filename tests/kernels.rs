@@ -463,11 +463,17 @@ fn available_lists_generic_last_and_names_resolve() {
     }
 }
 
-/// The attention row primitives in use agree with the scalar ones.
+/// Every variant's attention row primitives agree with the scalar ones.
 #[test]
 fn row_ops_match_scalar() {
-    use owlet::kernels::rows::{row_ops, SCALAR};
-    let ops = row_ops();
+    for k in kernels::available() {
+        row_ops_match_scalar_in(k);
+    }
+}
+
+fn row_ops_match_scalar_in(k: &Kernels) {
+    use owlet::kernels::rows::SCALAR;
+    let ops = &k.rows;
     let mut rng = Rng(11);
     for n in [0, 1, 7, 8, 9, 64, 127, 128, 1000] {
         let a = values(Kind::Heavy, n, &mut rng);
@@ -483,13 +489,13 @@ fn row_ops_match_scalar() {
         assert!(
             ((d32 - r32) as f64).abs() <= tol,
             "{} dot_f32 n={n}: {d32} vs {r32}",
-            ops.name
+            k.name
         );
         let (d16, r16) = ((ops.dot_f16)(&a, &bh), (SCALAR.dot_f16)(&a, &bh));
         assert!(
             ((d16 - r16) as f64).abs() <= tol,
             "{} dot_f16 n={n}: {d16} vs {r16}",
-            ops.name
+            k.name
         );
         let (mut o1, mut o2) = (a.clone(), a.clone());
         (ops.axpy_f32)(0.3, &b, &mut o1);
@@ -498,7 +504,7 @@ fn row_ops_match_scalar() {
             assert!(
                 (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
                 "{} axpy_f32",
-                ops.name
+                k.name
             );
         }
         let (mut o1, mut o2) = (a.clone(), a.clone());
@@ -508,7 +514,7 @@ fn row_ops_match_scalar() {
             assert!(
                 (x - y).abs() <= 1e-6 * (x.abs() + 1.0),
                 "{} axpy_f16",
-                ops.name
+                k.name
             );
         }
     }
@@ -519,8 +525,9 @@ fn row_ops_match_scalar() {
 /// blocks, column counts around the 16/8-lane steps, strided operands and edge values.
 #[test]
 fn gemm_f32_equals_scalar_twin_bitwise() {
-    use owlet::kernels::rows::{row_variants, Gemm, SCALAR};
-    for ops in row_variants() {
+    use owlet::kernels::rows::{Gemm, SCALAR};
+    for kn in kernels::available() {
+        let ops = &kn.rows;
         let mut rng = Rng(12);
         for (m, n, k) in [
             (1, 1, 1),
@@ -559,7 +566,7 @@ fn gemm_f32_equals_scalar_twin_bitwise() {
                             x.to_bits(),
                             y.to_bits(),
                             "{} gemm {m}x{n}x{k} {kind:?} at ({i},{j}): {x} vs {y}",
-                            ops.name
+                            kn.name
                         );
                     }
                 }
@@ -573,7 +580,6 @@ fn gemm_f32_equals_scalar_twin_bitwise() {
 /// step), blocks with a NaN or an infinity, and lengths the reference rejects.
 #[test]
 fn q8_0_activation_quantizers_equal_reference_bytes() {
-    use owlet::kernels::rows::row_variants;
     use owlet::quant::quantize_row_q8_0;
     let mut rng = Rng(13);
     let mut rows: Vec<Vec<f32>> = KINDS.iter().map(|&k| values(k, 32 * 9, &mut rng)).collect();
@@ -595,13 +601,14 @@ fn q8_0_activation_quantizers_equal_reference_bytes() {
     special[40] = f32::INFINITY;
     special[70] = -0.0;
     rows.push(special);
-    for ops in row_variants() {
+    for k in kernels::available() {
+        let ops = &k.rows;
         for x in &rows {
             let mut got = vec![0u8; x.len() / 32 * 34];
             let mut want = got.clone();
             (ops.quantize_q8_0)(x, &mut got).unwrap();
             quantize_row_q8_0(x, &mut want).unwrap();
-            assert_eq!(got, want, "{}: row of {}", ops.name, x.len());
+            assert_eq!(got, want, "{}: row of {}", k.name, x.len());
         }
         let mut short = vec![0u8; 33];
         assert!((ops.quantize_q8_0)(&[0.0; 32], &mut short).is_err());
@@ -614,7 +621,6 @@ fn q8_0_activation_quantizers_equal_reference_bytes() {
 /// zero and tiny blocks, blocks with a NaN or an infinity, and lengths the reference rejects.
 #[test]
 fn q8_k_activation_quantizers_equal_reference_bytes() {
-    use owlet::kernels::rows::row_variants;
     use owlet::quant::quantize_row_q8_k;
     let mut rng = Rng(17);
     let mut rows: Vec<Vec<f32>> = KINDS
@@ -643,13 +649,14 @@ fn q8_k_activation_quantizers_equal_reference_bytes() {
     special[300] = f32::NEG_INFINITY;
     special[600] = -0.0;
     rows.push(special);
-    for ops in row_variants() {
+    for k in kernels::available() {
+        let ops = &k.rows;
         for x in &rows {
             let mut got = vec![0u8; x.len() / 256 * 292];
             let mut want = got.clone();
             (ops.quantize_q8_k)(x, &mut got).unwrap();
             quantize_row_q8_k(x, &mut want).unwrap();
-            assert_eq!(got, want, "{}: row of {}", ops.name, x.len());
+            assert_eq!(got, want, "{}: row of {}", k.name, x.len());
         }
         assert!((ops.quantize_q8_k)(&[0.0; 256], &mut [0u8; 291]).is_err());
         assert!((ops.quantize_q8_k)(&[0.0; 255], &mut [0u8; 292]).is_err());
@@ -661,9 +668,9 @@ fn q8_k_activation_quantizers_equal_reference_bytes() {
 /// than the head, in every row variant; and `dot_f16` stays close to the scalar one.
 #[test]
 fn dots_f16_equals_dot_per_row_bitwise() {
-    use owlet::kernels::rows::row_variants;
     let mut rng = Rng(15);
-    for ops in row_variants() {
+    for kn in kernels::available() {
+        let ops = &kn.rows;
         for (dim, rows, stride) in [
             (128, 40, 256),
             (128, 16, 128),
@@ -681,12 +688,7 @@ fn dots_f16_equals_dot_per_row_bitwise() {
             for (p, g) in got.iter().enumerate() {
                 let row = &k[p * stride..p * stride + dim];
                 let want = (ops.dot_f16)(&q, row);
-                assert_eq!(
-                    g.to_bits(),
-                    want.to_bits(),
-                    "{} dim={dim} row {p}",
-                    ops.name
-                );
+                assert_eq!(g.to_bits(), want.to_bits(), "{} dim={dim} row {p}", kn.name);
                 let exact: f64 = q.iter().zip(row).map(|(&a, b)| a as f64 * b.to_f64()).sum();
                 let mag: f64 = q
                     .iter()
@@ -696,7 +698,7 @@ fn dots_f16_equals_dot_per_row_bitwise() {
                 assert!(
                     (want as f64 - exact).abs() <= 1e-6 * mag + 1e-30,
                     "{} dim={dim}",
-                    ops.name
+                    kn.name
                 );
             }
         }
@@ -708,9 +710,9 @@ fn dots_f16_equals_dot_per_row_bitwise() {
 /// head, in every row variant.
 #[test]
 fn wsum_f16_equals_repeated_axpy_bitwise() {
-    use owlet::kernels::rows::row_variants;
     let mut rng = Rng(14);
-    for ops in row_variants() {
+    for k in kernels::available() {
+        let ops = &k.rows;
         for (dim, rows, stride) in [
             (64, 37, 96),
             (100, 5, 100),
@@ -736,7 +738,7 @@ fn wsum_f16_equals_repeated_axpy_bitwise() {
                     .zip(&want)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{} dim={dim} rows={rows}",
-                ops.name
+                k.name
             );
         }
     }

@@ -41,7 +41,8 @@ struct ModelArgs {
     /// GGUF model file (default: the bundled tiny demo model).
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
-    /// Worker threads (default: all cores; more than the cores are capped).
+    /// Worker threads (default: all cores; the performance cores on ARM phones; more than
+    /// the cores are capped).
     #[arg(short = 't', long = "threads", allow_negative_numbers = true)]
     threads: Option<usize>,
     /// KV cache type: f16 or f32.
@@ -171,7 +172,8 @@ enum Command {
     Bench {
         #[arg(short = 'm', long = "model")]
         model: PathBuf,
-        /// Worker threads (default: all cores; more than the cores are capped).
+        /// Worker threads (default: all cores; the performance cores on ARM phones; more than
+        /// the cores are capped).
         #[arg(short = 't', long = "threads", allow_negative_numbers = true)]
         threads: Option<usize>,
         /// Print one JSON object instead of a table.

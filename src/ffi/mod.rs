@@ -92,7 +92,8 @@ pub const OWLET_STOP_CANCELLED: i32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct owlet_model_params {
-    /// Worker threads of each session's matmuls; 0 = all cores.
+    /// Worker threads of each session's matmuls; 0 = the default (all cores; the performance
+    /// cores on ARM phones).
     pub threads: i32,
     /// `OWLET_KV_F16` or `OWLET_KV_F32`.
     pub kv_type: i32,

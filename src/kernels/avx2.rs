@@ -39,15 +39,10 @@ pub(super) fn detect() -> Option<&'static Kernels> {
     ok.then_some(&AVX2)
 }
 
-/// The AVX2 attention row primitives, if this CPU has AVX2, FMA and F16C.
-pub(super) fn detect_rows() -> Option<&'static RowOps> {
-    detect().map(|_| &AVX2_ROWS)
-}
-
-/// [`AVX2_ROWS`] as a constant, for the AVX-512 row table, which replaces only its matrix
-/// product. Like the static, only to be handed out after [`detect`] has seen the features.
-pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
-    name: "avx2",
+/// The AVX2 attention row primitives, part of [`AVX2_TABLE`]; also the base of the AVX-512
+/// ones, which replace some entries. Only in tables handed out after detection has seen AVX2,
+/// FMA and F16C.
+pub(super) const AVX2_ROWS: RowOps = RowOps {
     dot_f32: row_dot_f32,
     dot_f16: row_dot_f16,
     dots_f16: row_dots_f16,
@@ -58,8 +53,6 @@ pub(super) const AVX2_ROWS_TABLE: RowOps = RowOps {
     quantize_q8_k: crate::quant::quantize_row_q8_k,
     wsum_f16: row_wsum_f16,
 };
-
-static AVX2_ROWS: RowOps = AVX2_ROWS_TABLE;
 
 static AVX2: Kernels = AVX2_TABLE;
 
@@ -88,6 +81,8 @@ pub(super) const AVX2_TABLE: Kernels = Kernels {
     q6_k_q8_k_tile,
     wide: &[],
     packings: &[],
+    rows: AVX2_ROWS,
+    exp: super::exp::AVX2,
 };
 
 /// A monomorphized tile body: `nb` blocks, 4 weight-row and 4 activation-row pointers (unused
@@ -734,7 +729,7 @@ unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
 }
 
 fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
-    run_gemm(
+    super::rows::run_gemm(
         g,
         c,
         [
@@ -744,31 +739,6 @@ fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
             gemm_rows::<4>,
         ],
     );
-}
-
-/// A [`Gemm`] body for a block of rows: `(g, first row of a, first row of c)`.
-pub(super) type GemmRows = unsafe fn(&Gemm<'_>, *const f32, *mut f32);
-
-/// Runs a [`Gemm`] four rows at a time, `bodies[r − 1]` taking blocks of `r` rows. Shared by
-/// the x86 row tables: the bodies must come from a table whose detection verified their
-/// target features.
-pub(super) fn run_gemm(g: &Gemm<'_>, c: &mut [f32], bodies: [GemmRows; 4]) {
-    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
-    let mut i = 0;
-    while i < g.m {
-        let rows = (g.m - i).min(4);
-        // SAFETY: the bodies' target features were detected before their table could be
-        // obtained; `fits` checked that rows i..i+rows of `a` and `c` and all k rows of `b`
-        // are in bounds for the n columns (and k elements of `a`) a body touches.
-        unsafe {
-            bodies[rows - 1](
-                g,
-                g.a.as_ptr().wrapping_add(i * g.lda),
-                c.as_mut_ptr().wrapping_add(i * g.ldc),
-            )
-        };
-        i += rows;
-    }
 }
 
 /// `wsum_f16` over `n_rows` rows: 32 output lanes at a time held in four accumulators across

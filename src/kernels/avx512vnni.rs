@@ -53,6 +53,8 @@ pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
     q8_0_q8_0_tile,
     wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
     packings: &[Q4_0_PACKING, Q8_0_PACKING, Q4_K_PACKING, Q6_K_PACKING],
+    rows: AVX512_ROWS,
+    exp: super::exp::AVX512,
     // Everything else is AVX2's, as in the AVX-VNNI table.
     ..avx2::AVX2_TABLE
 };
@@ -725,24 +727,17 @@ fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
     run16::<Q80>(n, w, a, out, avxvnni::q8_0_q8_0_tile)
 }
 
-/// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`]), if this CPU has
-/// AVX-512 F and BW besides what the AVX2 row primitives need.
-pub(super) fn detect_rows() -> Option<&'static RowOps> {
-    let ok = avx2::detect_rows().is_some()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw");
-    ok.then_some(&AVX512_ROWS)
-}
-
-static AVX512_ROWS: RowOps = RowOps {
-    name: "avx512",
+/// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`], f16 dots and weighted
+/// sums and activation quantizers), part of [`AVX512VNNI_TABLE`]: they need AVX-512 F and BW
+/// besides what the AVX2 row primitives need, which that table's detection verifies.
+const AVX512_ROWS: RowOps = RowOps {
     gemm_f32: row_gemm_f32,
     quantize_q8_0,
     quantize_q8_k,
     dot_f16: row_dot_f16,
     dots_f16: row_dots_f16,
     wsum_f16: row_wsum_f16,
-    ..avx2::AVX2_ROWS_TABLE
+    ..avx2::AVX2_ROWS
 };
 
 /// [`Gemm`] rows `M` at a time, lanes over the columns: 64 columns per step in four 16-lane
@@ -797,7 +792,7 @@ unsafe fn gemm_rows<const M: usize>(g: &Gemm<'_>, a: *const f32, c: *mut f32) {
 }
 
 fn row_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
-    avx2::run_gemm(
+    super::rows::run_gemm(
         g,
         c,
         [
@@ -848,31 +843,7 @@ unsafe fn q8_0_block(x: *const f32, y: *mut u8) -> Option<()> {
 }
 
 fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
-    quantize_blocks(x, y, (32, 34), q8_0_block, crate::quant::quantize_row_q8_0)
-}
-
-/// A row quantized block by block with `fast` (`values` f32 in, `bytes` out), the blocks it
-/// declines (`None`) and lengths the reference would reject going to `reference`.
-fn quantize_blocks(
-    x: &[f32],
-    y: &mut [u8],
-    (values, bytes): (usize, usize),
-    fast: unsafe fn(*const f32, *mut u8) -> Option<()>,
-    reference: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
-) -> Result<(), crate::quant::QuantError> {
-    if !x.len().is_multiple_of(values) || y.len() != x.len() / values * bytes {
-        return reference(x, y);
-    }
-    for (xb, yb) in x.chunks_exact(values).zip(y.chunks_exact_mut(bytes)) {
-        // SAFETY: AVX-512 F/BW (and AVX2/FMA/F16C) were detected before this table could be
-        // obtained; `xb` holds one block's `values` f32 and `yb` its `bytes`, exactly what
-        // the block function reads and writes.
-        let done = unsafe { fast(xb.as_ptr(), yb.as_mut_ptr()) };
-        if done.is_none() {
-            reference(xb, yb)?;
-        }
-    }
-    Ok(())
+    super::rows::quantize_blocks(x, y, (32, 34), q8_0_block, crate::quant::quantize_row_q8_0)
 }
 
 /// Q8_K quantization of one 256-value super-block, the reference's arithmetic lane by lane:
@@ -930,7 +901,7 @@ unsafe fn q8_k_block(x: *const f32, y: *mut u8) -> Option<()> {
 }
 
 fn quantize_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
-    quantize_blocks(
+    super::rows::quantize_blocks(
         x,
         y,
         (256, 292),

@@ -28,18 +28,15 @@
 //! `i % 16`, the last `len % 16` elements added after) reduced by one fixed tree, so its result
 //! depends only on the row, never on the variant or the thread count.
 //!
-//! The variant is picked once per process ([`exp_ops`]): AVX-512F, else AVX2+FMA when the CPU
-//! has them (and `OWLET_KERNELS` does not ask for `generic`), else the scalar twin. The SIMD
-//! functions are `#[target_feature]` functions reachable only through tables handed out after
-//! run-time detection.
-
-use std::sync::OnceLock;
+//! Each [`super::Kernels`] table carries one [`ExpOps`] (its `exp`), chosen with the table once
+//! per model: the x86 AVX2 tables carry the AVX2+FMA version, the AVX-512 ones the AVX-512F
+//! version, the aarch64 ones the NEON version (`neon_rows.rs`), `generic` the scalar twin
+//! ([`SCALAR`]). The SIMD functions are `#[target_feature]` functions reachable only through
+//! tables handed out after run-time detection.
 
 /// One implementation of the exp-based elementwise ops. Each function works in place on a
 /// slice of any length.
 pub struct ExpOps {
-    /// The name of the variant (`generic`, `avx2`, `avx512f`).
-    pub name: &'static str,
     /// `x[i] = exp(x[i])`
     pub exp: fn(&mut [f32]),
     /// SiLU: `x[i] = x[i] / (1 + exp(−x[i]))`
@@ -52,63 +49,37 @@ pub struct ExpOps {
     pub softmax: fn(&mut [f32]),
 }
 
-/// The scalar twin: the reference every SIMD variant equals bitwise.
-pub static SCALAR: ExpOps = ExpOps {
-    name: "generic",
+/// The scalar twin: the reference every SIMD variant equals bitwise (the `generic` table's).
+pub const SCALAR: ExpOps = ExpOps {
     exp: scalar_exp,
     silu: scalar_silu,
     quick_gelu: scalar_quick_gelu,
     softmax: scalar_softmax,
 };
 
-/// The exp ops for this process (chosen on first use; `OWLET_KERNELS=generic` forces
-/// [`SCALAR`]).
-pub fn exp_ops() -> &'static ExpOps {
-    static CHOSEN: OnceLock<&'static ExpOps> = OnceLock::new();
-    CHOSEN.get_or_init(|| {
-        let forced_generic = std::env::var("OWLET_KERNELS").is_ok_and(|v| v == "generic");
-        if forced_generic {
-            &SCALAR
-        } else {
-            variants()[0]
-        }
-    })
-}
-
-/// Every variant this CPU can run, best first (the scalar twin last).
-// On targets without SIMD variants only the scalar push remains.
-#[allow(clippy::vec_init_then_push)]
-pub fn variants() -> Vec<&'static ExpOps> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static ExpOps> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    v.extend(x86::detect_avx512());
-    #[cfg(target_arch = "x86_64")]
-    v.extend(x86::detect_avx2());
-    v.push(&SCALAR);
-    v
-}
+#[cfg(target_arch = "x86_64")]
+pub(super) use x86::{AVX2, AVX512};
 
 /// Inputs below this give 0: the least f32 whose exp (≈ 2^-126·(1 + 5e-6)) is a normal float,
 /// just above ln 2^-126 = −87.336544750…
-const X_MIN: f32 = -87.336_54;
+pub(super) const X_MIN: f32 = -87.336_54;
 /// Inputs above this give +∞ (everything above ≈ 88.7228 overflows).
-const X_MAX: f32 = 89.0;
+pub(super) const X_MAX: f32 = 89.0;
 /// log2(e) rounded to f32.
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(super) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 rounded to f32 (0x3f317218) ...
-const LN2_HI: f32 = std::f32::consts::LN_2;
+pub(super) const LN2_HI: f32 = std::f32::consts::LN_2;
 /// ... and the f32 nearest to the rest, ln 2 − LN2_HI (0xb102e308).
-const LN2_LO: f32 = -1.904_654_2e-9;
+pub(super) const LN2_LO: f32 = -1.904_654_2e-9;
 /// Minimax coefficients of `r²`..`r⁶` for `exp(r)` on `[−ln2/2, ln2/2]` (the constant and
 /// linear ones are exactly 1), fitted for relative error and rounded to f32.
-const C2: f32 = 0.499_999_94;
-const C3: f32 = 0.166_664_29;
-const C4: f32 = 0.041_668_016;
-const C5: f32 = 0.008_374_388;
-const C6: f32 = 0.001_384_338_2;
+pub(super) const C2: f32 = 0.499_999_94;
+pub(super) const C3: f32 = 0.166_664_29;
+pub(super) const C4: f32 = 0.041_668_016;
+pub(super) const C5: f32 = 0.008_374_388;
+pub(super) const C6: f32 = 0.001_384_338_2;
 /// QuickGELU's sigmoid slope.
-const QUICK_GELU_ALPHA: f32 = 1.702;
+pub(super) const QUICK_GELU_ALPHA: f32 = 1.702;
 /// Softmax partial sums: element `i` of the row's first `len − len % 16` goes into sum `i % 16`.
 pub const SOFTMAX_LANES: usize = 16;
 
@@ -157,13 +128,13 @@ fn pow2(k: i32) -> f32 {
 
 /// `x / (1 + exp(−x))`.
 #[inline]
-fn silu_f32(x: f32) -> f32 {
+pub(super) fn silu_f32(x: f32) -> f32 {
     x / (1.0 + exp_f32(-x))
 }
 
 /// `x / (1 + exp(−1.702·x))`.
 #[inline]
-fn quick_gelu_f32(x: f32) -> f32 {
+pub(super) fn quick_gelu_f32(x: f32) -> f32 {
     x / (1.0 + exp_f32(-QUICK_GELU_ALPHA * x))
 }
 
@@ -194,7 +165,7 @@ fn reduce16(mut v: [f32; SOFTMAX_LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
 /// over the tail, then exponentiates the tail and adds it after the body's partial sums
 /// (`body_sum`, filled by `exp_body`), and scales everything by `1/sum`. The shared skeleton of
 /// every variant, so they differ only in how they produce the 16 partials.
-fn softmax_with(
+pub(super) fn softmax_with(
     x: &mut [f32],
     body_max: impl FnOnce(&[f32]) -> [f32; SOFTMAX_LANES],
     exp_body: impl FnOnce(&mut [f32], f32) -> [f32; SOFTMAX_LANES],
@@ -275,26 +246,18 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The AVX2 table, if this CPU has AVX2 and FMA.
-    pub(super) fn detect_avx2() -> Option<&'static ExpOps> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(&AVX2)
-    }
-
-    /// The AVX-512F table, if this CPU has AVX-512F.
-    pub(super) fn detect_avx512() -> Option<&'static ExpOps> {
-        is_x86_feature_detected!("avx512f").then_some(&AVX512)
-    }
-
-    static AVX2: ExpOps = ExpOps {
-        name: "avx2",
+    /// The AVX2+FMA ops: only for [`super::super::Kernels`] tables whose detection saw AVX2
+    /// and FMA.
+    pub(in crate::kernels) const AVX2: ExpOps = ExpOps {
         exp: avx2_exp,
         silu: avx2_silu,
         quick_gelu: avx2_quick_gelu,
         softmax: avx2_softmax,
     };
 
-    static AVX512: ExpOps = ExpOps {
-        name: "avx512f",
+    /// The AVX-512F ops: only for [`super::super::Kernels`] tables whose detection saw
+    /// AVX-512F.
+    pub(in crate::kernels) const AVX512: ExpOps = ExpOps {
         exp: avx512_exp,
         silu: avx512_silu,
         quick_gelu: avx512_quick_gelu,
@@ -428,8 +391,8 @@ mod x86 {
     }
 
     fn avx2_exp(x: &mut [f32]) {
-        // SAFETY: this function is only reachable through `AVX2`, handed out by `detect_avx2`
-        // after AVX2 and FMA were detected (and likewise for the three below).
+        // SAFETY: this function is only reachable through `AVX2`, which only sits in kernel
+        // tables handed out after AVX2 and FMA were detected (likewise for the three below).
         unsafe { map8::<OP_EXP>(x) }
     }
 
@@ -558,8 +521,8 @@ mod x86 {
     }
 
     fn avx512_exp(x: &mut [f32]) {
-        // SAFETY: this function is only reachable through `AVX512`, handed out by
-        // `detect_avx512` after AVX-512F was detected (and likewise for the three below).
+        // SAFETY: this function is only reachable through `AVX512`, which only sits in kernel
+        // tables handed out after AVX-512F was detected (likewise for the three below).
         unsafe { map16::<OP_EXP>(x) }
     }
 
@@ -738,14 +701,14 @@ mod tests {
     fn assert_twins(what: &str, x: &[f32], any_nan: bool, f: impl Fn(&ExpOps) -> fn(&mut [f32])) {
         let mut want = x.to_vec();
         f(&SCALAR)(&mut want);
-        for ops in variants() {
+        for k in crate::kernels::available() {
             let mut got = x.to_vec();
-            f(ops)(&mut got);
+            f(&k.exp)(&mut got);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     same_bits(*g, *w) || (any_nan && g.is_nan() && w.is_nan()),
                     "{what} {}: len {} [{i}] x={:e}: {g:e} vs twin {w:e}",
-                    ops.name,
+                    k.name,
                     x.len(),
                     x[i]
                 );
@@ -780,14 +743,15 @@ mod tests {
             assert_twins("softmax(wide)", &x, true, |o| o.softmax);
         }
         // Every variant this CPU has is exercised (names, for the record when it fails).
-        let names: Vec<&str> = variants().iter().map(|o| o.name).collect();
+        let names: Vec<&str> = crate::kernels::available().iter().map(|k| k.name).collect();
         assert_eq!(names.last(), Some(&"generic"));
     }
 
     #[test]
     fn activations_match_f64_formulas() {
         let x = test_inputs(5000, 7);
-        for ops in variants() {
+        for k in crate::kernels::available() {
+            let ops = &k.exp;
             let (mut s, mut g) = (x.clone(), x.clone());
             (ops.silu)(&mut s);
             (ops.quick_gelu)(&mut g);
@@ -809,7 +773,7 @@ mod tests {
                         assert!(
                             ulps(got, want) <= 3.0,
                             "{} {what}({z}) = {got} vs {want}",
-                            ops.name
+                            k.name
                         );
                     }
                 };
@@ -822,7 +786,8 @@ mod tests {
     #[test]
     fn softmax_matches_f64_and_handles_masks() {
         let mut rng = Rng(42);
-        for ops in variants() {
+        for k in crate::kernels::available() {
+            let ops = &k.exp;
             for len in [1usize, 5, 16, 17, 100, 1025] {
                 let x: Vec<f32> = (0..len)
                     .map(|i| {
@@ -843,7 +808,7 @@ mod tests {
                     assert!(
                         (got[i] as f64 - want).abs() <= 1e-6 * want + 1e-12,
                         "{} len {len} [{i}]: {} vs {want}",
-                        ops.name,
+                        k.name,
                         got[i]
                     );
                     if x[i] == f32::NEG_INFINITY {

@@ -10,11 +10,14 @@
 //!   in the same order — so that results match ggml closely. They are the reference ("scalar
 //!   twins") that the SIMD variants are tested against.
 //!
-//! A [`Kernels`] table bundles one implementation of every kernel. The table is chosen once,
-//! when a model is loaded ([`select`]): the best variant the CPU supports (run-time detection
-//! on Linux/Android, compile-time features where detection is unavailable), or the one named by
-//! `OWLET_KERNELS` (`generic`, `avx2`, `avxvnni`, ...) for tests and bug reports. The forward
-//! pass never branches on the instruction set.
+//! A [`Kernels`] table bundles one implementation of every kernel: the weight dots and tiles
+//! above, the attention row primitives and activation quantizers ([`rows::RowOps`], its
+//! `rows`) and the exp family ([`exp::ExpOps`], its `exp`). The table is chosen once, when a
+//! model is loaded ([`select`]): the best variant the CPU supports (run-time detection on
+//! Linux/Android, compile-time features where detection is unavailable), or the one named by
+//! `OWLET_KERNELS` (`generic`, `avx2`, `avxvnni`, ...) for tests and bug reports. Every op takes
+//! the model's table; there is no process-global kernel choice, and the forward pass never
+//! branches on the instruction set.
 
 use crate::quant::GgmlType;
 
@@ -34,6 +37,8 @@ pub mod neon;
 pub mod neon_dotprod;
 #[cfg(target_arch = "aarch64")]
 pub mod neon_i8mm;
+#[cfg(target_arch = "aarch64")]
+mod neon_rows;
 pub mod rows;
 pub mod tile16;
 pub mod tiles;
@@ -90,6 +95,10 @@ pub struct Kernels {
     pub wide: &'static [GgmlType],
     /// Weight types this variant repacks at load (see [`Packing`]).
     pub packings: &'static [Packing],
+    /// The attention row primitives and activation quantizers.
+    pub rows: rows::RowOps,
+    /// `exp`, SiLU, QuickGELU and softmax.
+    pub exp: exp::ExpOps,
 }
 
 /// A load-time repacking of a weight type: groups of [`TILE_ROWS`] rows interleaved block by
@@ -206,6 +215,8 @@ pub static GENERIC: Kernels = Kernels {
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
     wide: &[],
     packings: &[],
+    rows: rows::SCALAR,
+    exp: exp::SCALAR,
 };
 
 /// Every variant this CPU can run, best first (the generic one last).

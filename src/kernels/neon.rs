@@ -51,6 +51,8 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
     q6_k_q8_k_tile: tiles::q6_k_q8_k,
     wide: &[],
     packings: &[],
+    rows: super::neon_rows::ROWS,
+    exp: super::neon_rows::EXP,
 };
 
 /// Whole blocks present in both rows (`n` values; extra bytes ignored, missing blocks skipped).

@@ -1,16 +1,13 @@
 //! Row primitives for attention: dot products and `axpy` between f32 query/output rows and
 //! f32 or f16 key/value rows, and a small f32 matrix product for attention over whole
-//! matrices (the vision tower and the abstractor). The variant is picked once per process
-//! ([`row_ops`]): AVX2+F16C when the CPU has it (and `OWLET_KERNELS` does not ask for
-//! `generic`), else scalar code.
-
-use std::sync::OnceLock;
+//! matrices (the vision tower and the abstractor), and the activation quantizers. Each
+//! [`super::Kernels`] table carries one [`RowOps`] (its `rows`), chosen with the table once per
+//! model; [`SCALAR`] is the scalar twin every SIMD variant is tested against.
 
 use half::f16;
 
 /// One implementation of the attention row primitives.
 pub struct RowOps {
-    pub name: &'static str,
     /// `Σ a[i]·b[i]`
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
     /// `Σ a[i]·b[i]` with f16 `b`
@@ -70,9 +67,8 @@ impl Gemm<'_> {
     }
 }
 
-/// The portable scalar row primitives.
-pub static SCALAR: RowOps = RowOps {
-    name: "generic",
+/// The portable scalar row primitives (the `generic` table's).
+pub const SCALAR: RowOps = RowOps {
     dot_f32: scalar_dot_f32,
     dot_f16: scalar_dot_f16,
     dots_f16: scalar_dots_f16,
@@ -83,33 +79,6 @@ pub static SCALAR: RowOps = RowOps {
     quantize_q8_k: crate::quant::quantize_row_q8_k,
     wsum_f16: scalar_wsum_f16,
 };
-
-/// The row primitives for this process (chosen on first use).
-pub fn row_ops() -> &'static RowOps {
-    static CHOSEN: OnceLock<&'static RowOps> = OnceLock::new();
-    CHOSEN.get_or_init(|| {
-        let forced_generic = std::env::var("OWLET_KERNELS").is_ok_and(|v| v == "generic");
-        if forced_generic {
-            &SCALAR
-        } else {
-            row_variants()[0]
-        }
-    })
-}
-
-/// Every row-primitive variant this CPU can run, best first (the scalar one last).
-// On targets without SIMD variants only the scalar push remains.
-#[allow(clippy::vec_init_then_push)]
-pub fn row_variants() -> Vec<&'static RowOps> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static RowOps> = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    v.extend(super::avx512vnni::detect_rows());
-    #[cfg(target_arch = "x86_64")]
-    v.extend(super::avx2::detect_rows());
-    v.push(&SCALAR);
-    v
-}
 
 /// f32 dot product with eight independent accumulators (fixed order: deterministic).
 pub fn scalar_dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -147,6 +116,73 @@ pub fn scalar_gemm_f32(g: &Gemm<'_>, c: &mut [f32]) {
             }
         }
     }
+}
+
+/// A [`Gemm`] body for a block of rows: `(g, first row of a, first row of c)`. Unsafe: it reads
+/// and writes through the pointers without checks, and may need target features.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) type GemmRows = unsafe fn(&Gemm<'_>, *const f32, *mut f32);
+
+/// Runs a [`Gemm`] four rows at a time, `bodies[r − 1]` taking blocks of `r` rows: the driver
+/// every SIMD row table shares. The bodies must come from a table that is only handed out
+/// where their target features were detected (or are baseline).
+///
+/// # Panics
+/// If the operands are shorter than the shape says ([`Gemm::fits`]): a caller bug.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) fn run_gemm(g: &Gemm<'_>, c: &mut [f32], bodies: [GemmRows; 4]) {
+    assert!(g.fits(c.len()), "gemm operands do not fit the shape");
+    let mut i = 0;
+    while i < g.m {
+        let rows = (g.m - i).min(4);
+        // SAFETY: the bodies' target features were detected before their table could be
+        // obtained (or are baseline); `fits` checked that rows i..i+rows of `a` and `c` and all
+        // k rows of `b` are in bounds for the n columns (and k elements of `a`) a body touches.
+        unsafe {
+            bodies[rows - 1](
+                g,
+                g.a.as_ptr().wrapping_add(i * g.lda),
+                c.as_mut_ptr().wrapping_add(i * g.ldc),
+            )
+        };
+        i += rows;
+    }
+}
+
+/// An activation row quantized block by block with `fast` (`values` f32 in, `bytes` out), the
+/// blocks it declines (`None`) and lengths the reference would reject going to `reference`:
+/// the driver every SIMD quantizer shares. `fast` must come from a table that is only handed
+/// out where its target features were detected (or are baseline), and read `values` f32 and
+/// write `bytes` bytes.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(super) fn quantize_blocks(
+    x: &[f32],
+    y: &mut [u8],
+    (values, bytes): (usize, usize),
+    fast: unsafe fn(*const f32, *mut u8) -> Option<()>,
+    reference: fn(&[f32], &mut [u8]) -> Result<(), crate::quant::QuantError>,
+) -> Result<(), crate::quant::QuantError> {
+    if !x.len().is_multiple_of(values) || y.len() != x.len() / values * bytes {
+        return reference(x, y);
+    }
+    for (xb, yb) in x.chunks_exact(values).zip(y.chunks_exact_mut(bytes)) {
+        // SAFETY: `fast`'s target features are available (see above); `xb` holds one block's
+        // `values` f32 and `yb` its `bytes`, exactly what the block function reads and writes.
+        let done = unsafe { fast(xb.as_ptr(), yb.as_mut_ptr()) };
+        if done.is_none() {
+            reference(xb, yb)?;
+        }
+    }
+    Ok(())
 }
 
 /// The scalar `wsum_f16`: one `axpy_f16` per row, in order.

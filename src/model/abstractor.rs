@@ -156,7 +156,7 @@ impl Model {
                 first_pos: 0,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            ops::attention_dense(&q, &k, &v, shape, &mut a);
+            ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
             // Y = Xn + A Wo + bo   (residual from the normalised queries)
             let mut y = xn;
             ops::add_in_place(&mut y, &self.affine(&l.out, &a));
@@ -164,7 +164,7 @@ impl Model {
             let mut z = y.clone();
             ops::layer_norm(&mut z, &l.ln2.0, &l.ln2.1, c.ln_eps);
             let mut g = self.affine(&l.gate, &z);
-            ops::silu(&mut g);
+            ops::silu(self.kernels(), &mut g);
             ops::mul_in_place(&mut g, &self.affine(&l.up, &z));
             ops::layer_norm(&mut g, &l.ffn_norm.0, &l.ffn_norm.1, c.ffn_ln_eps);
             ops::add_in_place(&mut y, &self.affine(&l.down, &g));

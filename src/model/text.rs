@@ -262,6 +262,7 @@ impl Model {
                 scale: 1.0 / (hd as f32).sqrt(),
             };
             ops::attention(
+                self.kernels(),
                 q,
                 &StoreRows {
                     store: &kv.k[li],
@@ -286,7 +287,7 @@ impl Model {
             let (g, up) = (sized(g, t_len * ff), sized(up, t_len * ff));
             self.linear_into(&l.gate, h, g);
             self.linear_into(&l.up, h, up);
-            ops::silu(g);
+            ops::silu(self.kernels(), g);
             ops::mul_in_place(g, up);
             self.linear_into(&l.down, g, o);
             ops::add_in_place(&mut x, o);

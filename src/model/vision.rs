@@ -145,14 +145,14 @@ impl Model {
                 first_pos: 0,
                 scale: 1.0 / (hd as f32).sqrt(),
             };
-            ops::attention_dense(&q, &k, &v, shape, &mut a);
+            ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
             self.affine_into(&l.out, &a, &mut o);
             ops::add_in_place(&mut x, &o);
             // x = x + FFN(LN2(x)), FFN = down(QuickGELU(up(·)))
             h.copy_from_slice(&x);
             ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
             self.affine_into(&l.ffn_up, &h, &mut f);
-            ops::quick_gelu(&mut f);
+            ops::quick_gelu(self.kernels(), &mut f);
             self.affine_into(&l.ffn_down, &f, &mut o);
             ops::add_in_place(&mut x, &o);
         }

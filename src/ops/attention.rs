@@ -2,48 +2,61 @@
 //!
 //! - [`attention`]: the decoder's, over the KV cache, one query row at a time (never an n×n
 //!   score matrix beyond one row per head). Dots and `axpy`s over key/value rows go through
-//!   the process's row primitives ([`crate::kernels::rows::row_ops`]: AVX2/F16C where
-//!   available), so a position's result is the same number whether it was prefilled with
-//!   others or decoded alone.
+//!   the model's row primitives ([`Kernels::rows`]), so a position's result is the same number
+//!   whether it was prefilled with others or decoded alone.
 //! - [`attention_dense`]: the vision tower's and the abstractor's, all queries at once over
 //!   f32 key/value matrices, as two small matrix products per (head, block of queries), so the
 //!   1025×1025 scores per head exist only one block of query rows at a time.
 
 use rayon::prelude::*;
 
-use crate::kernels::rows::{row_ops, Gemm};
+use crate::kernels::rows::{Gemm, RowOps};
+use crate::kernels::Kernels;
 
 /// Rows of keys or values: `row(i)` is one position's `n_kv_heads × head_dim` vector.
-/// Implemented for plain f32 matrices and for the f16/f32 KV cache.
+/// Implemented for plain f32 matrices and for the f16/f32 KV cache. Every method computes with
+/// the row primitives `ops` it is handed (the model's [`Kernels::rows`]).
 pub trait KvRows: Sync {
     /// `Σ_d q[d] · K[pos][off + d]`.
-    fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32;
+    fn dot(&self, ops: &RowOps, pos: usize, off: usize, q: &[f32]) -> f32;
     /// `out[p] = dot(p, off, q)` for every `p < out.len()` (implementations may compute many
     /// rows at once but must give the same bits).
-    fn dots(&self, off: usize, q: &[f32], out: &mut [f32]) {
-        dots_by_row(self, off, q, out)
+    fn dots(&self, ops: &RowOps, off: usize, q: &[f32], out: &mut [f32]) {
+        dots_by_row(self, ops, off, q, out)
     }
     /// `out[d] += w · V[pos][off + d]`.
-    fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]);
+    fn axpy(&self, ops: &RowOps, pos: usize, off: usize, w: f32, out: &mut [f32]);
     /// `axpy(p, off, w[p], out)` for p = 0, 1, … in order (implementations may keep the sums
     /// in registers but must give the same bits).
-    fn axpys(&self, off: usize, w: &[f32], out: &mut [f32]) {
-        axpys_by_row(self, off, w, out)
+    fn axpys(&self, ops: &RowOps, off: usize, w: &[f32], out: &mut [f32]) {
+        axpys_by_row(self, ops, off, w, out)
     }
 }
 
 /// [`KvRows::dots`] as one [`KvRows::dot`] per row (the default, and implementations' fallback).
-pub fn dots_by_row<R: KvRows + ?Sized>(rows: &R, off: usize, q: &[f32], out: &mut [f32]) {
+pub fn dots_by_row<R: KvRows + ?Sized>(
+    rows: &R,
+    ops: &RowOps,
+    off: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
     for (p, o) in out.iter_mut().enumerate() {
-        *o = rows.dot(p, off, q);
+        *o = rows.dot(ops, p, off, q);
     }
 }
 
 /// [`KvRows::axpys`] as one [`KvRows::axpy`] per row (the default, and implementations'
 /// fallback).
-pub fn axpys_by_row<R: KvRows + ?Sized>(rows: &R, off: usize, w: &[f32], out: &mut [f32]) {
+pub fn axpys_by_row<R: KvRows + ?Sized>(
+    rows: &R,
+    ops: &RowOps,
+    off: usize,
+    w: &[f32],
+    out: &mut [f32],
+) {
     for (p, &wp) in w.iter().enumerate() {
-        rows.axpy(p, off, wp, out);
+        rows.axpy(ops, p, off, wp, out);
     }
 }
 
@@ -54,13 +67,13 @@ pub struct F32Rows<'a> {
 }
 
 impl KvRows for F32Rows<'_> {
-    fn dot(&self, pos: usize, off: usize, q: &[f32]) -> f32 {
+    fn dot(&self, ops: &RowOps, pos: usize, off: usize, q: &[f32]) -> f32 {
         let s = pos * self.width + off;
-        (row_ops().dot_f32)(q, &self.data[s..s + q.len()])
+        (ops.dot_f32)(q, &self.data[s..s + q.len()])
     }
-    fn axpy(&self, pos: usize, off: usize, w: f32, out: &mut [f32]) {
+    fn axpy(&self, ops: &RowOps, pos: usize, off: usize, w: f32, out: &mut [f32]) {
         let s = pos * self.width + off;
-        (row_ops().axpy_f32)(w, &self.data[s..s + out.len()], out)
+        (ops.axpy_f32)(w, &self.data[s..s + out.len()], out)
     }
 }
 
@@ -81,7 +94,15 @@ pub struct AttnShape {
 
 /// `out[i, h] = softmax_s(q[i,h] · K[s,h] · scale) V[s,h]` for every query row `i` and head `h`.
 /// `q` and `out` are `n_q × (n_head·head_dim)`; grouped-query heads share K/V head `h / group`.
-pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &mut [f32]) {
+/// Computed with the kernels `kn` (row primitives and softmax).
+pub fn attention(
+    kn: &Kernels,
+    q: &[f32],
+    k: &dyn KvRows,
+    v: &dyn KvRows,
+    s: AttnShape,
+    out: &mut [f32],
+) {
     let width = s.n_head * s.head_dim;
     let group = s.n_head / s.n_head_kv;
     // Blocks of query rows, heads outermost inside a block: one head's keys and values (a
@@ -106,14 +127,14 @@ pub fn attention(q: &[f32], k: &dyn KvRows, v: &dyn KvRows, s: AttnShape, out: &
                 }
                 let scores = &mut buf[..n_keys];
                 let qh = &qi[h * s.head_dim..(h + 1) * s.head_dim];
-                k.dots(koff, qh, scores);
+                k.dots(&kn.rows, koff, qh, scores);
                 for sc in scores.iter_mut() {
                     *sc *= s.scale;
                 }
-                super::softmax(scores);
+                super::softmax(kn, scores);
                 let oh = &mut o[h * s.head_dim..(h + 1) * s.head_dim];
                 oh.fill(0.0);
-                v.axpys(koff, scores, oh);
+                v.axpys(&kn.rows, koff, scores, oh);
             }
         }
     });
@@ -136,17 +157,25 @@ const QUERY_BLOCK: usize = 40;
 /// (`head_dim × n_keys`) and its values gathered into one contiguous `n_keys × head_dim` run
 /// (value rows are a power-of-two stride apart, which aliases in L1), the scores are one
 /// [`Gemm`] (queries × transposed keys), each row is scaled and soft-maxed, and the outputs
-/// are a second [`Gemm`] (scores × the head's value columns). Each output is a fixed chain of fused multiply-adds, so the result does not depend
-/// on the thread count.
-pub fn attention_dense(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, out: &mut [f32]) {
+/// /// are a second [`Gemm`] (scores × the head's value columns), all with the kernels `kn`. Each
+/// output is a fixed chain of fused multiply-adds, so the result does not depend on the thread
+/// count.
+pub fn attention_dense(
+    kn: &Kernels,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+    out: &mut [f32],
+) {
     let n_q = q.len() / (s.n_head * s.head_dim).max(1);
     if n_q == 0 || s.head_dim == 0 || s.n_keys == 0 {
         out.fill(0.0);
         return;
     }
     DENSE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => dense_with(q, k, v, s, out, &mut bufs),
-        Err(_) => dense_with(q, k, v, s, out, &mut Default::default()),
+        Ok(mut bufs) => dense_with(kn, q, k, v, s, out, &mut bufs),
+        Err(_) => dense_with(kn, q, k, v, s, out, &mut Default::default()),
     })
 }
 
@@ -159,6 +188,7 @@ thread_local! {
 
 /// [`attention_dense`] with its buffers.
 fn dense_with(
+    kn: &Kernels,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -174,7 +204,7 @@ fn dense_with(
     let nk = s.n_keys;
     let qb = n_q.div_ceil(n_q.div_ceil(QUERY_BLOCK));
     let blocks = n_q.div_ceil(qb);
-    let ops = row_ops();
+    let ops = &kn.rows;
     // Per key/value head g: Kᵀ, kt[(g·hd + d)·nk + p] = K[p, g·hd + d], and V contiguous,
     // vc[(g·nk + p)·hd + d] = V[p, g·hd + d].
     kt.resize(kv_width * nk, 0.0);
@@ -223,7 +253,7 @@ fn dense_with(
                 for x in row.iter_mut() {
                     *x *= s.scale;
                 }
-                super::softmax(row);
+                super::softmax(kn, row);
             }
             let pv = Gemm {
                 m: rows,
@@ -276,13 +306,16 @@ mod tests {
             scale: 0.35,
         };
         let mut first: Option<Vec<f32>> = None;
-        for threads in [1, 3] {
+        for (kn, threads) in crate::kernels::available()
+            .into_iter()
+            .flat_map(|kn| [(kn, 1), (kn, 3)])
+        {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             let mut out = vec![0f32; n_q * width];
-            pool.install(|| attention_dense(&q, &k, &v, shape, &mut out));
+            pool.install(|| attention_dense(kn, &q, &k, &v, shape, &mut out));
             match &first {
                 None => first = Some(out),
                 Some(f) => assert!(f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits())),

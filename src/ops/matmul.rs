@@ -133,7 +133,7 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
             if xq.len() < m * arb {
                 xq.resize(m * arb, 0);
             }
-            quantize_rows(at, x, kdim, arb, &mut xq[..m * arb]);
+            quantize_rows(k, at, x, kdim, arb, &mut xq[..m * arb]);
             arb
         });
         if let (Some(arb), true) = (quantized, m >= ROW_SPLIT_MIN) {
@@ -169,8 +169,8 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
 }
 
 /// Quantizes the `m` activation rows of `x` (each `kdim` floats) into `xq` (`arb` bytes each).
-fn quantize_rows(at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]) {
-    let ops = crate::kernels::rows::row_ops();
+fn quantize_rows(k: &Kernels, at: GgmlType, x: &[f32], kdim: usize, arb: usize, xq: &mut [u8]) {
+    let ops = &k.rows;
     let one = |(q, row): (&mut [u8], &[f32])| {
         let done = match at {
             GgmlType::Q8_0 => (ops.quantize_q8_0)(row, q),
@@ -488,12 +488,6 @@ fn transpose_into(yt: &[f32], m: usize, n: usize, y: &mut [f32]) {
             }
         }
     });
-}
-
-/// f32 dot product (the process's attention row primitive: AVX2 FMA lanes where available,
-/// else eight scalar accumulators; a fixed order either way, so deterministic).
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    (crate::kernels::rows::row_ops().dot_f32)(a, b)
 }
 
 #[cfg(test)]

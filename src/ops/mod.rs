@@ -15,7 +15,7 @@ pub use norm::{layer_norm, rms_norm};
 
 use rayon::prelude::*;
 
-use crate::kernels::exp::exp_ops;
+use crate::kernels::Kernels;
 
 /// Elements from which the elementwise and per-row ops below split their work over the
 /// pool's threads (a ViT activation is 1025×4096; a decoded token's 4096 stay on one thread).
@@ -47,19 +47,16 @@ fn for_piece_pairs(a: &mut [f32], b: &[f32], unit: usize, f: impl Fn(&mut [f32],
     }
 }
 
-/// SiLU in place: `z·σ(z)`, computed as `z / (1 + exp(−z))` by the process's
-/// [`exp_ops`] kernel (SIMD, bitwise equal to its scalar twin, so any split gives the same
-/// bits).
-pub fn silu(x: &mut [f32]) {
-    let silu = exp_ops().silu;
-    for_pieces(x, 64, silu)
+/// SiLU in place: `z·σ(z)`, computed as `z / (1 + exp(−z))` by the kernels' `exp.silu`
+/// (SIMD, bitwise equal to its scalar twin, so any split gives the same bits).
+pub fn silu(k: &Kernels, x: &mut [f32]) {
+    for_pieces(x, 64, k.exp.silu)
 }
 
 /// QuickGELU in place: `z·σ(1.702·z)` (the CLIP/ViT activation, not erf-GELU), computed as
-/// `z / (1 + exp(−1.702·z))` by the [`exp_ops`] kernel.
-pub fn quick_gelu(x: &mut [f32]) {
-    let gelu = exp_ops().quick_gelu;
-    for_pieces(x, 64, gelu)
+/// `z / (1 + exp(−1.702·z))` by the kernels' `exp.quick_gelu`.
+pub fn quick_gelu(k: &Kernels, x: &mut [f32]) {
+    for_pieces(x, 64, k.exp.quick_gelu)
 }
 
 /// `a ⊙= b` elementwise.
@@ -91,11 +88,11 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
     })
 }
 
-/// Softmax in place over the whole slice, in f32 with the max subtracted, by the [`exp_ops`]
-/// kernel: the exponentials are summed in a fixed order that depends only on the slice length,
+/// Softmax in place over the whole slice, in f32 with the max subtracted, by the kernels'
+/// `exp.softmax`: the exponentials are summed in a fixed order that depends only on the slice length,
 /// so the result is the same for every SIMD variant and thread count. `-inf` entries give 0.
-pub fn softmax(x: &mut [f32]) {
-    (exp_ops().softmax)(x)
+pub fn softmax(k: &Kernels, x: &mut [f32]) {
+    (k.exp.softmax)(x)
 }
 
 /// RoPE tables for adjacent-pair rotation: `cos`/`sin` of `pos·θ_i`, `θ_i = base^(−2i/dim)`,
@@ -134,10 +131,12 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_survives_large_inputs() {
-        let mut x = vec![1000.0, 1001.0, 999.0, -1e30];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[1] > x[0] && x[0] > x[2] && x[3] == 0.0);
+        for k in crate::kernels::available() {
+            let mut x = vec![1000.0, 1001.0, 999.0, -1e30];
+            softmax(k, &mut x);
+            assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{}", k.name);
+            assert!(x[1] > x[0] && x[0] > x[2] && x[3] == 0.0, "{}", k.name);
+        }
     }
 
     #[test]
