@@ -442,7 +442,7 @@ fn packed_tiles_match_own_dots_and_twins() {
                                      its dot {own}",
                                     k.name
                                 );
-                                if r < 8 || r >= 13 {
+                                if !(8..13).contains(&r) {
                                     // Rows of sane scales: the generic dot is near.
                                     check_value(k, wt, w, a, n, got, "packed");
                                 } else if let Some(twin) = exact_twin(k, wt) {
