@@ -6,6 +6,12 @@
 //! as in prefill) in GFLOP/s. Shapes are `rows × cols` of the weight matrix (outputs × inputs).
 //! Weights are random block bytes with sane scales: speed depends on shapes and types only.
 //! `OWLET_BENCH_VARIANTS=a,b` restricts the variants; a first non-flag argument (`q4_0`) the type.
+//!
+//! `OWLET_BENCH_CALLS=N` instead makes exactly `N` products of the first shape (4096×4096) with
+//! `OWLET_BENCH_M` activation rows (1: decode) per selected type and variant, over the
+//! variant's packing where it has one (`OWLET_BENCH_PACKED=0`: never), and prints nothing: run
+//! it under an instruction counter (`qemu-aarch64 -plugin libicount.so`) with two values of `N`
+//! and take the difference, so that setup cancels.
 
 use std::time::Instant;
 
@@ -121,6 +127,46 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
+    if let Some(calls) = std::env::var("OWLET_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let packed = std::env::var("OWLET_BENCH_PACKED").map_or(true, |v| v != "0");
+        let (rows, cols) = SHAPES[0];
+        for t in TYPES {
+            if only.as_deref().is_some_and(|o| o != t.name()) {
+                continue;
+            }
+            let w = random_weights(t, rows, cols);
+            for k in kernels::available() {
+                if wanted
+                    .as_ref()
+                    .is_some_and(|w| !w.iter().any(|n| n == k.name))
+                {
+                    continue;
+                }
+                let mut mat = MatRef {
+                    typ: t,
+                    rows,
+                    cols,
+                    data: &w,
+                    packed: None,
+                };
+                let bytes = k
+                    .packing(t)
+                    .filter(|_| packed)
+                    .and_then(|p| pool.install(|| pack(p, mat)));
+                mat.packed = bytes.as_deref();
+                let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.003).cos()).collect();
+                let mut y = vec![0f32; m * rows];
+                for _ in 0..calls {
+                    pool.install(|| matmul(k, mat, &x, &mut y));
+                }
+                std::hint::black_box(&y);
+            }
+        }
+        return;
+    }
     println!("threads {threads}, GEMM rows {m}; GEMV: GB/s of weights, GFLOP/s; GEMM: GFLOP/s");
     println!("| type | shape | variant | GEMV GB/s | GEMV GFLOP/s | GEMM GFLOP/s |");
     println!("|---|---|---|---|---|---|");
