@@ -3,7 +3,8 @@
 //! - Every variant this CPU offers (`owlet::kernels::available()`) is compared with `GENERIC`
 //!   on quantized random rows of several lengths, including extreme quants (-128) and
 //!   unaligned weight bytes. The NEON quantized kernels are documented as bit-identical, so on
-//!   aarch64 they must match exactly; float kernels (different f64 summation order) and other
+//!   aarch64 they must match exactly (the `neon-i8mm` K-quants: the exact-integer twins
+//!   `tiles::q*_k_q8_k_exact`, see [`twin`]); float kernels (different f64 summation order) and other
 //!   architectures' variants must agree to 1e-6 of the sum of |terms|.
 //! - Every variant's tiles (all shapes 1..=4 × 1..=4, random and extreme rows mixed in one tile)
 //!   must equal that variant's own single dot bitwise (the `QuantTile` contract; for
@@ -13,7 +14,7 @@
 //!   the tests under `qemu-aarch64 -cpu cortex-a72` = neon, `cortex-a76` = neon-dotprod,
 //!   `max` = neon-i8mm).
 
-use owlet::kernels::{self, Kernels, GENERIC, TILE};
+use owlet::kernels::{self, tiles, Kernels, QuantDot, GENERIC, TILE};
 use owlet::quant::{dequantize_row, quantize_row, vec_dot_type, GgmlType};
 
 /// Deterministic values with mixed magnitudes (xorshift, cubed for heavier tails).
@@ -52,6 +53,17 @@ fn bit_exact(k: &Kernels) -> bool {
     k.name == "generic" || k.name.starts_with("neon")
 }
 
+/// The scalar twin that `k`'s kernels for `wt` equal bitwise where [`bit_exact`] holds: the
+/// generic dot, except for the `neon-i8mm` K-quant `smmla` kernels, which compute the
+/// exact-integer formula of the x86 ones (`tiles::q*_k_q8_k_exact`).
+fn twin(k: &Kernels, wt: GgmlType) -> QuantDot {
+    match (k.name, wt) {
+        ("neon-i8mm", GgmlType::Q4_K) => tiles::q4_k_q8_k_exact,
+        ("neon-i8mm", GgmlType::Q6_K) => tiles::q6_k_q8_k_exact,
+        _ => GENERIC.quant_dot(wt).unwrap(),
+    }
+}
+
 /// Σ|w·a| of the dequantized rows: the scale of the rounding differences allowed.
 fn magnitude(wt: GgmlType, qw: &[u8], at: GgmlType, qa: &[u8], n: usize) -> f64 {
     let (mut dw, mut da) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -68,6 +80,7 @@ fn check_quant(k: &Kernels, wt: GgmlType, qw: &[u8], qa: &[u8], n: usize, what: 
     let want = (GENERIC.quant_dot(wt).unwrap())(n, qw, qa);
     let got = (k.quant_dot(wt).unwrap())(n, qw, qa);
     if bit_exact(k) {
+        let want = twin(k, wt)(n, qw, qa);
         assert_eq!(
             got.to_bits(),
             want.to_bits(),
@@ -199,7 +212,7 @@ fn tiles_match_own_dots_and_generic() {
             let (dot, tile, generic) = (
                 k.quant_dot(wt).unwrap(),
                 k.quant_tile(wt).unwrap(),
-                GENERIC.quant_dot(wt).unwrap(),
+                twin(k, wt),
             );
             for start in 0..wrows.len() {
                 for nw in 1..=TILE {
