@@ -1,6 +1,9 @@
 //! NEON + int8 matrix multiply (`smmla`, FEAT_I8MM: Cortex-A710/X2 and later, Neoverse V1/N2,
-//! Apple A15/M2 and later) tiles for Q4_0·Q8_0 and Q8_0·Q8_0; everything else, the single dots
-//! included, is the [`super::neon_dotprod`] table.
+//! Apple A15/M2 and later) tiles for Q4_0·Q8_0 and Q8_0·Q8_0, and for the K-quants Q4_K·Q8_K
+//! and Q6_K·Q8_K in [`kquants`] (up to 16 weight rows per tile; they compute the exact-integer
+//! formula of the x86 K-quant kernels, and this table's single K-quant dots are 1×1 tiles of
+//! them); everything else, the other single dots included, is the [`super::neon_dotprod`]
+//! table.
 //!
 //! `smmla vd.4s, vn.16b, vm.16b` treats `vn` and `vm` as 2×8 matrices of i8 (row 0 = bytes
 //! 0..8, row 1 = bytes 8..16) and adds `vn · vmᵀ` (a 2×2 i32 matrix, row major) to `vd`. So one
@@ -15,7 +18,8 @@
 //! At load, Q4_0 and Q8_0 matrices are repacked into 16-row records whose row pairs already
 //! hold the `smmla` operands' interleaving ([`pack_q4_0`], [`pack_q8_0`]; the same bytes as
 //! the file's blocks, reordered), so a packed tile streams one sequential run per 16 rows and
-//! needs no `zip`s; its numbers are the plain tile's, bitwise.
+//! needs no `zip`s; its numbers are the plain tile's, bitwise. Q4_K and Q6_K are repacked
+//! likewise, one record per super-block ([`kquants`]).
 //!
 //! `vmmlaq_s32` is a nightly-only intrinsic on Rust 1.95, so `smmla` is inline assembly inside
 //! `#[target_feature(enable = "i8mm")]` functions. The table is handed out only by
@@ -33,10 +37,19 @@ use super::neon_dotprod::{self, has_dotprod};
 use super::{Kernels, Packing, TILE, TILE_ROWS};
 use crate::quant::{read_f16, GgmlType};
 
+mod kquants;
+
 static NEON_I8MM: Kernels = Kernels {
     name: "neon-i8mm",
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
+    // The K-quants follow the exact-integer twins (`tiles::q*_k_q8_k_exact`); the single dots
+    // are 1×1 tiles so that every tile equals its dot bitwise.
+    q4_k_q8_k: kquants::q4_k_q8_k_dot,
+    q6_k_q8_k: kquants::q6_k_q8_k_dot,
+    q4_k_q8_k_tile: kquants::q4_k_q8_k_tile,
+    q6_k_q8_k_tile: kquants::q6_k_q8_k_tile,
+    wide: &[GgmlType::Q4_K, GgmlType::Q6_K],
     packings: &[
         Packing {
             typ: GgmlType::Q4_0,
@@ -50,6 +63,20 @@ static NEON_I8MM: Kernels = Kernels {
             record_bytes: Q8_0_RECORD,
             pack: pack_q8_0,
             tile: q8_0_packed_tile,
+            tile16: None,
+        },
+        Packing {
+            typ: GgmlType::Q4_K,
+            record_bytes: kquants::Q4_K_RECORD,
+            pack: kquants::pack_q4_k,
+            tile: kquants::q4_k_packed_tile,
+            tile16: None,
+        },
+        Packing {
+            typ: GgmlType::Q6_K,
+            record_bytes: kquants::Q6_K_RECORD,
+            pack: kquants::pack_q6_k,
+            tile: kquants::q6_k_packed_tile,
             tile16: None,
         },
     ],
