@@ -161,6 +161,9 @@ enum Command {
         /// Bandwidth probe size in MiB (0 skips it).
         #[arg(long = "bandwidth-mib", default_value_t = 1024)]
         bandwidth_mib: usize,
+        /// Skip the image encoding (vision encoder and abstractor) of models with vision.
+        #[arg(long = "no-vision")]
+        no_vision: bool,
     },
     /// Print a model's configuration.
     Info {
@@ -374,12 +377,14 @@ fn run(cmd: Command) -> Res<()> {
             decode,
             prefill,
             bandwidth_mib,
+            no_vision,
         } => {
             let mut o = owlet::bench::BenchOptions::default();
             o.threads = threads.unwrap_or(o.threads);
             o.decode_tokens = decode;
             o.prefill_lens = prefill;
             o.bandwidth_bytes = bandwidth_mib << 20;
+            o.skip_vision = no_vision;
             let r = owlet::bench::run(&model, &o).map_err(|e| e.to_string())?;
             if json {
                 println!("{}", r.to_json());
