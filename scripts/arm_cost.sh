@@ -36,7 +36,8 @@
 # image path), JOBS (nproc: processes counted at once, each single-threaded), NICE (19),
 # PRESET (7b; `tiny` only checks this script quickly, with its own WORK and VISION=0),
 # RESUME (0; 1 keeps the counts already in $WORK/counts, e.g. after an interrupted run or to
-# add llama.cpp later: delete them after rebuilding owlet), PI5_GBS (12: Pi 5 DRAM GB/s),
+# add llama.cpp later: delete them after rebuilding owlet), REPORT_ONLY (0; 1 runs nothing
+# and reports the counts there, a cell with no count as –), PI5_GBS (12: Pi 5 DRAM GB/s),
 # A76_IPC (2), PI5_GHZ (2.4), PI5_CORES (4).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,8 +70,10 @@ done
 
 # 1. Builds.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-cargo build -q --release --target $TARGET --bin owlet
-cargo build -q -p owlet-convert
+if [[ ${REPORT_ONLY:-0} != 1 ]]; then
+    cargo build -q --release --target $TARGET --bin owlet
+    cargo build -q -p owlet-convert
+fi
 OWLET="$T/$TARGET/release/owlet"
 CONVERT="$T/debug/owlet-convert"
 
@@ -87,7 +90,7 @@ mkdir -p "$WORK/counts"
 run_count() {
     local key=$1 cpu=$2 c="$WORK/counts/$1"
     shift 2
-    if [[ ${RESUME:-0} == 1 && -s $c ]]; then return; fi
+    if [[ ${REPORT_ONLY:-0} == 1 || (${RESUME:-0} == 1 && -s $c) ]]; then return; fi
     rm -f "$c"
     while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
     (
@@ -163,7 +166,7 @@ declare -A R
 for cpu in $CPUS; do
     for t in $TYPES; do
         k="$cpu-llama-L$LAYERS-$t"
-        R[$cpu,$t,kernel]=$(sed -nE 's/.*"kernel":"([^"]+)".*/\1/p' "$WORK/counts/owlet-$k-p$P_LONG.log" 2>/dev/null)
+        R[$cpu,$t,kernel]=$(cat "$WORK/counts/owlet-$k-"*.log 2>/dev/null | sed -nE 's/.*"kernel":"([^"]+)".*/\1/p' | head -1 || true) 
         R[$cpu,$t,op]=$(per "owlet-$k-p$P_LONG" "owlet-$k-p$P_SHORT" $((P_LONG - P_SHORT)))
         R[$cpu,$t,od]=$(per "owlet-$k-d$D_LONG" "owlet-$k-d$D_SHORT" $((D_LONG - D_SHORT)))
         R[$cpu,$t,lp]=$(per "llama-$k-p$P_LONG" "llama-$k-p$P_SHORT" $((2 * (P_LONG - P_SHORT))))
@@ -207,7 +210,7 @@ read -r vit_i8 vit_f32 ab_i8 ab_f32 <<<"$work"
     for cpu in $CPUS; do
         for t in $TYPES; do
             op=${R[$cpu,$t,op]} od=${R[$cpu,$t,od]} lp=${R[$cpu,$t,lp]} ld=${R[$cpu,$t,ld]}
-            echo "| \`$cpu\` | $t | \`${R[$cpu,$t,kernel]}\` | $(Ms "$op") | $(Ms "$lp") | $(ratio "$op" "$lp") | $(Ms "$od") | $(Ms "$ld") | $(ratio "$od" "$ld") |"
+            echo "| \`$cpu\` | $t | \`${R[$cpu,$t,kernel]:-–}\` | $(Ms "$op") | $(Ms "$lp") | $(ratio "$op" "$lp") | $(Ms "$od") | $(Ms "$ld") | $(ratio "$od" "$ld") |"
         done
     done
     if [[ $VISION == 1 ]]; then
@@ -224,8 +227,9 @@ read -r vit_i8 vit_f32 ab_i8 ab_f32 <<<"$work"
         done
     fi
 
-    # Pi 5 estimate: -cpu cortex-a76 counts, 7B = 32 layers (per-token counts scaled by the
-    # multiply-accumulates of 32 layers + output over those of $LAYERS layers + output).
+    # Pi 5 estimate: -cpu cortex-a76 counts, 7B = 32 layers. Decode counts scale by the
+    # multiply-accumulates of 32 layers + output over those of $LAYERS layers + output; prefill
+    # ones by 32 / $LAYERS (a prompt's output layer runs for its last position only).
     if [[ " $CPUS " == *" cortex-a76 "* && $PRESET == 7b ]]; then
         echo
         echo "**Pi 5 estimate** (not a measurement): 4 × Cortex-A76 at $PI5_GHZ GHz, IPC $A76_IPC," \
@@ -236,16 +240,20 @@ read -r vit_i8 vit_f32 ab_i8 ab_f32 <<<"$work"
         echo "| --- | --- | ---: | ---: | ---: | ---: |"
         macs_l=$((4 * 4096 * 4096 + 3 * 4096 * 11008)) macs_o=$((32000 * 4096))
         scale=$(awk -v l="$macs_l" -v o="$macs_o" -v L="$LAYERS" 'BEGIN {print (32 * l + o) / (L * l + o)}')
+        pscale=$(awk -v L="$LAYERS" 'BEGIN {print 32 / L}')
         ips=$(awk -v c="$PI5_CORES" -v g="$PI5_GHZ" -v i="$A76_IPC" 'BEGIN {print c * g * 1e9 * i}')
         for t in $TYPES; do
             f="$WORK/llama-L$LAYERS-$t.gguf"
             bytes=$(awk -v l="$(layer_bytes "$f")" -v o="$(out_bytes "$f")" 'BEGIN {print 32 * l + o}')
             for who in owlet llama.cpp; do
                 if [[ $who == owlet ]]; then p=${R[cortex-a76,$t,op]} d=${R[cortex-a76,$t,od]}; else p=${R[cortex-a76,$t,lp]} d=${R[cortex-a76,$t,ld]}; fi
-                [[ $p == 0 || $d == 0 ]] && continue
-                awk -v who="$who" -v t="$t" -v p="$p" -v d="$d" -v s="$scale" -v ips="$ips" -v by="$bytes" -v bw="$PI5_GBS" 'BEGIN {
-                    fl = bw * 1e9 / by; ib = ips / (d * s); est = (fl < ib) ? fl : ib
-                    printf "| %s | %s | %.1f | %.2f | %.2f | %.2f |\n", who, t, ips / (p * s), fl, ib, est }'
+                [[ $p == 0 && $d == 0 ]] && continue
+                awk -v who="$who" -v t="$t" -v p="$p" -v d="$d" -v s="$scale" -v ps="$pscale" -v ips="$ips" \
+                    -v by="$bytes" -v bw="$PI5_GBS" 'BEGIN {
+                    fl = bw * 1e9 / by; pre = (p > 0) ? sprintf("%.1f", ips / (p * ps)) : "–"
+                    ib = (d > 0) ? ips / (d * s) : 0; est = (d > 0 && ib < fl) ? ib : fl
+                    printf "| %s | %s | %s | %.2f | %s | %s |\n", who, t, pre, fl,
+                        (d > 0) ? sprintf("%.2f", ib) : "–", (d > 0) ? sprintf("%.2f", est) : "–" }'
             done
         done
         if [[ $VISION == 1 && ${R[cortex-a76,img]} != 0 ]]; then
