@@ -290,6 +290,42 @@ fn info_describes_the_demo_model() {
     assert_eq!(stdout(&ok(&["info", &m])), s);
 }
 
+/// `bench` with fixed small lengths, as `scripts/arm_cost.sh` runs it under the instruction
+/// counter: `--no-vision` leaves the image path out, without it the tiny model encodes one.
+#[test]
+fn bench_runs_fixed_lengths_with_and_without_vision() {
+    let m = demo_model().display().to_string();
+    let args = |extra: &[&'static str]| {
+        let mut v = vec![
+            "bench",
+            "-m",
+            &m,
+            "-t",
+            "1",
+            "--prefill",
+            "3",
+            "--decode",
+            "2",
+            "--json",
+            "--bandwidth-mib",
+            "0",
+        ];
+        v.extend_from_slice(extra);
+        stdout(&ok(&v))
+    };
+    let with = args(&[]);
+    let without = args(&["--no-vision"]);
+    for j in [&with, &without] {
+        assert!(
+            j.contains("\"prefill\":{\"3\":") && j.contains("\"decode_tokens\":2,"),
+            "{j}"
+        );
+    }
+    assert!(!with.contains("\"vision_encode_ms\":null"), "{with}");
+    assert!(without.contains("\"vision_encode_ms\":null"), "{without}");
+    assert!(without.contains("\"abstractor_ms\":null"), "{without}");
+}
+
 #[test]
 fn every_subcommand_has_help() {
     let top = stdout(&ok(&["--help"]));

@@ -81,6 +81,12 @@ enum Command {
         /// Shard size for --hf, in MB.
         #[arg(long, default_value_t = 1000)]
         shard_mb: u64,
+        /// LLM decoder layers (default: the preset's; the widths stay the preset's).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Vision encoder layers (default: the preset's).
+        #[arg(long = "vision-layers")]
+        vision_layers: Option<usize>,
         /// Weight files for --hf: bin (torch.save shards, as the release) or safetensors.
         #[arg(long, default_value = "bin")]
         format: String,
@@ -133,10 +139,12 @@ fn run(cli: Cli) -> Result<()> {
             preset,
             hf,
             shard_mb,
+            layers,
+            vision_layers,
             format,
             out,
         }) => {
-            let cfg = synth::preset(&preset)?;
+            let cfg = synth::with_layers(synth::preset(&preset)?, layers, vision_layers)?;
             if let Some(dir) = hf {
                 let format: synth::HfFormat = format.parse().map_err(anyhow::Error::msg)?;
                 synth::write_hf(&cfg, &dir, shard_mb.max(1) * 1_000_000, format)?;

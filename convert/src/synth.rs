@@ -73,6 +73,28 @@ pub fn preset(name: &str) -> Result<HfConfig> {
     })
 }
 
+/// A preset with fewer (or more) layers and the same widths: a file with the 7B widths and two
+/// decoder layers measures per-token cost like the real model at a fraction of its size
+/// (`scripts/arm_cost.sh`). `None` keeps the preset's count.
+pub fn with_layers(
+    mut c: HfConfig,
+    layers: Option<usize>,
+    vision_layers: Option<usize>,
+) -> Result<HfConfig> {
+    for (flag, n) in [("--layers", layers), ("--vision-layers", vision_layers)] {
+        if n == Some(0) {
+            bail!("{flag} 0: give at least 1 layer (or leave {flag} out for the preset's)");
+        }
+    }
+    if let Some(n) = layers {
+        c.num_hidden_layers = n;
+    }
+    if let Some(n) = vision_layers {
+        c.vision.num_hidden_layers = n;
+    }
+    Ok(c)
+}
+
 /// Every checkpoint tensor of a config, with its PyTorch shape, in release order.
 pub fn tensor_list(c: &HfConfig) -> Vec<(String, Vec<usize>)> {
     let mut t: Vec<(String, Vec<usize>)> = Vec::new();

@@ -686,6 +686,45 @@ fn stale_temporaries_are_told_from_live_ones_by_their_lock() {
     drop(held);
     convert();
     assert_eq!(listing(&dir), vec!["m.gguf"]);
+
+// ------------------------------------------------------------------ synth
+
+#[test]
+fn synth_layers_sets_the_layer_counts_and_refuses_zero() {
+    let dir = temp_dir("synth-layers");
+    let out = dir.join("m.gguf");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["synth", "--preset", "tiny", "--type", "f16", "-q", "-o"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(out.display().to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let o = run(&args(&["--layers", "1", "--vision-layers", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = owlet::model::Model::load(&out).unwrap();
+    assert_eq!(m.config.text.n_layer, 1);
+    assert_eq!(m.config.vision.as_ref().unwrap().n_layer, 1);
+    // The widths stay the preset's.
+    assert_eq!(m.config.text.n_embd, 64);
+    let o = run(&args(&["--layers", "2", "--text-only"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = owlet::model::Model::load(&out).unwrap();
+    assert_eq!(m.config.text.n_layer, 2);
+    assert!(m.config.vision.is_none());
+
+    let before = std::fs::read(&out).unwrap();
+    for flag in ["--layers", "--vision-layers"] {
+        let o = run(&args(&[flag, "0"]));
+        assert_one_line_failure(&o, &[flag, "at least 1"]);
+    }
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "a refused synth touched the output"
+    );
 }
 
 // ------------------------------------------------------------------ inspect

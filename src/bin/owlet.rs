@@ -188,6 +188,9 @@ enum Command {
         /// Bandwidth probe size in MiB (0 skips it).
         #[arg(long = "bandwidth-mib", default_value_t = 1024)]
         bandwidth_mib: usize,
+        /// Skip the image encoding (vision encoder and abstractor) of models with vision.
+        #[arg(long = "no-vision")]
+        no_vision: bool,
     },
     /// Print a model's configuration.
     Info {
@@ -424,6 +427,7 @@ fn run(cmd: Command) -> Res<()> {
             decode,
             prefill,
             bandwidth_mib,
+            no_vision,
         } => {
             let mut o = owlet::bench::BenchOptions::default();
             o.threads = self::threads(threads).unwrap_or(o.threads);
@@ -431,6 +435,7 @@ fn run(cmd: Command) -> Res<()> {
             o.prefill_lens = prefill;
             o.bandwidth_bytes = bandwidth_mib << 20;
             sys::report_sigbus_for(&model);
+            o.skip_vision = no_vision;
             // Each stage on stderr as it finishes; the report itself goes to stdout.
             let r = owlet::bench::run_with_progress(&model, &o, &mut |stage| {
                 eprintln!("bench: {stage}")
