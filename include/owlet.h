@@ -118,6 +118,14 @@ typedef struct owlet_generate_params {
   int32_t ignore_eos;
 } owlet_generate_params;
 
+// A status code: `OWLET_OK` (0) or one of the `OWLET_ERR_*` codes (all positive).
+typedef int32_t owlet_status;
+
+// Receives each generated token: its id and its text piece (UTF-8, NUL-terminated, valid
+// only during the call; empty while a multi-byte character is incomplete). Return 0 to go on,
+// nonzero to stop. Called on the thread that called `owlet_session_generate`.
+typedef int32_t (*owlet_token_callback)(void *user, int32_t id, const char *piece);
+
 // How to score. Get the defaults from `owlet_score_params_default()` (image quality, 1..5,
 // Q-Align's prompt and level words).
 typedef struct owlet_score_params {
@@ -134,14 +142,6 @@ typedef struct owlet_score_params {
   // "excellent", "good", "fair", "poor", "bad".
   const char *const *levels;
 } owlet_score_params;
-
-// A status code: `OWLET_OK` (0) or one of the `OWLET_ERR_*` codes (all positive).
-typedef int32_t owlet_status;
-
-// Receives each generated token: its id and its text piece (UTF-8, NUL-terminated, valid
-// only during the call; empty while a multi-byte character is incomplete). Return 0 to go on,
-// nonzero to stop. Called on the thread that called `owlet_session_generate`.
-typedef int32_t (*owlet_token_callback)(void *user, int32_t id, const char *piece);
 
 // Success.
 #define OWLET_OK 0
