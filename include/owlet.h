@@ -21,7 +21,8 @@
  *    owlet_*_params_default, owlet_model_load, owlet_model_kernels, owlet_session_new
  *    (many sessions may share one model), owlet_session_cancel;
  *  - one call at a time per session: owlet_session_add_image_*, owlet_session_prompt,
- *    owlet_session_generate, owlet_session_reset. A second concurrent call on the same session
+ *    owlet_session_generate, owlet_session_reset, owlet_session_score,
+ *    owlet_session_set_embed_cache. A second concurrent call on the same session
  *    (or one from inside its token callback) fails with OWLET_ERR_INVALID_ARGUMENT instead of
  *    blocking. Different sessions run in parallel;
  *  - owlet_session_free / owlet_model_free: when no other thread uses that handle. Sessions
@@ -72,6 +73,24 @@
 // Why generation stopped: `owlet_session_cancel` was called.
 #define OWLET_STOP_CANCELLED 4
 
+// Score task: rate quality ("How would you rate the quality of this image?").
+#define OWLET_SCORE_QUALITY 0
+
+// Score task: rate aesthetics.
+#define OWLET_SCORE_AESTHETICS 1
+
+// The prompt calls the input an image.
+#define OWLET_SCORE_IMAGE 0
+
+// The prompt calls the input a video.
+#define OWLET_SCORE_VIDEO 1
+
+// Score range 1..5 (level weights 5, 4, 3, 2, 1).
+#define OWLET_SCALE_1_5 0
+
+// Score range 0..1 (level weights 1, 0.75, 0.5, 0.25, 0).
+#define OWLET_SCALE_0_1 1
+
 // A loaded model (opaque). Immutable: it may be shared by any number of sessions on any
 // threads.
 typedef struct owlet_model owlet_model;
@@ -121,6 +140,23 @@ typedef int32_t owlet_status;
 // only during the call; empty while a multi-byte character is incomplete). Return 0 to go on,
 // nonzero to stop. Called on the thread that called `owlet_session_generate`.
 typedef int32_t (*owlet_token_callback)(void *user, int32_t id, const char *piece);
+
+// How to score. Get the defaults from `owlet_score_params_default()` (image quality, 1..5,
+// Q-Align's prompt and level words).
+typedef struct owlet_score_params {
+  // `OWLET_SCORE_QUALITY` or `OWLET_SCORE_AESTHETICS`.
+  int32_t task;
+  // `OWLET_SCORE_IMAGE` or `OWLET_SCORE_VIDEO`: the word the prompt uses.
+  int32_t subject;
+  // `OWLET_SCALE_1_5` or `OWLET_SCALE_0_1`.
+  int32_t scale;
+  // NULL, or a raw prompt (UTF-8, no chat template) with exactly one `<|image|>`, used
+  // instead of the task's (for other fine-tunes).
+  const char *prompt;
+  // NULL, or an array of five level words (UTF-8), best first, used instead of
+  // "excellent", "good", "fair", "poor", "bad".
+  const char *const *levels;
+} owlet_score_params;
 
 // Success.
 #define OWLET_OK 0
@@ -303,6 +339,42 @@ owlet_status owlet_session_reset(const struct owlet_session *session);
 // # Safety
 // `session` is NULL or a live handle from `owlet_session_new`, not used again afterwards.
 void owlet_session_free(struct owlet_session *session);
+
+// Default scoring parameters: image quality on 1..5 with Q-Align's prompt and level words.
+// Thread-safe.
+struct owlet_score_params owlet_score_params_default(void);
+
+// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) the
+// way Q-Align does: the image is padded to a square with the processor's mean colour, the
+// prompt is run, and the softmax over the five level words' logits at its last position gives
+// `*score` (their expectation) and, if `probs` is not NULL, the five probabilities (best level
+// first; `probs` holds 5 doubles). `params` may be NULL for the defaults. On success the image
+// is consumed; the prompt's text before the image stays in the KV cache, so scoring many
+// images one after the other computes it once. The session's conversation is left alone but
+// its next turn recomputes its prompt. Same threading rule as `owlet_session_add_image_file`.
+//
+// # Safety
+// `session` is NULL or a live handle; `params` NULL or valid (see `owlet_score_params`);
+// `score` NULL or writable; `probs` NULL or 5 writable doubles.
+owlet_status owlet_session_score(const struct owlet_session *session,
+                                 const struct owlet_score_params *params,
+                                 double *score,
+                                 double *probs);
+
+// Makes the session keep image embeddings in the folder `dir` (created if missing; UTF-8), so
+// that an image seen before (same pixels after preprocessing, same model) is not encoded
+// again, in this process or a later one. The folder is trimmed to `max_bytes` (0 = 1 GiB) by
+// deleting the least recently used entries; damaged entries are detected and rewritten, and
+// several processes may share a folder. Sessions on the same folder share one cache (the
+// first call for a folder sets its cap). `dir` NULL goes back to the default: a cache in
+// memory only, shared by the whole process. Same threading rule as
+// `owlet_session_add_image_file`.
+//
+// # Safety
+// `session` is NULL or a live handle; `dir` is NULL or a NUL-terminated string.
+owlet_status owlet_session_set_embed_cache(const struct owlet_session *session,
+                                           const char *dir,
+                                           uint64_t max_bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

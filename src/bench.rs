@@ -68,6 +68,10 @@ pub struct BenchReport {
     /// the visual MAM copies).
     pub text_weight_bytes_per_token: u64,
     pub read_bandwidth_gb_s: Option<f64>,
+    /// Time to the first token of an image prompt (embed + prefill + argmax) for an image the
+    /// embedding cache has not seen, and for the same image again (a cache hit).
+    pub ttft_first_image_ms: Option<f64>,
+    pub ttft_repeat_image_ms: Option<f64>,
 }
 
 impl BenchReport {
@@ -97,6 +101,11 @@ impl BenchReport {
         s += &format!("image preprocess {}\n", opt(self.preprocess_ms));
         s += &format!("vision encoder   {}\n", opt(self.vision_encode_ms));
         s += &format!("abstractor       {}\n", opt(self.abstractor_ms));
+        s += &format!(
+            "first token      {} new image, {} repeated (embedding cache hit)\n",
+            opt(self.ttft_first_image_ms),
+            opt(self.ttft_repeat_image_ms)
+        );
         for (n, tps) in &self.prefill {
             s += &format!("prefill {n:<8} {tps:.2} tokens/s\n");
         }
@@ -149,7 +158,8 @@ impl BenchReport {
                 "\"prefill_tokens_per_s\":{},\"prefill\":{{{}}},\"decode_tokens\":{},",
                 "\"decode_tokens_per_s\":{},\"peak_rss_bytes\":{},\"file_bytes\":{},",
                 "\"text_weight_bytes_per_token\":{},\"read_bandwidth_gb_s\":{},",
-                "\"decode_floor_tokens_per_s\":{},\"decode_pct_of_floor\":{}}}"
+                "\"decode_floor_tokens_per_s\":{},\"decode_pct_of_floor\":{},",
+                "\"ttft_first_image_ms\":{},\"ttft_repeat_image_ms\":{}}}"
             ),
             json_str(&self.model),
             json_str(&self.cpu),
@@ -169,6 +179,8 @@ impl BenchReport {
             opt(self.read_bandwidth_gb_s),
             opt(floor),
             opt(pct),
+            opt(self.ttft_first_image_ms),
+            opt(self.ttft_repeat_image_ms),
         )
     }
 }
@@ -301,6 +313,27 @@ fn test_image() -> RgbImage {
     }
 }
 
+/// Milliseconds to the first token of `USER: <|image|>` + 16 text tokens for an image the
+/// session's (private, empty) embedding cache has not seen, then for the same image again.
+fn time_to_first_token(m: &Model, o: SessionOptions, img: &RgbImage) -> Result<(f64, f64)> {
+    let mut s = Session::new(m, o)?;
+    s.set_embed_cache(Some(std::sync::Arc::new(
+        crate::embed_cache::EmbedCache::memory(crate::embed_cache::DEFAULT_MEMORY_BYTES),
+    )));
+    let mut ids = vec![1, crate::prompt::IMAGE_TOKEN_ID];
+    ids.extend(token_ids(16, m.config.text.n_vocab, 7));
+    let mut once = || -> Result<f64> {
+        s.reset();
+        let t = Instant::now();
+        let emb = s.embed_image(img, None)?;
+        let logits = s.prefill(&ids, &[&emb], false, None)?;
+        std::hint::black_box(crate::sampling::argmax(&logits));
+        Ok(ms(t))
+    };
+    let first = once()?;
+    Ok((first, once()?))
+}
+
 /// Runs the benchmark on the model at `path`.
 pub fn run(path: &Path, o: &BenchOptions) -> Result<BenchReport> {
     run_with_progress(path, o, &mut |_| {})
@@ -363,6 +396,9 @@ pub fn run_with_progress(
         r.abstractor_ms = Some(t_ms);
         progress(&format!("abstractor {t_ms:.1} ms"));
         std::hint::black_box(rows);
+        let (first, repeat) = time_to_first_token(&m, sopts(m.config.image_tokens + 32), &img)?;
+        r.ttft_first_image_ms = Some(first);
+        r.ttft_repeat_image_ms = Some(repeat);
     }
 
     let vocab = m.config.text.n_vocab;
@@ -429,6 +465,7 @@ mod tests {
             "cpu",
             "decode_floor_tokens_per_s\":10.0000",
             "decode_pct_of_floor\":50.0000",
+            "ttft_first_image_ms\":null",
             "\"a \\\"b\\\"\\\\c\"",
         ] {
             assert!(j.contains(k), "{k} missing in {j}");

@@ -11,9 +11,12 @@
 //! - [`image`], [`tokenizer`], [`prompt`]: inputs.
 //! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`];
 //!   [`threads`]: the default thread count (performance cores on ARM phones).
+//! - [`embed_cache`]: image embeddings computed once (in memory and in a folder).
+//! - [`score`]: Q-Align-style quality/aesthetics scores over a session.
 //! - [`ffi`]: the C ABI (`include/owlet.h`) over sessions.
 
 pub mod bench;
+pub mod embed_cache;
 pub mod error;
 pub mod ffi;
 pub mod gguf;
@@ -26,6 +29,7 @@ pub mod ops;
 pub mod prompt;
 pub mod quant;
 pub mod sampling;
+pub mod score;
 pub mod session;
 pub mod threads;
 pub mod tokenizer;

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::embed_cache::{self, EmbedCache, EmbedKey};
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::image::{self, AspectMode, Preprocess, RgbImage};
 use crate::kv_cache::{KvCache, KvType};
@@ -102,6 +103,9 @@ pub struct Session<'m> {
     /// Ids generated or prompted so far (for the repetition penalty).
     history: Vec<u32>,
     cancel: Arc<AtomicBool>,
+    /// Where image embeddings are looked up before encoding (the process-wide memory cache
+    /// unless [`Session::set_embed_cache`] says otherwise).
+    embed_cache: Option<Arc<EmbedCache>>,
 }
 
 impl<'m> Session<'m> {
@@ -136,6 +140,7 @@ impl<'m> Session<'m> {
             images: Vec::new(),
             history: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
+            embed_cache: Some(EmbedCache::process()),
         })
     }
 
@@ -205,16 +210,30 @@ impl<'m> Session<'m> {
         })
     }
 
-    /// Preprocesses, encodes and abstracts one image.
+    /// Preprocesses, encodes and abstracts one image (or takes its embedding from the cache).
     pub fn embed_image(&self, img: &RgbImage, mode: Option<AspectMode>) -> Result<ImageEmbedding> {
         let p = self.preprocess_config(mode)?;
         img.validate()?;
         let pixels = image::preprocess(img, &p);
-        self.embed_pixels(&pixels)
+        self.embed_pixels_as(&pixels, p.mode.as_str())
     }
 
     /// Encodes already preprocessed pixels (`[3, S, S]`, `S` the model's image size).
     pub fn embed_pixels(&self, pixels: &[f32]) -> Result<ImageEmbedding> {
+        self.embed_pixels_as(pixels, "pixels")
+    }
+
+    /// The embedding cache this session uses; `None` turns caching off.
+    pub fn set_embed_cache(&mut self, cache: Option<Arc<EmbedCache>>) {
+        self.embed_cache = cache;
+    }
+
+    pub fn embed_cache(&self) -> Option<&Arc<EmbedCache>> {
+        self.embed_cache.as_ref()
+    }
+
+    /// [`Session::embed_pixels`], keyed in the cache under the preprocessing mode's name.
+    fn embed_pixels_as(&self, pixels: &[f32], mode: &str) -> Result<ImageEmbedding> {
         let s = self.preprocess_config(None)?.size as usize;
         if pixels.len() != 3 * s * s {
             bail_kind!(
@@ -226,9 +245,24 @@ impl<'m> Session<'m> {
         }
         let m = self.model;
         m.check_file()?;
+        let len = m.config.image_tokens * m.config.text.n_embd;
+        let key = self.embed_cache.as_ref().map(|c| {
+            let k = EmbedKey::new(&embed_cache::vision_identity(m), mode, s as u32, pixels);
+            (c, k)
+        });
+        if let Some((c, k)) = &key {
+            if let Some((rows, _)) = c.get(k, len) {
+                return Ok(ImageEmbedding {
+                    rows: rows.to_vec(),
+                });
+            }
+        }
         let rows = self
             .pool
             .install(|| m.abstract_image(&m.encode_image(pixels)?))?;
+        if let Some((c, k)) = &key {
+            c.put(k, Arc::new(rows.clone()));
+        }
         Ok(ImageEmbedding { rows })
     }
 
@@ -487,6 +521,15 @@ impl<'m> Session<'m> {
             .count();
         let refs: Vec<&ImageEmbedding> = images.get(used..).unwrap_or(&[]).iter().collect();
         self.feed(&ids[common..], &refs, false, None)
+    }
+
+    /// Keeps only the first `n_ids` of [`Session::cached_ids`] (and their positions), so that
+    /// a prompt prefix computed once can be continued many times (the scorer does this). The
+    /// chat history no longer matches the cache afterwards: the next [`Session::chat`]
+    /// recomputes its whole prompt.
+    pub fn truncate(&mut self, n_ids: usize) {
+        self.chat_owned = false;
+        self.rewind(n_ids.min(self.cached.len()));
     }
 
     /// Keeps only the first `n_ids` cached ids (and their positions).

@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use owlet::embed_cache::EmbedCache;
 use owlet::image::{self, AspectMode, ExifOrientation, ImageLimits, Preprocess};
 use owlet::kv_cache::KvType;
 use owlet::model::Model;
 use owlet::prompt::{self, Role, Turn};
 use owlet::sampling::SamplingParams;
 use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
+
+// The batch scorer lives in its own file (src/bin/owlet/score.rs).
+#[path = "owlet/score.rs"]
+mod score;
 
 /// The demo model committed with the sources (tiny random weights: the text is gibberish,
 /// the pipeline is the real one).
@@ -29,6 +34,7 @@ const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-ti
     long_about = "mPLUG-Owl2 on the CPU: answer questions about images.\n\nExamples:\n  \
 owlet run -m owl2-q4_k_m.gguf --image photo.jpg -p \"Describe the image.\"\n  \
 owlet chat -m owl2-q4_k_m.gguf   (then /image PATH, /reset, /quit)\n  \
+owlet score -m one-align-q4_k_m.gguf photos/ -o scores.jsonl\n  \
 owlet info owl2-q4_k_m.gguf"
 )]
 struct Cli {
@@ -51,6 +57,16 @@ struct ModelArgs {
     /// Context length in positions (default: the model's); generation stops when it is full.
     #[arg(short = 'c', long = "ctx-size", allow_negative_numbers = true)]
     ctx_size: Option<usize>,
+    /// Keep image embeddings in this folder across runs (default: $XDG_CACHE_HOME/owlet/embeddings
+    /// or ~/.cache/owlet/embeddings).
+    #[arg(long = "embed-cache", value_name = "DIR")]
+    embed_cache: Option<PathBuf>,
+    /// Size cap of the embedding cache folder in MiB (least recently used entries go first).
+    #[arg(long = "embed-cache-mib", default_value_t = 1024)]
+    embed_cache_mib: u64,
+    /// Encode every image afresh: no embedding cache folder (the in-memory cache stays).
+    #[arg(long = "no-embed-cache", conflicts_with = "embed_cache")]
+    no_embed_cache: bool,
 }
 
 #[derive(Args, Clone)]
@@ -192,6 +208,8 @@ enum Command {
         #[arg(long = "no-vision")]
         no_vision: bool,
     },
+    /// Rate image quality or aesthetics Q-Align-style, one JSONL/CSV line per input.
+    Score(score::ScoreArgs),
     /// Print a model's configuration.
     Info {
         /// GGUF model file (default: the bundled demo model).
@@ -229,7 +247,27 @@ fn session<'m>(m: &'m Model, a: &ModelArgs) -> Res<Session<'m>> {
     }
     o.kv_type = a.kv_type.parse::<KvType>()?;
     o.n_ctx = a.ctx_size;
-    Session::new(m, o).map_err(|e| e.to_string())
+    let mut s = Session::new(m, o).map_err(|e| e.to_string())?;
+    if let Some(c) = embed_cache(a)? {
+        s.set_embed_cache(Some(c));
+    }
+    Ok(s)
+}
+
+/// The embedding cache folder the arguments ask for. The default folder is best effort: if it
+/// cannot be created, images are still cached in memory.
+fn embed_cache(a: &ModelArgs) -> Res<Option<std::sync::Arc<EmbedCache>>> {
+    if a.no_embed_cache {
+        return Ok(None);
+    }
+    let cap = a.embed_cache_mib.saturating_mul(1 << 20);
+    match &a.embed_cache {
+        Some(dir) => EmbedCache::shared_dir(dir, cap)
+            .map(Some)
+            .map_err(|e| format!("--embed-cache: {e}")),
+        None => Ok(owlet::embed_cache::default_dir()
+            .and_then(|dir| EmbedCache::shared_dir(&dir, cap).ok())),
+    }
 }
 
 fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
@@ -448,6 +486,7 @@ fn run(cmd: Command) -> Res<()> {
             }
             Ok(())
         }
+        Command::Score(a) => score::run(a),
         Command::Info { model } => {
             let m = load_model(&model)?;
             let c = &m.config;

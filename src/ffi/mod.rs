@@ -24,12 +24,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
+use crate::embed_cache::EmbedCache;
 use crate::error::{Error, ErrorKind};
 use crate::image::{self, ImageLimits, RgbImage};
 use crate::kv_cache::KvType;
 use crate::model::Model;
 use crate::prompt::{self, Role, Turn};
 use crate::sampling::SamplingParams;
+use crate::score::{Aspect, Scale, ScoreOptions, Scorer, Subject};
 use crate::session::{GenerateOptions, Session, SessionOptions, StopReason};
 
 #[cfg(feature = "ffi-panic-test")]
@@ -863,4 +865,206 @@ pub unsafe extern "C" fn owlet_session_free(session: *mut owlet_session) {
         }
         Ok(())
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoring (Q-Align)
+// ---------------------------------------------------------------------------------------------
+
+/// Score task: rate quality ("How would you rate the quality of this image?").
+pub const OWLET_SCORE_QUALITY: i32 = 0;
+/// Score task: rate aesthetics.
+pub const OWLET_SCORE_AESTHETICS: i32 = 1;
+/// The prompt calls the input an image.
+pub const OWLET_SCORE_IMAGE: i32 = 0;
+/// The prompt calls the input a video.
+pub const OWLET_SCORE_VIDEO: i32 = 1;
+/// Score range 1..5 (level weights 5, 4, 3, 2, 1).
+pub const OWLET_SCALE_1_5: i32 = 0;
+/// Score range 0..1 (level weights 1, 0.75, 0.5, 0.25, 0).
+pub const OWLET_SCALE_0_1: i32 = 1;
+
+/// How to score. Get the defaults from `owlet_score_params_default()` (image quality, 1..5,
+/// Q-Align's prompt and level words).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct owlet_score_params {
+    /// `OWLET_SCORE_QUALITY` or `OWLET_SCORE_AESTHETICS`.
+    pub task: i32,
+    /// `OWLET_SCORE_IMAGE` or `OWLET_SCORE_VIDEO`: the word the prompt uses.
+    pub subject: i32,
+    /// `OWLET_SCALE_1_5` or `OWLET_SCALE_0_1`.
+    pub scale: i32,
+    /// NULL, or a raw prompt (UTF-8, no chat template) with exactly one `<|image|>`, used
+    /// instead of the task's (for other fine-tunes).
+    pub prompt: *const c_char,
+    /// NULL, or an array of five level words (UTF-8), best first, used instead of
+    /// "excellent", "good", "fair", "poor", "bad".
+    pub levels: *const *const c_char,
+}
+
+/// Default scoring parameters: image quality on 1..5 with Q-Align's prompt and level words.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn owlet_score_params_default() -> owlet_score_params {
+    guard("owlet_score_params_default", || Ok(()));
+    default_score_params()
+}
+
+fn default_score_params() -> owlet_score_params {
+    owlet_score_params {
+        task: OWLET_SCORE_QUALITY,
+        subject: OWLET_SCORE_IMAGE,
+        scale: OWLET_SCALE_1_5,
+        prompt: std::ptr::null(),
+        levels: std::ptr::null(),
+    }
+}
+
+/// The library's options for C parameters.
+///
+/// # Safety
+/// `p.prompt` is NULL or a NUL-terminated string; `p.levels` is NULL or points to five
+/// pointers, each NULL or a NUL-terminated string.
+unsafe fn score_options(p: &owlet_score_params) -> Result<ScoreOptions, Error> {
+    let aspect = match p.task {
+        OWLET_SCORE_QUALITY => Aspect::Quality,
+        OWLET_SCORE_AESTHETICS => Aspect::Aesthetics,
+        t => {
+            return Err(invalid(format!(
+                "score task must be OWLET_SCORE_QUALITY or OWLET_SCORE_AESTHETICS (got {t})"
+            )))
+        }
+    };
+    let subject = match p.subject {
+        OWLET_SCORE_IMAGE => Subject::Image,
+        OWLET_SCORE_VIDEO => Subject::Video,
+        t => {
+            return Err(invalid(format!(
+                "score subject must be OWLET_SCORE_IMAGE or OWLET_SCORE_VIDEO (got {t})"
+            )))
+        }
+    };
+    let mut o = ScoreOptions::task(aspect, subject);
+    o.scale = match p.scale {
+        OWLET_SCALE_1_5 => Scale::OneToFive,
+        OWLET_SCALE_0_1 => Scale::ZeroToOne,
+        t => {
+            return Err(invalid(format!(
+                "score scale must be OWLET_SCALE_1_5 or OWLET_SCALE_0_1 (got {t})"
+            )))
+        }
+    };
+    if !p.prompt.is_null() {
+        // SAFETY: the caller's contract for `prompt`.
+        o.prompt = unsafe { utf8_arg(p.prompt, "score prompt") }?.to_string();
+    }
+    if !p.levels.is_null() {
+        for (i, level) in o.levels.iter_mut().enumerate() {
+            // SAFETY: the caller promises five readable pointers at `levels`.
+            let w = unsafe { *p.levels.add(i) };
+            // SAFETY: the caller's contract for each level word.
+            *level = unsafe { utf8_arg(w, &format!("level word {i}")) }?.to_string();
+        }
+    }
+    Ok(o)
+}
+
+/// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) the
+/// way Q-Align does: the image is padded to a square with the processor's mean colour, the
+/// prompt is run, and the softmax over the five level words' logits at its last position gives
+/// `*score` (their expectation) and, if `probs` is not NULL, the five probabilities (best level
+/// first; `probs` holds 5 doubles). `params` may be NULL for the defaults. On success the image
+/// is consumed; the prompt's text before the image stays in the KV cache, so scoring many
+/// images one after the other computes it once. The session's conversation is left alone but
+/// its next turn recomputes its prompt. Same threading rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `params` NULL or valid (see `owlet_score_params`);
+/// `score` NULL or writable; `probs` NULL or 5 writable doubles.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_score(
+    session: *const owlet_session,
+    params: *const owlet_score_params,
+    score: *mut f64,
+    probs: *mut f64,
+) -> owlet_status {
+    guard("owlet_session_score", || {
+        check_out(score, "score")?;
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        // SAFETY: the caller promises `params` is NULL or valid.
+        let p = unsafe { params.as_ref() }
+            .copied()
+            .unwrap_or_else(default_score_params);
+        // SAFETY: the caller's contract for the strings `params` points to.
+        let opts = unsafe { score_options(&p) }?;
+        let mut guard = s.state()?;
+        let st = &mut *guard;
+        if st.images.len() != 1 {
+            return Err(Error::new(
+                ErrorKind::BadPrompt,
+                format!(
+                    "owlet_session_score takes exactly one image ({} added since the last turn)",
+                    st.images.len()
+                ),
+            ));
+        }
+        let mut scorer = Scorer::new(&mut st.session, opts)?;
+        let r = scorer.score_image(&st.images[0])?;
+        st.images.clear();
+        // SAFETY: checked non-null above; the caller promises it is writable.
+        unsafe { *score = r.score };
+        if !probs.is_null() {
+            // SAFETY: non-null; the caller promises 5 writable doubles.
+            unsafe { std::ptr::copy_nonoverlapping(r.probs.as_ptr(), probs, 5) };
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image-embedding cache
+// ---------------------------------------------------------------------------------------------
+
+/// Makes the session keep image embeddings in the folder `dir` (created if missing; UTF-8), so
+/// that an image seen before (same pixels after preprocessing, same model) is not encoded
+/// again, in this process or a later one. The folder is trimmed to `max_bytes` (0 = 1 GiB) by
+/// deleting the least recently used entries; damaged entries are detected and rewritten, and
+/// several processes may share a folder. Sessions on the same folder share one cache (the
+/// first call for a folder sets its cap). `dir` NULL goes back to the default: a cache in
+/// memory only, shared by the whole process. Same threading rule as
+/// `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `dir` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_set_embed_cache(
+    session: *const owlet_session,
+    dir: *const c_char,
+    max_bytes: u64,
+) -> owlet_status {
+    guard("owlet_session_set_embed_cache", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        let cache = if dir.is_null() {
+            EmbedCache::process()
+        } else {
+            // SAFETY: the caller's contract for `dir`.
+            let d = unsafe { utf8_arg(dir, "dir") }?;
+            if d.is_empty() {
+                return Err(invalid(
+                    "dir is empty (pass NULL for the memory-only cache)",
+                ));
+            }
+            let cap = if max_bytes == 0 {
+                crate::embed_cache::DEFAULT_DISK_BYTES
+            } else {
+                max_bytes
+            };
+            EmbedCache::shared_dir(Path::new(d), cap)?
+        };
+        s.state()?.session.set_embed_cache(Some(cache));
+        Ok(())
+    })
 }

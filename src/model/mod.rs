@@ -61,6 +61,9 @@ pub struct Model {
     pub(crate) abstractor: Option<abstractor::AbstractorWeights>,
     /// The kernel variant chosen at load.
     kernels: &'static Kernels,
+    /// What identifies the vision tower and abstractor (see `embed_cache::vision_identity`),
+    /// computed when first needed.
+    pub(crate) vision_id: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl Model {
@@ -135,6 +138,7 @@ impl Model {
             vision,
             abstractor,
             kernels,
+            vision_id: std::sync::OnceLock::new(),
         })
     }
 
