@@ -686,6 +686,7 @@ fn stale_temporaries_are_told_from_live_ones_by_their_lock() {
     drop(held);
     convert();
     assert_eq!(listing(&dir), vec!["m.gguf"]);
+}
 
 // ------------------------------------------------------------------ synth
 
