@@ -250,7 +250,8 @@ fn x86_simd_variants() -> Vec<&'static Kernels> {
 }
 
 /// The scalar twins of the x86 SIMD kernels: the generic dots for the 32-blocks, the exact-sum
-/// K-quant formulas for Q4_K/Q6_K.
+/// K-quant formulas for Q4_K/Q6_K (which the generic K-quant dots equal bitwise, see
+/// [`x86_k_quants_equal_generic_bitwise`]).
 type Dot = fn(usize, &[u8], &[u8]) -> f32;
 const TWINS: [(GgmlType, Dot); 4] = [
     (GgmlType::Q4_0, owlet::kernels::generic::vec_dot_q4_0_q8_0),
@@ -258,6 +259,148 @@ const TWINS: [(GgmlType, Dot); 4] = [
     (GgmlType::Q4_K, tiles::q4_k_q8_k_exact),
     (GgmlType::Q6_K, tiles::q6_k_q8_k_exact),
 ];
+
+const K_QUANTS: [GgmlType; 3] = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+
+/// Every output of variant `k` for K-quant `wt` over weight rows `ws` (16 of them, so that
+/// packed groups fill) and activation rows `acts`: the single dot, every tile shape the variant
+/// takes, and the packed tile where the variant repacks `wt`. Each comes with its name.
+fn k_outputs(
+    k: &Kernels,
+    wt: GgmlType,
+    n: usize,
+    ws: &[Vec<u8>],
+    acts: &[Vec<u8>],
+) -> Vec<(String, usize, usize, f32)> {
+    let mut out = Vec::new();
+    let (dot, tile) = (k.quant_dot(wt).unwrap(), k.quant_tile(wt).unwrap());
+    for (r, w) in ws.iter().enumerate() {
+        for (c, a) in acts.iter().enumerate() {
+            out.push(("dot".to_string(), r, c, dot(n, w, a)));
+        }
+    }
+    let rows = k.tile_rows(wt);
+    for na in 1..=TILE.min(acts.len()) {
+        for start in (0..ws.len()).step_by(rows) {
+            let w: Vec<&[u8]> = ws[start..(start + rows).min(ws.len())]
+                .iter()
+                .map(|v| v.as_slice())
+                .collect();
+            let a: Vec<&[u8]> = acts[..na].iter().map(|v| v.as_slice()).collect();
+            let mut res = vec![f32::NAN; w.len() * na];
+            tile(n, &w, &a, &mut res);
+            for (i, v) in res.into_iter().enumerate() {
+                out.push((format!("tile {}x{na}", w.len()), start + i / na, i % na, v));
+            }
+        }
+    }
+    if let Some(p) = k.packing(wt) {
+        assert_eq!(ws.len(), TILE_ROWS);
+        let rows: Vec<&[u8]> = ws.iter().map(|v| v.as_slice()).collect();
+        let mut group = vec![0u8; p.group_bytes(n)];
+        (p.pack)(n, &rows, &mut group);
+        for na in 1..=TILE.min(acts.len()) {
+            let a: Vec<&[u8]> = acts[..na].iter().map(|v| v.as_slice()).collect();
+            let mut res = vec![f32::NAN; TILE_ROWS * na];
+            (p.tile)(n, &group, &a, &mut res);
+            for (i, v) in res.into_iter().enumerate() {
+                out.push((format!("packed tile 16x{na}"), i / na, i % na, v));
+            }
+        }
+    }
+    out
+}
+
+/// K-quant weight rows for the generic comparisons: quantized rows of every kind and
+/// arbitrary blocks (all 16 rows of a packed group), and activation rows: quantized heavy and
+/// max-magnitude rows, arbitrary quants with −128.
+fn k_rows(wt: GgmlType, n: usize, rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let ws = (0..TILE_ROWS)
+        .map(|i| match i % 8 {
+            6 | 7 => random_blocks(wt, n, rng),
+            j => quantized(wt, &values(KINDS[j], n, rng)),
+        })
+        .collect();
+    let acts = vec![
+        quantized(GgmlType::Q8_K, &values(Kind::Heavy, n, rng)),
+        quantized(GgmlType::Q8_K, &values(Kind::MaxMagnitude, n, rng)),
+        random_activations(GgmlType::Q8_K, n, rng),
+        random_activations(GgmlType::Q8_K, n, rng),
+    ];
+    (ws, acts)
+}
+
+/// Every variant's K-quant kernels (single dots, tiles of every height, packed tiles) against
+/// the generic dot: within f32 rounding of Σ|terms| on every CPU (the SIMD formulas and the
+/// generic one may only differ in rounding), on quantized, arbitrary and saturated blocks.
+#[test]
+fn k_quants_match_generic_within_rounding() {
+    let mut rng = Rng(0xC0FFEE);
+    for k in variants() {
+        for wt in K_QUANTS {
+            for n in [256, 768, 4096] {
+                let (ws, acts) = k_rows(wt, n, &mut rng);
+                let generic = GENERIC.quant_dot(wt).unwrap();
+                for (what, r, c, got) in k_outputs(k, wt, n, &ws, &acts) {
+                    let want = generic(n, &ws[r], &acts[c]);
+                    let scale = abs_scale(wt, &ws[r], &acts[c], n);
+                    // Σ|terms| of the mins too: dequantized Q4_K/Q5_K values are a difference of
+                    // a scaled level and a min, each rounded.
+                    let tol =
+                        16.0 * f64::powi(2.0, -24) * (scale + mins_scale(wt, &ws[r], &acts[c], n));
+                    assert!(
+                        ((got - want) as f64).abs() <= tol + 1e-30,
+                        "{}: {wt} n={n} {what} ({r},{c}): {got} vs generic {want}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Σ_i |dmin·m_j(i)·a_i| for Q4_K/Q5_K rows (0 for other types).
+fn mins_scale(wt: GgmlType, w: &[u8], a: &[u8], n: usize) -> f64 {
+    if !matches!(wt, GgmlType::Q4_K | GgmlType::Q5_K) {
+        return 0.0;
+    }
+    let mut da = vec![0f32; n];
+    owlet::quant::dequantize_row(GgmlType::Q8_K, a, &mut da).unwrap();
+    (0..n)
+        .map(|i| {
+            let x = &w[i / 256 * wt.type_size()..];
+            let m = owlet::quant::unpack_scale_min_k4(i % 256 / 32, &x[4..16]).1;
+            let dmin = half::f16::from_le_bytes([x[2], x[3]]).to_f64();
+            (dmin * m as f64 * da[i] as f64).abs()
+        })
+        .sum()
+}
+
+/// On x86 every variant computes the generic K-quant formula (one exact integer per
+/// super-block, scaled once) operation for operation, so each K-quant output, single dot,
+/// tile or packed tile, equals the generic dot bitwise: the model's numbers do not depend on
+/// the CPU.
+#[test]
+fn x86_k_quants_equal_generic_bitwise() {
+    let mut rng = Rng(0xBEEF);
+    for k in x86_simd_variants() {
+        for wt in K_QUANTS {
+            for n in [256, 768, 4096] {
+                let (ws, acts) = k_rows(wt, n, &mut rng);
+                let generic = GENERIC.quant_dot(wt).unwrap();
+                for (what, r, c, got) in k_outputs(k, wt, n, &ws, &acts) {
+                    let want = generic(n, &ws[r], &acts[c]);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{}: {wt} n={n} {what} ({r},{c}): {got} vs generic {want}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// The x86 SIMD kernels equal their scalar twins bitwise.
 #[test]

@@ -46,6 +46,7 @@ TESTS=(
     "$(exe "$PWD" tokenizer test)"            # LLaMA-2 vocab reference cases
     "$(exe "$PWD" gguf_read test)"            # GGUF reader
     "$(exe "$PWD" quant_llamacpp test)"       # quantizers = llama.cpp bytes
+    "$(exe "$PWD" llamacpp_files test)"       # llama.cpp's own logits, with the selected variant
     "$(exe "$PWD" c_abi test)"                # C ABI incl. forced panics, on the tiny model
     "$(exe "$PWD/convert" golden test)"       # tiny fixture end to end against the upstream goldens
 )

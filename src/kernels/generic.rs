@@ -1,10 +1,14 @@
 //! Scalar reference dot products, one per (weight type, activation type) pair.
 //!
 //! Every function computes Σᵢ w[i]·a[i] over `n` values (`n` a multiple of the block size),
-//! reproducing ggml's scalar `ggml_vec_dot_*_generic`: each block's products are summed exactly
-//! in integers, then multiplied by the blocks' scales and accumulated in f32 in ggml's order
-//! (the K-quants keep eight f32 partial sums, one per lane of eight, added at the end). Float
-//! kernels accumulate f32 products in f64, like ggml's scalar `ggml_vec_dot_f32/f16/bf16`.
+//! after ggml's `ggml_vec_dot_*`: each block's products are summed exactly in integers, then
+//! multiplied by the blocks' scales and accumulated in f32. Where ggml's scalar fallback and its
+//! SIMD builds round differently, these follow the SIMD builds (what llama.cpp users run), and
+//! every owlet variant computes the same formula bitwise: Q4_0/Q8_0 fuse the block's add
+//! (`acc = fma(s, d_w·d_a, acc)`), and the K-quants sum each super-block exactly in one integer
+//! and scale it once, where ggml's scalar code keeps eight f32 lane sums per row (see
+//! [`vec_dot_q4_k_q8_k`] for why that matters). Float kernels accumulate f32 products in f64,
+//! like ggml's scalar `ggml_vec_dot_f32/f16/bf16`.
 //!
 //! Contract: `w` holds at least the weight blocks of `n` values and `a` the activation blocks
 //! (or `n` f32). Extra bytes are ignored; the callers (matmul) guarantee the sizes, which debug
@@ -156,22 +160,41 @@ impl Q8K<'_> {
     }
 }
 
-/// ggml's per-super-block integer accumulation for K-quants: for each sub-block of
-/// `sub` values with integer scale `scales[j]`, adds scale·level·q8 into eight lanes (value i
-/// goes to lane i % 8). `levels` are the 256 weight levels, `y` the Q8_K block.
+/// `Σ_j scale(j) · Σ_{i in sub-block j} level(i) · q8_i` over a super-block's sub-blocks of
+/// `sub` values: the exact integer sum of a K-quant super-block (|sum| < 2^31 for every block:
+/// at most 256 · 63 · 31 · 128 for Q4_K/Q5_K, 256 · 128 · 32 · 128 for Q6_K).
 #[inline]
-fn lane_sums(levels: &[i32; QK_K], sub: usize, scale: impl Fn(usize) -> i32, y: &Q8K) -> [i32; 8] {
-    let mut aux32 = [0i32; 8];
-    for j in 0..QK_K / sub {
-        let sc = scale(j);
-        for i in sub * j..sub * (j + 1) {
-            aux32[i % 8] += sc * (y.q(i) * levels[i]);
-        }
-    }
-    aux32
+fn scaled_sum(
+    sub: usize,
+    scale: impl Fn(usize) -> i32,
+    level: impl Fn(usize) -> i32,
+    y: &Q8K,
+) -> i32 {
+    (0..QK_K / sub)
+        .map(|j| {
+            scale(j)
+                * (sub * j..sub * (j + 1))
+                    .map(|i| level(i) * y.q(i))
+                    .sum::<i32>()
+        })
+        .sum()
 }
 
 /// The shared Q4_K/Q5_K dot product; `level(x, i)` extracts weight level i (0..32) of block x.
+/// Per super-block, with `isum = Σ_j sc_j Σ_i q_i·a_i` and `msum = Σ_g m_{g/2}·bsum_g` (the
+/// mins through the activation's 16-value sums) exact integers:
+/// `acc += (d_w·d_a)·isum;  acc −= (dmin_w·d_a)·msum` (separate multiplies and adds).
+///
+/// This is the formula of ggml's SIMD builds (x86 AVX2, ARM NEON: one integer per super-block,
+/// scaled once) and of every owlet SIMD variant ([`super::tiles::q4_k_q8_k_exact`] is the same
+/// formula; the two are pinned bitwise). ggml's scalar fallback instead keeps eight f32 lane
+/// sums for the whole row and subtracts the mins at the end; that is as accurate but rounds
+/// differently, and rounding differences are not harmless here: the next layer re-quantizes
+/// these outputs to 8 bits, so a result one ulp from a rounding tie flips a quant. On
+/// `tests/data/llamacpp-tiny` that moved the Q4_K_M logits by 7.5e-2 (6 % of llama.cpp's own
+/// quantization error) away from llama.cpp's; a one-ulp nudge of every Q4_K dot in the
+/// per-super-block formula moves them exactly as far. One formula everywhere keeps every
+/// variant on the numbers llama.cpp's SIMD builds give.
 fn vec_dot_k_asym(
     n: usize,
     wt: GgmlType,
@@ -179,28 +202,23 @@ fn vec_dot_k_asym(
     a: &[u8],
     level: impl Fn(&[u8], usize) -> i32,
 ) -> f32 {
-    let mut sums = [0.0f32; 8];
-    let mut sumf = 0.0f32;
+    let mut acc = 0.0f32;
     for (x, y) in block_pairs(n, wt, w, GgmlType::Q8_K, a) {
         let y = Q8K(y);
         let packed = &x[4..16];
-        let mut levels = [0i32; QK_K];
-        for (i, l) in levels.iter_mut().enumerate() {
-            *l = level(x, i);
-        }
-        // The mins' contribution: Σ_j m_j · Σ q8 over sub-block j, from the 16-value bsums.
-        let sumi: i32 = (0..QK_K / 16)
+        let isum = scaled_sum(
+            32,
+            |j| unpack_scale_min_k4(j, packed).0 as i32,
+            |i| level(x, i),
+            &y,
+        );
+        let msum: i32 = (0..QK_K / 16)
             .map(|g| y.bsum(g) * unpack_scale_min_k4(g / 2, packed).1 as i32)
             .sum();
-        let aux32 = lane_sums(&levels, 32, |j| unpack_scale_min_k4(j, packed).0 as i32, &y);
-        let d = read_f16(x, 0) * y.d();
-        for (s, &v) in sums.iter_mut().zip(&aux32) {
-            *s += d * v as f32;
-        }
-        let dmin = read_f16(x, 2) * y.d();
-        sumf -= dmin * sumi as f32;
+        acc += (read_f16(x, 0) * y.d()) * isum as f32;
+        acc -= (read_f16(x, 2) * y.d()) * msum as f32;
     }
-    sums.iter().fold(sumf, |acc, &s| acc + s)
+    acc
 }
 
 /// Q4_K weights · Q8_K activations.
@@ -224,26 +242,24 @@ pub fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     })
 }
 
-/// Q6_K weights · Q8_K activations. Per super-block: eight lanes of Σ scale_j·(q6 − 32)·q8,
-/// scaled by d_w·d_a into eight f32 partial sums.
+/// Q6_K weights · Q8_K activations. Per super-block: the exact `Σ_j sc_j Σ_i (q6_i − 32)·a_i`
+/// over sixteen 16-value sub-blocks, then `acc += (d_w·d_a)·Σ` (the formula of
+/// [`super::tiles::q6_k_q8_k_exact`] and of the SIMD variants; see [`vec_dot_k_asym`] for why
+/// not ggml's scalar eight lanes).
 pub fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sums = [0.0f32; 8];
+    let mut acc = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q6_K, w, GgmlType::Q8_K, a) {
         let y = Q8K(y);
-        let mut levels = [0i32; QK_K];
-        for (i, l) in levels.iter_mut().enumerate() {
+        let level = |i: usize| {
             let (h, quarter, j) = (i / 128, (i % 128) / 32, i % 32);
             let ql = &x[64 * h..64 * h + 64];
             let qh = &x[128 + 32 * h..128 + 32 * h + 32];
-            *l = crate::quant::q6_k_quant(ql, qh, quarter, j) as i32;
-        }
-        let aux32 = lane_sums(&levels, 16, |j| x[192 + j] as i8 as i32, &y);
-        let d = read_f16(x, 208) * y.d();
-        for (s, &v) in sums.iter_mut().zip(&aux32) {
-            *s += d * v as f32;
-        }
+            crate::quant::q6_k_quant(ql, qh, quarter, j) as i32
+        };
+        let isum = scaled_sum(16, |j| x[192 + j] as i8 as i32, level, &y);
+        acc += (read_f16(x, 208) * y.d()) * isum as f32;
     }
-    sums.iter().fold(0.0f32, |acc, &s| acc + s)
+    acc
 }
 
 /// F16 weights (little-endian halves) · f32 activations, products in f32 summed in f64.
@@ -373,6 +389,166 @@ mod tests {
             let got = kernel(n, &quantized(wt, &w), &quantized(vec_dot_type(wt), &a)) as f64;
             let err = (got - exact).abs() / n as f64;
             assert!(err < 0.02, "{wt}: dot error {err}");
+        }
+    }
+
+    /// xorshift64 bytes and floats for the block generators below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Uniform in [-1, 1).
+        fn f(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    /// A K-quant weight row of `n` values with arbitrary quant bytes (every nibble, fifth-bit
+    /// and 6-bit scale/min pattern, high scale bits included) or, with `fill`, every quant and
+    /// scale byte equal to it (0xFF: all scales and mins 63, all levels at their maximum); the
+    /// f16 scales are random but finite, at `mag`.
+    fn k_weights(wt: GgmlType, n: usize, fill: Option<u8>, mag: f32, rng: &mut Rng) -> Vec<u8> {
+        let mut w = vec![0u8; wt.row_bytes(n as u64).unwrap() as usize];
+        let halves: &[usize] = if wt == GgmlType::Q6_K {
+            &[208]
+        } else {
+            &[0, 2]
+        };
+        for block in w.chunks_exact_mut(wt.type_size()) {
+            for b in block.iter_mut() {
+                *b = fill.unwrap_or(rng.next() as u8);
+            }
+            for &o in halves {
+                let v = half::f16::from_f32(rng.f().abs() * mag + mag * 0.01);
+                block[o..o + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        w
+    }
+
+    /// A Q8_K row with arbitrary quants (−128 frequent, or all −128 with `saturated`), bsums
+    /// consistent with them, and a random positive or negative scale.
+    fn q8_k_row(n: usize, saturated: bool, rng: &mut Rng) -> Vec<u8> {
+        let mut a = vec![0u8; GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize];
+        for block in a.chunks_exact_mut(292) {
+            block[..4].copy_from_slice(&(rng.f() * 0.05).to_le_bytes());
+            for q in &mut block[4..260] {
+                *q = if saturated || rng.next().is_multiple_of(4) {
+                    0x80
+                } else {
+                    rng.next() as u8
+                };
+            }
+            for g in 0..16 {
+                let s: i16 = block[4 + 16 * g..20 + 16 * g]
+                    .iter()
+                    .map(|&q| q as i8 as i16)
+                    .sum();
+                block[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        a
+    }
+
+    /// Weight/activation row pairs for the K-quant tests: quantized random and heavy-tailed
+    /// rows, arbitrary blocks, saturated blocks (every fill) against saturated and arbitrary
+    /// activations, for 1, 3 and 16 super-blocks.
+    fn k_cases(wt: GgmlType) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
+        let mut rng = Rng(0x5EED_0000 + wt as u64);
+        let mut cases = Vec::new();
+        for n in [256, 768, 4096] {
+            let seed = n as u64 + wt as u64;
+            cases.push((
+                n,
+                quantized(wt, &values(n, seed)),
+                quantized(GgmlType::Q8_K, &values(n, seed + 1)),
+            ));
+            for mag in [1e-3, 1.0, 60.0] {
+                let w = k_weights(wt, n, None, mag, &mut rng);
+                cases.push((n, w, q8_k_row(n, false, &mut rng)));
+            }
+            for fill in [0x00, 0xFF, 0x80, 0x7F, 0x3F, 0xC0] {
+                let w = k_weights(wt, n, Some(fill), 1.0, &mut rng);
+                cases.push((n, w.clone(), q8_k_row(n, true, &mut rng)));
+                cases.push((n, w, q8_k_row(n, false, &mut rng)));
+            }
+        }
+        cases
+    }
+
+    const K_KERNELS: [(GgmlType, Kernel); 3] = [
+        (GgmlType::Q4_K, vec_dot_q4_k_q8_k),
+        (GgmlType::Q5_K, vec_dot_q5_k_q8_k),
+        (GgmlType::Q6_K, vec_dot_q6_k_q8_k),
+    ];
+
+    /// The K-quant dots against an independent f64 reference (both rows dequantized by the
+    /// quant module, products summed in f64) on random, arbitrary and saturated blocks, within
+    /// the f32 rounding of the formula: (8 + super-blocks)·2⁻²⁴ · Σ|terms|, where a Q4_K/Q5_K
+    /// value's terms are its scaled level and its min, each times the activation (their
+    /// difference can be far smaller than either, and both are rounded).
+    #[test]
+    fn k_quant_dots_match_f64_reference_within_rounding() {
+        for (wt, kernel) in K_KERNELS {
+            for (n, w, a) in k_cases(wt) {
+                let (dw, da) = (dequantized(wt, &w, n), dequantized(GgmlType::Q8_K, &a, n));
+                let want: f64 = dw.iter().zip(&da).map(|(&x, &y)| x as f64 * y as f64).sum();
+                // The mins' part of each value (zero for Q6_K, which has none).
+                let min_of = |i: usize| -> f64 {
+                    if wt == GgmlType::Q6_K {
+                        return 0.0;
+                    }
+                    let x = &w[i / QK_K * wt.type_size()..];
+                    read_f16(x, 2) as f64 * unpack_scale_min_k4(i % QK_K / 32, &x[4..16]).1 as f64
+                };
+                let terms: f64 = (0..n)
+                    .map(|i| (dw[i].abs() as f64 + 2.0 * min_of(i)) * da[i].abs() as f64)
+                    .sum();
+                let tol = (8 + n / QK_K) as f64 * f64::powi(2.0, -24) * terms;
+                let got = kernel(n, &w, &a) as f64;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{wt} n={n}: {got} vs f64 {want} (|Δ| {:e} > {tol:e})",
+                    (got - want).abs()
+                );
+            }
+        }
+    }
+
+    /// The K-quant dots are the per-super-block formula of the SIMD variants bitwise (one exact
+    /// integer per super-block, scaled once), not ggml's scalar eight lane sums: Q4_K and Q6_K
+    /// equal [`super::super::tiles`]' `*_exact` twins, and a Q5_K block whose fifth bits are
+    /// all clear equals the Q4_K block with the same scales and nibbles.
+    #[test]
+    fn k_quant_dots_are_the_super_block_formula() {
+        use super::super::tiles::{q4_k_q8_k_exact, q6_k_q8_k_exact};
+        for (wt, kernel, twin) in [
+            (
+                GgmlType::Q4_K,
+                vec_dot_q4_k_q8_k as Kernel,
+                q4_k_q8_k_exact as Kernel,
+            ),
+            (GgmlType::Q6_K, vec_dot_q6_k_q8_k, q6_k_q8_k_exact),
+        ] {
+            for (n, w, a) in k_cases(wt) {
+                let (got, want) = (kernel(n, &w, &a), twin(n, &w, &a));
+                assert_eq!(got.to_bits(), want.to_bits(), "{wt} n={n}: {got} vs {want}");
+            }
+        }
+        for (n, w4, a) in k_cases(GgmlType::Q4_K) {
+            let mut w5 = Vec::new();
+            for b in w4.chunks_exact(144) {
+                w5.extend_from_slice(&b[..16]);
+                w5.extend_from_slice(&[0u8; 32]);
+                w5.extend_from_slice(&b[16..]);
+            }
+            let (got, want) = (vec_dot_q5_k_q8_k(n, &w5, &a), q4_k_q8_k_exact(n, &w4, &a));
+            assert_eq!(got.to_bits(), want.to_bits(), "Q5_K n={n}: {got} vs {want}");
         }
     }
 
