@@ -280,7 +280,7 @@ fn aspect(mode: &Option<String>) -> Res<Option<AspectMode>> {
     }
 }
 
-fn parse_exif(s: &str) -> Res<ExifOrientation> {
+pub(crate) fn parse_exif(s: &str) -> Res<ExifOrientation> {
     s.parse()
         .map_err(|_| format!("{s:?} is not apply or ignore"))
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use owlet::image::AspectMode;
+use owlet::image::{AspectMode, ExifOrientation};
 use owlet::score::{Aspect, Scale, Score, ScoreOptions, Scorer, Subject};
 
 use crate::{aspect, load_image, load_model, session, ModelArgs, Res};
@@ -41,6 +41,9 @@ pub struct ScoreArgs {
     /// Aspect handling: resize, pad or crop (default pad, as Q-Align).
     #[arg(long = "image-mode")]
     image_mode: Option<String>,
+    /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
+    #[arg(long = "exif", default_value = "apply", value_parser = crate::parse_exif)]
+    exif: ExifOrientation,
     /// Output file (default stdout).
     #[arg(short = 'o', long = "out")]
     out: Option<PathBuf>,
@@ -100,7 +103,7 @@ pub fn run(a: ScoreArgs) -> Res<()> {
     let mut progress = Progress::new(todo.len(), inputs.len() - todo.len());
     let mut failed = 0usize;
     for path in todo {
-        let result = load_image(Path::new(path))
+        let result = load_image(Path::new(path), a.exif)
             .and_then(|img| scorer.score_image(&img).map_err(|e| format!("{path}: {e}")));
         failed += usize::from(result.is_err());
         let rec = Record { path, result };
