@@ -219,7 +219,9 @@ def main():
     ap.add_argument("--q-per", type=int, default=2, help="questions per image")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vision-lr-mult", type=float, default=1.0, help="lr factor for ViT + abstractor")
+    ap.add_argument("--query-std", type=float, default=0.0, help="init std of the abstractor queries (0: 0.02)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--minutes", type=float, default=0, help="stop (and save) after this much wall time")
     args = ap.parse_args()
@@ -232,10 +234,17 @@ def main():
     init_weights(m, args.seed)
     n = sum(p.numel() for p in m.parameters())
     print("parameters", n, "vocab", len(pieces), flush=True)
-    decay = [p for nme, p in m.named_parameters() if p.dim() >= 2]
-    nodecay = [p for nme, p in m.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98))
+    if args.query_std:
+        with torch.no_grad():
+            m.model.visual_abstractor.query_embeds.normal_(0.0, args.query_std)
+    vis = lambda n: n.startswith(("model.vision_model", "model.visual_abstractor"))
+    groups = []
+    for is_vis in (False, True):
+        mult = args.vision_lr_mult if is_vis else 1.0
+        ps = [(n, p) for n, p in m.named_parameters() if vis(n) == is_vis]
+        groups.append({"params": [p for n, p in ps if p.dim() >= 2], "weight_decay": 0.05, "mult": mult})
+        groups.append({"params": [p for n, p in ps if p.dim() < 2], "weight_decay": 0.0, "mult": mult})
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
     rng = random.Random(1000 + args.seed)
     t0 = time.time()
     warm = 150
@@ -247,7 +256,7 @@ def main():
             prog = max(prog, (time.time() - t0) / (args.minutes * 60))
         lr = args.lr * min(1.0, step / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["mult"]
         px, ids, lab = batch(rng, tok, args.images, args.q_per)
         loss = loss_fn(m, px, ids, lab)
         opt.zero_grad()
