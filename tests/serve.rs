@@ -554,3 +554,47 @@ fn score_route_scores_an_image() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+/// The official `openai` Python client (installed by `.ci/run`), over one kept-alive
+/// connection: a whole and a streamed answer about a base64 image equal `owlet run --temp 0`.
+#[test]
+fn the_openai_python_client_gets_owlet_runs_answer() {
+    let prompt = "What is in the picture?";
+    let (want, _) = owlet_run("coffee.png", prompt, 10);
+    let srv = serve(&["--api-key", "py-key"]);
+    let script = r#"
+import base64, json, sys
+from openai import OpenAI
+addr, image, prompt = sys.argv[1:4]
+url = "data:image/png;base64," + base64.b64encode(open(image, "rb").read()).decode()
+client = OpenAI(base_url=f"http://{addr}/v1", api_key="py-key", max_retries=0, timeout=300)
+messages = [{"role": "user", "content": [
+    {"type": "image_url", "image_url": {"url": url}},
+    {"type": "text", "text": prompt}]}]
+r = client.chat.completions.create(model="owlet", messages=messages, max_tokens=10,
+                                   temperature=0)
+streamed = ""
+for chunk in client.chat.completions.create(model="owlet", messages=messages, max_tokens=10,
+                                            temperature=0, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        streamed += chunk.choices[0].delta.content
+models = [m.id for m in client.models.list()]
+print(json.dumps({"whole": r.choices[0].message.content, "streamed": streamed,
+                  "completion_tokens": r.usage.completion_tokens, "models": models}))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, &srv.addr])
+        .arg(repo("tests/data/assets/coffee.png"))
+        .arg(prompt)
+        .output()
+        .expect("python3 (with the openai package: pip install openai) is needed");
+    assert!(
+        o.status.success(),
+        "the openai client failed (pip install openai): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["whole"], want.as_str());
+    assert_eq!(v["streamed"], want.as_str());
+    assert_eq!(v["models"][0], "owl2-tiny-a-f16");
+}
