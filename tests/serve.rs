@@ -598,3 +598,33 @@ print(json.dumps({"whole": r.choices[0].message.content, "streamed": streamed,
     assert_eq!(v["streamed"], want.as_str());
     assert_eq!(v["models"][0], "owl2-tiny-a-f16");
 }
+
+/// Thirty turns of one conversation, each request carrying the whole history: every turn takes
+/// at least the previous turn's whole prompt from the slot's cache.
+#[test]
+fn a_long_conversation_keeps_reusing_the_cache() {
+    let srv = serve(&[]);
+    let mut body = chat_body("coffee.png", "Describe the image.", 4);
+    let mut prev_in = 0;
+    for turn in 1..=30 {
+        let r = post(&srv.addr, "/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "turn {turn}: {}", r.body);
+        let v = r.json();
+        let line = srv.log_line(&turn.to_string());
+        let reused: usize = line
+            .split(" reused=")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            reused >= prev_in,
+            "turn {turn}: {line} (previous prompt {prev_in})"
+        );
+        prev_in = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+        let msgs = body["messages"].as_array_mut().unwrap();
+        msgs.push(serde_json::json!({"role": "assistant",
+                                     "content": v["choices"][0]["message"]["content"]}));
+        msgs.push(serde_json::json!({"role": "user", "content": format!("Turn {turn}?")}));
+    }
+}

@@ -128,6 +128,15 @@ struct State {
     next_id: AtomicU64,
 }
 
+/// A live request thread; dropping it counts the thread out.
+struct ThreadCount<'a>(&'a AtomicUsize);
+
+impl Drop for ThreadCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A place among the admitted requests; dropping it gives the place back.
 struct Admission<'a>(&'a State);
 
@@ -282,8 +291,9 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         let spawned = std::thread::Builder::new()
             .name("owlet-request".into())
             .spawn(move || {
+                // Counted down even if the request's thread panics.
+                let _alive = ThreadCount(&state.threads);
                 handle(state, rq);
-                state.threads.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             state.threads.fetch_sub(1, Ordering::SeqCst);
