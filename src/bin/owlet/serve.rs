@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; beyond them requests get 429.
     #[arg(long = "queue", default_value_t = 8)]
     queue: usize,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
+    /// Require `Authorization: Bearer KEY` on every route but /health (default: the
+    /// OWLET_API_KEY environment variable, which, unlike an argument, other users cannot see).
     #[arg(long = "api-key")]
     api_key: Option<String>,
     /// Largest request body in MiB (base64 images included).
@@ -221,6 +222,17 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         return Err("--max-body-mib must be between 1 and 4096".into());
     }
     let mode = super::aspect(&a.image_mode)?;
+    let api_key = a
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("OWLET_API_KEY").ok())
+        .filter(|k| !k.is_empty());
+    if api_key
+        .as_ref()
+        .is_some_and(|k| k.chars().any(|c| c.is_control() || c == ' '))
+    {
+        return Err("--api-key: the key must not hold spaces or control characters".into());
+    }
     let path = a
         .model
         .model
@@ -253,7 +265,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         capacity,
         threads: AtomicUsize::new(0),
         max_threads: capacity.saturating_add(64),
-        api_key: a.api_key.clone(),
+        api_key: api_key.clone(),
         max_body: a.max_body_mib << 20,
         max_messages: a.max_messages,
         max_images: a.max_images,
@@ -275,7 +287,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         path.display(),
         a.slots,
         a.queue,
-        if a.api_key.is_some() {
+        if api_key.is_some() {
             ", API key required"
         } else {
             ""
