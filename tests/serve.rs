@@ -628,3 +628,31 @@ fn a_long_conversation_keeps_reusing_the_cache() {
         msgs.push(serde_json::json!({"role": "user", "content": format!("Turn {turn}?")}));
     }
 }
+
+/// `file://` image URLs work only with --allow-file-urls, and give the data URL's answer.
+#[test]
+fn file_urls_need_the_flag() {
+    let srv = serve(&["--allow-file-urls"]);
+    let path = repo("tests/data/assets/coffee.png");
+    let mut body = chat_body("coffee.png", "Hi", 6);
+    let from_data = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(from_data.status, 200, "{}", from_data.body);
+    body["messages"][0]["content"][0]["image_url"]["url"] =
+        format!("file://{}", path.display()).into();
+    let from_file = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(from_file.status, 200, "{}", from_file.body);
+    assert_eq!(
+        from_file.json()["choices"][0]["message"]["content"],
+        from_data.json()["choices"][0]["message"]["content"]
+    );
+    body["messages"][0]["content"][0]["image_url"]["url"] =
+        format!("file://{}", repo("Cargo.toml").display()).into();
+    let r = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = post(
+        &srv.addr,
+        "/v1/score",
+        &serde_json::json!({"image": "data:image/png;base64,aGVsbG8="}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+}

@@ -7,10 +7,11 @@
 //! nothing: every request gets a plain thread, bounded by the slots plus the queue.
 //!
 //! Flow of a chat request: authorization → admission (at most `slots + queue` requests hold or
-//! wait for a slot; beyond that 429) → body (size cap, 413) → JSON and fields (400) → images
-//! decoded (400 bad base64, 422 not an image) → prompt rendered and checked against the context
-//! (400) → a slot (the session whose cache shares the longest prefix with the prompt) →
-//! generation, answered whole or streamed as server-sent events.
+//! wait for a slot; beyond that 429) → body (size cap, 413) → JSON and fields (400, bad base64
+//! too) → prompt rendered and checked against the context (400) → a slot (the session whose
+//! cache shares the longest prefix with the prompt) → images decoded one at a time (422 for
+//! data that is not an image) and embedded → generation, answered whole or streamed as
+//! server-sent events.
 //!
 //! A streamed answer whose client goes away stops at the next token that fails to be written
 //! (TCP reports the broken connection on the second write after the close, so within two
@@ -479,7 +480,7 @@ fn read_json(st: &State, rq: &mut tiny_http::Request) -> Result<Value, ApiError>
 /// One chat request, checked and decoded.
 struct ChatRequest {
     turns: Vec<Turn>,
-    images: Vec<RgbImage>,
+    images: Vec<ImageSource>,
     max_tokens: Option<usize>,
     sampling: SamplingParams,
     stop: Vec<String>,
@@ -702,18 +703,46 @@ fn parse_chat(st: &State, body: &Value) -> Result<ChatRequest, ApiError> {
     })
 }
 
-/// Decodes an image URL: `data:image/...;base64,...`, or `file://` with --allow-file-urls.
-fn load_url(st: &State, url: &str, at: &str) -> Result<RgbImage, ApiError> {
-    let limits = ImageLimits {
-        max_file_bytes: st.max_body as u64,
-        ..ImageLimits::default()
-    };
-    let not_image = |e: owlet::Error| {
-        err(
-            422,
-            "invalid_request_error",
-            format!("{at}: not a usable image: {e}"),
-        )
+/// An image as the request gave it. It is decoded only once the request has a slot, one image
+/// at a time, so that queued requests hold their compressed bytes only: the memory in use stays
+/// below `(slots + queue) × --max-body-mib` plus one decoded image per slot.
+struct ImageSource {
+    /// Where it is in the request, for errors (`messages[0].content[1]`).
+    at: String,
+    data: ImageData,
+}
+
+enum ImageData {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl ImageSource {
+    fn decode(&self, st: &State) -> Result<RgbImage, ApiError> {
+        let limits = ImageLimits {
+            max_file_bytes: st.max_body as u64,
+            ..ImageLimits::default()
+        };
+        match &self.data {
+            ImageData::Bytes(b) => oimage::decode_with(b, &limits, ExifOrientation::Apply),
+            ImageData::File(p) => oimage::load_with(p, &limits, ExifOrientation::Apply),
+        }
+        .map_err(|e| {
+            err(
+                422,
+                "invalid_request_error",
+                format!("{}: not a usable image: {e}", self.at),
+            )
+        })
+    }
+}
+
+/// Checks an image URL and takes its bytes: `data:image/...;base64,...`, or `file://` with
+/// --allow-file-urls.
+fn load_url(st: &State, url: &str, at: &str) -> Result<ImageSource, ApiError> {
+    let source = |data| ImageSource {
+        at: at.to_string(),
+        data,
     };
     if let Some(rest) = url.strip_prefix("data:") {
         let Some((meta, data)) = rest.split_once(',') else {
@@ -734,7 +763,7 @@ fn load_url(st: &State, url: &str, at: &str) -> Result<RgbImage, ApiError> {
         let bytes = engine
             .decode(clean.as_bytes())
             .map_err(|e| bad(format!("{at}: bad base64 in the data URL: {e}")))?;
-        return oimage::decode_with(&bytes, &limits, ExifOrientation::Apply).map_err(not_image);
+        return Ok(source(ImageData::Bytes(bytes)));
     }
     if let Some(path) = url.strip_prefix("file://") {
         if !st.allow_file_urls {
@@ -742,8 +771,7 @@ fn load_url(st: &State, url: &str, at: &str) -> Result<RgbImage, ApiError> {
                 "{at}: file:// URLs are refused unless the server runs with --allow-file-urls"
             )));
         }
-        return oimage::load_with(std::path::Path::new(path), &limits, ExifOrientation::Apply)
-            .map_err(not_image);
+        return Ok(source(ImageData::File(PathBuf::from(path))));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
         return Err(bad(format!(
@@ -881,8 +909,12 @@ fn chat(
     let mut slot = st.slot(&ids);
     let session = slot.session();
     let mut embs = Vec::with_capacity(req.images.len());
-    for (k, img) in req.images.iter().enumerate() {
-        match session.embed_image(img, st.mode) {
+    for (k, src) in req.images.iter().enumerate() {
+        let img = match src.decode(st) {
+            Ok(img) => img,
+            Err(e) => return fail((rq, e)),
+        };
+        match session.embed_image(&img, st.mode) {
             Ok(e) => embs.push(e),
             Err(e) => {
                 return fail((
@@ -1081,6 +1113,10 @@ fn score(st: &'static State, mut rq: tiny_http::Request, log: &mut Log) -> Route
         Err(e) => return fail((rq, e)),
     };
     let mut slot = st.slot(&[]);
+    let img = match img.decode(st) {
+        Ok(img) => img,
+        Err(e) => return fail((rq, e)),
+    };
     let result = Scorer::new(slot.session(), opts.clone()).and_then(|mut s| {
         log.tokens_in = s.prompt_ids().len();
         s.score_image(&img)
