@@ -656,3 +656,41 @@ fn file_urls_need_the_flag() {
     );
     assert_eq!(r.status, 422, "{}", r.body);
 }
+
+/// Sixteen different questions at once on two slots and a queue of eight: every request ends
+/// with a full answer or a 429, and every answer is the one `owlet run --temp 0` gives to that
+/// request's own question (no request gets another's answer; concurrency changes no token).
+#[test]
+fn concurrent_requests_on_two_slots_each_get_their_own_answer() {
+    let questions: Vec<String> = (0..16).map(|k| format!("Question number {k}?")).collect();
+    let wants: Vec<String> = questions
+        .iter()
+        .map(|q| owlet_run("chelsea.png", q, 6).0)
+        .collect();
+    let srv = serve(&["--slots", "2", "--queue", "8"]);
+    let threads: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let (addr, body) = (srv.addr.clone(), chat_body("chelsea.png", q, 6));
+            std::thread::spawn(move || post(&addr, "/v1/chat/completions", &body))
+        })
+        .collect();
+    let mut answered = 0;
+    for (k, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(
+                    r.json()["choices"][0]["message"]["content"],
+                    wants[k].as_str(),
+                    "question {k}"
+                );
+                answered += 1;
+            }
+            429 => assert_eq!(r.json()["error"]["type"], "rate_limit_error"),
+            s => panic!("question {k}: status {s}: {}", r.body),
+        }
+    }
+    assert!(answered >= 1);
+    assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
+}
