@@ -331,7 +331,9 @@ fn handle(st: &'static State, rq: tiny_http::Request) {
     let t0 = Instant::now();
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
     let method = rq.method().as_str().to_string();
+    // The path is the client's: escaped in the log line, so that it cannot forge lines.
     let path = rq.url().split('?').next().unwrap_or("").to_string();
+    let shown: String = path.escape_debug().take(200).collect();
     let mut log = Log::default();
     let status = match route(st, rq, id, t0, &method, &path, &mut log) {
         Ok(status) => status,
@@ -347,7 +349,7 @@ fn handle(st: &'static State, rq: tiny_http::Request) {
     };
     let ms = |d: f64| format!("{d:.1}");
     eprintln!(
-        "owlet serve: id={id} {method} {path} status={status} tokens_in={} reused={} tokens_out={} ttft_ms={} total_ms={} stop={}",
+        "owlet serve: id={id} {method} {shown} status={status} tokens_in={} reused={} tokens_out={} ttft_ms={} total_ms={} stop={}",
         log.tokens_in,
         log.reused,
         log.tokens_out,
