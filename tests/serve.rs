@@ -694,3 +694,46 @@ fn concurrent_requests_on_two_slots_each_get_their_own_answer() {
     assert!(answered >= 1);
     assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
 }
+
+/// A whole (non-streamed) answer notices its client leaving too: its headers go out with the
+/// first token and a space per token follows, so the generation stops and frees the slot.
+#[test]
+fn a_whole_answer_stops_when_its_client_leaves() {
+    let srv = serve(&["--slots", "1", "--queue", "1"]);
+    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
+    long["ignore_eos"] = true.into();
+    let mut held = connect(&srv.addr);
+    send(
+        &mut held,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        long.to_string().as_bytes(),
+    );
+    let mut first = [0u8; 64];
+    let n = held.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(held);
+    let line = srv.log_line("1");
+    assert!(line.contains("stop=client_gone"), "{line}");
+    let out: usize = line
+        .split(" tokens_out=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(out < 4000, "{line}");
+    // The slot is free again, and a whole answer read to its end is plain JSON after the spaces.
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", "Hi", 3),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with(' ') && r.body.trim_start().starts_with('{'),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.json()["usage"]["completion_tokens"], 3);
+}

@@ -13,10 +13,13 @@
 //! data that is not an image) and embedded → generation, answered whole or streamed as
 //! server-sent events.
 //!
-//! A streamed answer whose client goes away stops at the next token that fails to be written
-//! (TCP reports the broken connection on the second write after the close, so within two
-//! tokens) and frees its slot. A non-streamed answer cannot notice its client leaving (tiny_http
-//! gives no access to the socket before the response); it is bounded by `max_tokens`.
+//! An answer whose client goes away stops at the next token that fails to be written (TCP
+//! reports the broken connection on the second write after the close, so within two tokens)
+//! and frees its slot. tiny_http gives no access to the socket other than the response, so a
+//! whole (non-streamed) answer is written as it is generated too: the status and headers with
+//! the first token, one space per token (JSON allows leading whitespace), then the JSON. A
+//! request still waiting in the queue cannot notice its client leaving; it does so at its first
+//! token.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -826,31 +829,46 @@ impl StopScan<'_> {
     }
 }
 
-/// A server-sent-events stream written as HTTP/1.1 chunks, so the connection stays usable.
-struct Sse {
+/// A 200 response whose body is written as HTTP/1.1 chunks while the answer is generated (the
+/// connection stays usable for the next request): server-sent events for a streamed answer;
+/// for a whole answer, one space per token (JSON allows leading whitespace) and then the JSON.
+/// Each write tells whether the client is still there.
+struct Chunked {
     w: Box<dyn Write + Send>,
 }
 
-impl Sse {
-    fn start(rq: tiny_http::Request) -> std::io::Result<Sse> {
+impl Chunked {
+    fn start(rq: tiny_http::Request, content_type: &str) -> std::io::Result<Chunked> {
         let mut w = rq.into_writer();
-        w.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
         )?;
-        Ok(Sse { w })
+        Ok(Chunked { w })
     }
 
-    fn send(&mut self, data: &str) -> std::io::Result<()> {
-        let ev = format!("data: {data}\n\n");
-        write!(self.w, "{:x}\r\n{ev}\r\n", ev.len())?;
+    fn chunk(&mut self, data: &str) -> std::io::Result<()> {
+        if !data.is_empty() {
+            write!(self.w, "{:x}\r\n{data}\r\n", data.len())?;
+        }
         self.w.flush()
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
-        self.send("[DONE]")?;
+    /// One server-sent event.
+    fn event(&mut self, data: &str) -> std::io::Result<()> {
+        self.chunk(&format!("data: {data}\n\n"))
+    }
+
+    fn end(mut self) -> std::io::Result<()> {
         self.w.write_all(b"0\r\n\r\n")?;
         self.w.flush()
     }
+}
+
+/// Closes a stream of server-sent events with `[DONE]`.
+fn done(mut out: Chunked) -> std::io::Result<()> {
+    out.event("[DONE]")?;
+    out.end()
 }
 
 fn chat(
@@ -937,7 +955,7 @@ fn chat(
         .to_string()
     };
     let mut rq = Some(rq);
-    let mut sse: Option<Sse> = None;
+    let mut out: Option<Chunked> = None;
     let mut gone = false;
     let mut text = String::new();
     let mut scan = StopScan {
@@ -946,6 +964,11 @@ fn chat(
         hit: None,
     };
     let mut ttft = None;
+    let content_type = if req.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
     let result = {
         let mut on_token = |_id: u32, piece: &str| {
             if ttft.is_none() {
@@ -953,32 +976,32 @@ fn chat(
             }
             text.push_str(piece);
             let (a, b) = scan.release(&text);
-            if req.stream {
-                if sse.is_none() {
-                    match rq.take().map(Sse::start) {
-                        Some(Ok(mut s)) => {
-                            if s.send(&chunk(
-                                json!({"role": "assistant", "content": ""}),
-                                Value::Null,
-                            ))
-                            .is_err()
-                            {
-                                gone = true;
-                            }
-                            sse = Some(s);
-                        }
-                        _ => gone = true,
+            // The response starts with the first token, once the prompt was accepted.
+            if out.is_none() {
+                let started = rq.take().map(|rq| {
+                    let mut o = Chunked::start(rq, content_type)?;
+                    if req.stream {
+                        o.event(&chunk(
+                            json!({"role": "assistant", "content": ""}),
+                            Value::Null,
+                        ))?;
                     }
+                    Ok::<_, std::io::Error>(o)
+                });
+                match started {
+                    Some(Ok(o)) => out = Some(o),
+                    _ => gone = true,
                 }
-                if !gone && b > a {
-                    if let Some(s) = sse.as_mut() {
-                        if s.send(&chunk(json!({"content": &text[a..b]}), Value::Null))
-                            .is_err()
-                        {
-                            gone = true;
-                        }
-                    }
-                }
+            }
+            if let Some(o) = out.as_mut().filter(|_| !gone) {
+                let sent = if !req.stream {
+                    o.chunk(" ")
+                } else if b > a {
+                    o.event(&chunk(json!({"content": &text[a..b]}), Value::Null))
+                } else {
+                    Ok(())
+                };
+                gone = sent.is_err();
             }
             !gone && scan.hit.is_none()
         };
@@ -999,9 +1022,13 @@ fn chat(
             if let Some(rq) = rq.take() {
                 return fail((rq, e));
             }
-            if let Some(mut s) = sse {
-                let _ = s.send(&e.body().to_string());
-                let _ = s.finish();
+            // Past the first token the status is sent: the error goes in the body.
+            if let Some(mut o) = out {
+                let _ = if req.stream {
+                    o.event(&e.body().to_string()).and_then(|_| done(o))
+                } else {
+                    o.chunk(&e.body().to_string()).and_then(|_| o.end())
+                };
             }
             log.stop = "error";
             return Ok(e.status);
@@ -1036,30 +1063,31 @@ fn chat(
         return Ok(499);
     }
     if req.stream {
-        let mut s = match sse {
-            Some(s) => s,
-            None => match rq.take().map(Sse::start) {
-                Some(Ok(mut s)) => {
-                    let _ = s.send(&chunk(
+        // An answer that ended before its first token (EOS at once) starts here.
+        let mut o = match out {
+            Some(o) => o,
+            None => match rq.take().map(|rq| Chunked::start(rq, content_type)) {
+                Some(Ok(mut o)) => {
+                    let _ = o.event(&chunk(
                         json!({"role": "assistant", "content": ""}),
                         Value::Null,
                     ));
-                    s
+                    o
                 }
                 _ => return Ok(499),
             },
         };
         let rest = &content[scan.sent.min(content.len())..];
         let mut ok = rest.is_empty()
-            || s.send(&chunk(json!({"content": rest}), Value::Null))
+            || o.event(&chunk(json!({"content": rest}), Value::Null))
                 .is_ok();
-        ok = ok && s.send(&chunk(json!({}), json!(finish))).is_ok();
+        ok = ok && o.event(&chunk(json!({}), json!(finish))).is_ok();
         if req.include_usage {
             let u = json!({"id": cid, "object": "chat.completion.chunk", "created": created,
                            "model": st.model_id, "choices": [], "usage": usage});
-            ok = ok && s.send(&u.to_string()).is_ok();
+            ok = ok && o.event(&u.to_string()).is_ok();
         }
-        ok = ok && s.finish().is_ok();
+        ok = ok && done(o).is_ok();
         return Ok(if ok { 200 } else { 499 });
     }
     let body = json!({
@@ -1068,9 +1096,13 @@ fn chat(
                      "finish_reason": finish}],
         "usage": usage,
     });
-    match rq.take() {
-        Some(rq) => Ok(respond_json(rq, 200, &body)),
-        None => Ok(499),
+    match (out, rq.take()) {
+        (Some(mut o), _) => {
+            let ok = o.chunk(&body.to_string()).and_then(|_| o.end()).is_ok();
+            Ok(if ok { 200 } else { 499 })
+        }
+        (None, Some(rq)) => Ok(respond_json(rq, 200, &body)),
+        (None, None) => Ok(499),
     }
 }
 
