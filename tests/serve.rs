@@ -657,6 +657,20 @@ fn file_urls_need_the_flag() {
     assert_eq!(r.status, 422, "{}", r.body);
 }
 
+/// --max-image-mpx refuses a larger image (from its header) with 422.
+#[test]
+fn images_beyond_the_pixel_limit_are_refused() {
+    let srv = serve(&["--max-image-mpx", "0.01"]);
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", "Hi", 2),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("messages[0].content[0]"), "{msg}");
+}
+
 /// Sixteen different questions at once on two slots and a queue of eight: every request ends
 /// with a full answer or a 429, and every answer is the one `owlet run --temp 0` gives to that
 /// request's own question (no request gets another's answer; concurrency changes no token).

@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// Most images in one request.
     #[arg(long = "max-images", default_value_t = 8)]
     max_images: usize,
+    /// Largest image in megapixels (width × height; checked from the header before decoding).
+    #[arg(long = "max-image-mpx", default_value_t = 64.0)]
+    max_image_mpx: f64,
     /// Accept `file://` image URLs (local files the server can read; off by default, since a
     /// client could read any image the server's user can).
     #[arg(long = "allow-file-urls")]
@@ -128,6 +131,7 @@ struct State {
     max_body: usize,
     max_messages: usize,
     max_images: usize,
+    max_image_pixels: u64,
     allow_file_urls: bool,
     mode: Option<AspectMode>,
     next_id: AtomicU64,
@@ -226,6 +230,12 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         return Err("--max-body-mib must be between 1 and 4096".into());
     }
     let mode = super::aspect(&a.image_mode)?;
+    if !(a.max_image_mpx > 0.0 && a.max_image_mpx <= 1024.0) {
+        return Err(format!(
+            "--max-image-mpx {} must be above 0 and at most 1024",
+            a.max_image_mpx
+        ));
+    }
     let api_key = a
         .api_key
         .clone()
@@ -273,6 +283,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_body: a.max_body_mib << 20,
         max_messages: a.max_messages,
         max_images: a.max_images,
+        max_image_pixels: (a.max_image_mpx * 1e6) as u64,
         allow_file_urls: a.allow_file_urls,
         mode,
         next_id: AtomicU64::new(1),
@@ -726,6 +737,7 @@ impl ImageSource {
     fn decode(&self, st: &State) -> Result<RgbImage, ApiError> {
         let limits = ImageLimits {
             max_file_bytes: st.max_body as u64,
+            max_pixels: st.max_image_pixels,
             ..ImageLimits::default()
         };
         match &self.data {
