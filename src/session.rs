@@ -491,6 +491,69 @@ impl<'m> Session<'m> {
         Ok(gen)
     }
 
+    /// A whole conversation given at once (as an HTTP client sends it): `turns` end with the
+    /// user's turn to answer and `images` are the embeddings of every image in them, in order.
+    /// The session's KV cache is reused for the longest prefix that matches what it holds (a
+    /// conversation that extends this session's previous one recomputes only the new part);
+    /// the result is the same as [`Session::chat`] over the same turns. Afterwards the session
+    /// holds `turns` plus the answer, as if they had been chatted one by one.
+    ///
+    /// Errors (BadPrompt): no turns, a last turn that is not the user's, an image count that
+    /// differs from the placeholders, a conversation that does not fit the context.
+    pub fn chat_conversation(
+        &mut self,
+        turns: &[Turn],
+        images: Vec<ImageEmbedding>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        self.cancel.store(false, Ordering::Relaxed);
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        if turns.last().map(|t| t.role) != Some(Role::User) {
+            bail_kind!(BadPrompt, "the conversation must end with a user turn");
+        }
+        let ids = self.conversation_ids(turns)?;
+        let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        if n_sent != images.len() {
+            bail_kind!(
+                BadPrompt,
+                "the conversation has {n_sent} image placeholder(s) but {} image(s) were given",
+                images.len()
+            );
+        }
+        self.check_fits("the conversation", &ids, 0)?;
+        let logits = self.feed_conversation(&ids, &images)?;
+        self.chat_prompt_logits.clone_from(&logits);
+        let gen = self.generate(logits, opts, on_token)?;
+        let mut turns = turns.to_vec();
+        turns.push(Turn {
+            role: Role::Assistant,
+            text: gen.text.clone(),
+            images: 0,
+        });
+        self.turns = turns;
+        self.images = images;
+        Ok(gen)
+    }
+
+    /// The ids (with `-200` sentinels) of `turns` rendered with the chat template and a
+    /// generation prompt, tokenized as upstream does.
+    pub fn conversation_ids(&self, turns: &[Turn]) -> Result<Vec<i64>> {
+        let segs = prompt::render_chat(turns, true)?;
+        Ok(prompt::tokenize_segments(self.model.tokenizer(), &segs))
+    }
+
+    /// The positions `ids` (with `-200` sentinels) take in the context: each image counts as
+    /// the model's image rows.
+    pub fn positions(&self, ids: &[i64]) -> usize {
+        let n_img = self.model.config.image_tokens;
+        ids.iter()
+            .map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 })
+            .sum()
+    }
+
     /// Makes the cache hold exactly `ids` (with all conversation images), reusing the longest
     /// cached prefix that matches and recomputing the rest; returns the last position's logits.
     ///
@@ -511,6 +574,23 @@ impl<'m> Session<'m> {
         }
         if !self.chat_owned {
             common = 0;
+        }
+        // Image sentinels are all `-200`: the cache holds an image only up to the first one
+        // whose embedding differs from the one cached (a new conversation may send another).
+        let same = self
+            .images
+            .iter()
+            .zip(images)
+            .take_while(|(a, b)| same_rows(&a.rows, &b.rows))
+            .count();
+        if let Some(at) = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &i)| i == IMAGE_TOKEN_ID)
+            .nth(same)
+            .map(|(at, _)| at)
+        {
+            common = common.min(at);
         }
         self.chat_owned = true;
         self.rewind(common);
@@ -548,4 +628,9 @@ impl<'m> Session<'m> {
             .map(|&i| i as u32)
             .collect();
     }
+}
+
+/// Bitwise equality of two embeddings (so that a NaN never makes an image differ from itself).
+fn same_rows(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

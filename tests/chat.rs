@@ -314,3 +314,52 @@ fn a_cancelled_answer_stays_in_the_conversation() {
     assert_eq!(g2.stop, StopReason::MaxTokens);
     check_turn(&s, &turns, &[], &before, &g2);
 }
+
+/// `chat_conversation` (a whole conversation per call, as `owlet serve` gets it): a conversation
+/// that extends the session's reuses the cache and answers as a fresh session does; another
+/// conversation with a different image at the same place reuses nothing from the old image
+/// (every image's sentinel is `-200`, so ids alone cannot tell the images apart).
+#[test]
+fn whole_conversations_reuse_the_cache_only_for_the_same_images() {
+    let m = demo();
+    let (coffee, chelsea) = (asset("coffee.png"), asset("chelsea.png"));
+    let mut s = session(m);
+    let emb = |s: &Session<'_>, i: &RgbImage| s.embed_image(i, None).unwrap();
+
+    let t1 = vec![user("What is this?", 1)];
+    let e1 = emb(&s, &coffee);
+    let g1 = s
+        .chat_conversation(&t1, vec![e1.clone()], &gen_opts(), &mut |_, _| true)
+        .unwrap();
+    let ids1 = upstream_ids(m, &t1);
+    assert_eq!(g1.ids, fresh(m, &ids1, &[&coffee]).1.ids);
+
+    // The same conversation, one turn longer: the first turn and its answer come from the cache.
+    let t2 = vec![user("What is this?", 1), assistant(&g1), user("Sure?", 0)];
+    let g2 = s
+        .chat_conversation(&t2, vec![e1.clone()], &gen_opts(), &mut |_, _| true)
+        .unwrap();
+    let ids2 = upstream_ids(m, &t2);
+    assert_eq!(g2.ids, fresh(m, &ids2, &[&coffee]).1.ids);
+    assert!(
+        s.reused_positions() > positions(m, &ids1),
+        "{}",
+        s.reused_positions()
+    );
+
+    // Another image where the coffee was: only the text before the image is reused.
+    let e2 = emb(&s, &chelsea);
+    let g3 = s
+        .chat_conversation(&t1, vec![e2], &gen_opts(), &mut |_, _| true)
+        .unwrap();
+    assert_eq!(g3.ids, fresh(m, &ids1, &[&chelsea]).1.ids);
+    let before_image = ids1.iter().position(|&i| i == IMAGE_TOKEN_ID).unwrap();
+    assert!(s.reused_positions() <= before_image);
+
+    // A conversation that ends with the assistant is refused.
+    let bad = vec![user("What is this?", 1), assistant(&g1)];
+    let e = s
+        .chat_conversation(&bad, vec![e1], &gen_opts(), &mut |_, _| true)
+        .unwrap_err();
+    assert!(e.to_string().contains("user turn"), "{e}");
+}

@@ -22,6 +22,11 @@ use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
 #[path = "owlet/score.rs"]
 mod score;
 
+// `owlet serve`, the OpenAI-compatible HTTP server (src/bin/owlet/serve.rs).
+#[cfg(feature = "serve")]
+#[path = "owlet/serve.rs"]
+mod serve;
+
 /// The demo model committed with the sources (tiny random weights: the text is gibberish,
 /// the pipeline is the real one).
 const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
@@ -210,6 +215,9 @@ enum Command {
     },
     /// Rate image quality or aesthetics Q-Align-style, one JSONL/CSV line per input.
     Score(score::ScoreArgs),
+    /// Serve the OpenAI chat API (and /v1/score) over HTTP; loopback by default.
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
     /// Print a model's configuration.
     Info {
         /// GGUF model file (default: the bundled demo model).
@@ -487,6 +495,8 @@ fn run(cmd: Command) -> Res<()> {
             Ok(())
         }
         Command::Score(a) => score::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => serve::run(a),
         Command::Info { model } => {
             let m = load_model(&model)?;
             let c = &m.config;

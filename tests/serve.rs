@@ -1,0 +1,753 @@
+//! `owlet serve` as a child process on 127.0.0.1 (port 0: the server prints its address on the
+//! first line of stdout), driven by a plain HTTP/1.1 client over `TcpStream`, on the committed
+//! demo model: answers equal `owlet run --temp 0` token for token (whole and streamed), a full
+//! server answers 429 and a client that leaves frees its slot, every malformed input gets its
+//! status and a JSON error, the API key is enforced, a continued conversation reuses the cache.
+//! Every server is killed when its test ends, passing or not (a `Drop` guard); every wait is a
+//! bounded loop or a socket read timeout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn data_url(asset: &str) -> String {
+    let bytes = std::fs::read(repo(&format!("tests/data/assets/{asset}"))).unwrap();
+    format!("data:image/png;base64,{}", base64(&bytes))
+}
+
+/// Standard base64 with padding (the test's own, so that it checks the server's decoder).
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for k in 0..4 {
+            if k <= c.len() {
+                s.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// A running `owlet serve`; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args(["serve", "--port", "0", "--no-embed-cache", "-t", "1"])
+        .args(args)
+        .current_dir(repo(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn owlet serve");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let mut server = Server {
+        child,
+        addr: String::new(),
+        log,
+    };
+    let Some(addr) = first
+        .trim()
+        .strip_prefix("owlet serve: listening on http://")
+    else {
+        std::thread::sleep(Duration::from_millis(200));
+        panic!(
+            "owlet serve did not start: stdout {first:?}, stderr {}",
+            server.log.lock().unwrap()
+        );
+    };
+    server.addr = addr.to_string();
+    server
+}
+
+impl Server {
+    /// The server's log line for a request id, waiting for it (the line is written when the
+    /// request ends) at most a minute.
+    fn log_line(&self, id: &str) -> String {
+        let needle = format!("owlet serve: id={id} ");
+        for _ in 0..600 {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with(&needle))
+            {
+                return l.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no log line for request {id}: {}", self.log.lock().unwrap());
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    s
+}
+
+fn send(s: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+}
+
+/// One request on its own connection; the body is de-chunked.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = connect(addr);
+    send(&mut s, method, path, headers, body);
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply { status, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+fn post(addr: &str, path: &str, body: &serde_json::Value) -> Reply {
+    request(addr, "POST", path, &[], body.to_string().as_bytes())
+}
+
+/// `owlet run --temp 0` on the demo model: the answer's text and its ids (without a final EOS).
+fn owlet_run(image: &str, prompt: &str, n: usize) -> (String, Vec<u32>) {
+    let o = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .args([
+            "run",
+            "--no-embed-cache",
+            "--temp",
+            "0",
+            "--print-ids",
+            "-n",
+        ])
+        .arg(n.to_string())
+        .args([
+            "--image",
+            &repo(&format!("tests/data/assets/{image}"))
+                .display()
+                .to_string(),
+        ])
+        .args(["-p", prompt])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let out = out.strip_suffix('\n').unwrap();
+    let (text, ids) = out.rsplit_once('\n').unwrap();
+    let ids: Vec<u32> = ids.split(',').map(|i| i.parse().unwrap()).collect();
+    (text.to_string(), ids)
+}
+
+const EOS: u32 = 2;
+
+/// The LLM positions one image takes in the demo model.
+fn image_tokens() -> usize {
+    owlet::model::Model::load(&repo("models/owl2-tiny-a-f16.gguf"))
+        .unwrap()
+        .config
+        .image_tokens
+}
+
+fn chat_body(image: &str, prompt: &str, max_tokens: usize) -> serde_json::Value {
+    serde_json::json!({
+        "model": "anything",
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(image)}},
+            {"type": "text", "text": prompt},
+        ]}],
+        "some_unknown_field": {"is": "ignored"},
+    })
+}
+
+/// The content of a streamed answer and its finish reason; checks the chunk format and the
+/// closing `[DONE]`.
+fn read_stream(body: &str) -> (String, String, Option<serde_json::Value>) {
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an event: {e:?}"))
+        })
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let mut text = String::new();
+    let mut finish = String::new();
+    let mut usage = None;
+    for e in &events[..events.len() - 1] {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        if let Some(u) = v.get("usage") {
+            usage = Some(u.clone());
+            continue;
+        }
+        let c = &v["choices"][0];
+        if let Some(t) = c["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    (text, finish, usage)
+}
+
+#[test]
+fn answers_equal_owlet_run_whole_and_streamed() {
+    let prompt = "Describe the image.";
+    let (want, ids) = owlet_run("coffee.png", prompt, 16);
+    let n_out = ids.iter().filter(|&&i| i != EOS).count();
+    let srv = serve(&[]);
+
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", prompt, 16),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["message"]["content"], want.as_str());
+    assert_eq!(v["usage"]["completion_tokens"], n_out);
+    // `usage` counts positions: BOS, the text's tokens and the image's rows.
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert!(prompt_tokens > image_tokens() + 5, "{v}");
+
+    // Streamed (the same conversation again: now from the slot's cache).
+    let mut body = chat_body("coffee.png", prompt, 16);
+    body["stream"] = true.into();
+    body["stream_options"] = serde_json::json!({"include_usage": true});
+    let r = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (text, finish, usage) = read_stream(&r.body);
+    assert_eq!(text, want);
+    assert_eq!(finish, if n_out < 16 { "stop" } else { "length" });
+    assert_eq!(usage.unwrap()["completion_tokens"], n_out);
+    assert!(
+        srv.log_line("2").contains(" reused="),
+        "{}",
+        srv.log_line("2")
+    );
+
+    // Another image at the same place must not reuse the first one's cache.
+    let (want2, _) = owlet_run("chelsea.png", prompt, 16);
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("chelsea.png", prompt, 16),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], want2.as_str());
+
+    // `stop` cuts the answer before the stop sequence.
+    let cut: String = want.chars().skip(4).take(3).collect();
+    if !cut.trim().is_empty() {
+        let mut body = chat_body("coffee.png", prompt, 16);
+        body["stop"] = serde_json::json!([cut]);
+        let r = post(&srv.addr, "/v1/chat/completions", &body);
+        let got = r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(got, want[..want.find(&cut).unwrap()], "stop {cut:?}");
+        assert_eq!(r.json()["choices"][0]["finish_reason"], "stop");
+    }
+}
+
+#[test]
+fn a_continued_conversation_reuses_the_slot_cache() {
+    let srv = serve(&[]);
+    let first = chat_body("coffee.png", "Describe the image.", 8);
+    let r = post(&srv.addr, "/v1/chat/completions", &first);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer = r.json()["choices"][0]["message"]["content"].clone();
+    let mut next = first.clone();
+    let msgs = next["messages"].as_array_mut().unwrap();
+    msgs.push(serde_json::json!({"role": "assistant", "content": answer}));
+    msgs.push(serde_json::json!({"role": "user", "content": "And the colours?"}));
+    let r = post(&srv.addr, "/v1/chat/completions", &next);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let line = srv.log_line("2");
+    let reused: usize = line
+        .split(" reused=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let tokens_in = r.json()["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    // Everything of the first turn (image included) came from the cache.
+    assert!(reused > image_tokens() + 5 && reused < tokens_in, "{line}");
+}
+
+#[test]
+fn a_full_server_answers_429_and_a_client_that_leaves_frees_its_slot() {
+    let prompt = "Describe the image.";
+    let (want, _) = owlet_run("coffee.png", prompt, 12);
+    let srv = serve(&["--slots", "1", "--queue", "2"]);
+    // Hold the only slot with a long streamed answer (it cannot end early: ignore_eos).
+    let mut long = chat_body("coffee.png", prompt, 4000);
+    long["stream"] = true.into();
+    long["ignore_eos"] = true.into();
+    let mut held = connect(&srv.addr);
+    send(
+        &mut held,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        long.to_string().as_bytes(),
+    );
+    let mut first = [0u8; 64];
+    let n = held.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    // 12 more at once: two fit in the queue, the others get 429 now.
+    let threads: Vec<_> = (0..12)
+        .map(|k| {
+            let addr = srv.addr.clone();
+            std::thread::spawn(move || {
+                let r = post(
+                    &addr,
+                    "/v1/chat/completions",
+                    &chat_body("coffee.png", prompt, 12),
+                );
+                (k, r)
+            })
+        })
+        .collect();
+    // Wait (bounded) until the ten refusals are logged, then let the held client go.
+    for _ in 0..600 {
+        if srv.log.lock().unwrap().matches("status=429").count() >= 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(srv.log.lock().unwrap().matches("status=429").count(), 10);
+    drop(held);
+    let mut ok = 0;
+    for t in threads {
+        let (k, r) = t.join().unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(
+                    r.json()["choices"][0]["message"]["content"],
+                    want.as_str(),
+                    "request {k}"
+                );
+                ok += 1;
+            }
+            429 => {
+                assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+                assert!(r.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("busy"));
+            }
+            s => panic!("request {k}: status {s}: {}", r.body),
+        }
+    }
+    assert_eq!(ok, 2);
+    // The held request stopped when its client left, long before its 4000 tokens.
+    let line = srv.log_line("1");
+    assert!(line.contains("stop=client_gone"), "{line}");
+    let out: usize = line
+        .split(" tokens_out=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(out < 4000, "{line}");
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_a_json_error() {
+    let srv = serve(&[
+        "--max-body-mib",
+        "1",
+        "--max-messages",
+        "4",
+        "--max-images",
+        "1",
+    ]);
+    let a = &srv.addr;
+    let user = |content: serde_json::Value| serde_json::json!({"messages": [{"role": "user", "content": content}], "max_tokens": 2});
+    let img =
+        |url: &str| user(serde_json::json!([{"type": "image_url", "image_url": {"url": url}}]));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("bad JSON", b"{\"messages\": [".to_vec(), 400, "not valid JSON"),
+        ("not an object", b"[1, 2]".to_vec(), 400, "JSON object"),
+        ("no messages", b"{}".to_vec(), 400, "messages"),
+        ("empty messages", br#"{"messages": []}"#.to_vec(), 400, "empty"),
+        ("bad role", br#"{"messages": [{"role": "tool", "content": "x"}]}"#.to_vec(), 400, "role"),
+        ("bad content", br#"{"messages": [{"role": "user", "content": 5}]}"#.to_vec(), 400, "content"),
+        ("last is assistant", br#"{"messages": [{"role": "assistant", "content": "x"}]}"#.to_vec(), 400, "last message"),
+        ("too many messages", serde_json::json!({"messages": vec![serde_json::json!({"role": "user", "content": "x"}); 5]}).to_string().into_bytes(), 400, "--max-messages"),
+        ("bad base64", img("data:image/png;base64,!!!!").to_string().into_bytes(), 400, "base64"),
+        ("not an image", img(&format!("data:image/png;base64,{}", base64(b"hello, world"))).to_string().into_bytes(), 422, "image"),
+        ("http URL", img("http://example.com/a.png").to_string().into_bytes(), 400, "data URL"),
+        ("file URL", img("file:///etc/passwd").to_string().into_bytes(), 400, "--allow-file-urls"),
+        ("too many images", user(serde_json::json!([
+            {"type": "image_url", "image_url": {"url": data_url("chelsea.png")}},
+            {"type": "image_url", "image_url": {"url": data_url("chelsea.png")}}])).to_string().into_bytes(), 400, "--max-images"),
+        ("bad part", user(serde_json::json!([{"type": "audio"}])).to_string().into_bytes(), 400, "not supported"),
+        ("max_tokens beyond the context", br#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}"#.to_vec(), 400, "context"),
+        ("max_tokens zero", br#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#.to_vec(), 400, "max_tokens"),
+        ("bad temperature", br#"{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#.to_vec(), 400, "temperature"),
+        ("n = 2", br#"{"messages": [{"role": "user", "content": "x"}], "n": 2}"#.to_vec(), 400, "`n`"),
+        ("body too large", vec![b' '; (1 << 20) + 1], 413, "--max-body-mib"),
+    ];
+    for (what, body, status, needle) in cases {
+        let r = request(a, "POST", "/v1/chat/completions", &[], &body);
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+        assert!(r.json()["error"]["type"].is_string(), "{what}");
+    }
+    let r = request(a, "GET", "/nowhere", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = request(a, "GET", "/v1/chat/completions", &[], b"");
+    assert_eq!(r.status, 405);
+    // Still answering.
+    let r = post(a, "/v1/chat/completions", &chat_body("coffee.png", "Hi", 2));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(request(a, "GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
+fn the_api_key_guards_every_route_but_health() {
+    let srv = serve(&["--api-key", "s3cret"]);
+    let a = &srv.addr;
+    assert_eq!(request(a, "GET", "/health", &[], b"").status, 200);
+    let r = request(a, "GET", "/v1/models", &[], b"");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let wrong = [("Authorization", "Bearer nope")];
+    assert_eq!(request(a, "GET", "/v1/models", &wrong, b"").status, 401);
+    let body = chat_body("coffee.png", "Hi", 2).to_string();
+    assert_eq!(
+        request(a, "POST", "/v1/chat/completions", &[], body.as_bytes()).status,
+        401
+    );
+    let key = [("Authorization", "Bearer s3cret")];
+    let r = request(a, "GET", "/v1/models", &key, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"][0]["id"], "owl2-tiny-a-f16");
+    assert_eq!(
+        request(a, "POST", "/v1/chat/completions", &key, body.as_bytes()).status,
+        200
+    );
+}
+
+#[test]
+fn score_route_scores_an_image() {
+    let srv = serve(&[]);
+    let r = post(
+        &srv.addr,
+        "/v1/score",
+        &serde_json::json!({"image": data_url("coffee.png")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let s = v["score"].as_f64().unwrap();
+    assert!((1.0..=5.0).contains(&s), "{v}");
+    let p: f64 = ["excellent", "good", "fair", "poor", "bad"]
+        .iter()
+        .map(|w| v["probs"][w].as_f64().unwrap())
+        .sum();
+    assert!((p - 1.0).abs() < 1e-9, "{v}");
+    let r = post(
+        &srv.addr,
+        "/v1/score",
+        &serde_json::json!({"image": data_url("coffee.png"), "task": "nope"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// The official `openai` Python client (installed by `.ci/run`), over one kept-alive
+/// connection: a whole and a streamed answer about a base64 image equal `owlet run --temp 0`.
+#[test]
+fn the_openai_python_client_gets_owlet_runs_answer() {
+    let prompt = "What is in the picture?";
+    let (want, _) = owlet_run("coffee.png", prompt, 10);
+    let srv = serve(&["--api-key", "py-key"]);
+    let script = r#"
+import base64, json, sys
+from openai import OpenAI
+addr, image, prompt = sys.argv[1:4]
+url = "data:image/png;base64," + base64.b64encode(open(image, "rb").read()).decode()
+client = OpenAI(base_url=f"http://{addr}/v1", api_key="py-key", max_retries=0, timeout=300)
+messages = [{"role": "user", "content": [
+    {"type": "image_url", "image_url": {"url": url}},
+    {"type": "text", "text": prompt}]}]
+r = client.chat.completions.create(model="owlet", messages=messages, max_tokens=10,
+                                   temperature=0)
+streamed = ""
+for chunk in client.chat.completions.create(model="owlet", messages=messages, max_tokens=10,
+                                            temperature=0, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        streamed += chunk.choices[0].delta.content
+models = [m.id for m in client.models.list()]
+print(json.dumps({"whole": r.choices[0].message.content, "streamed": streamed,
+                  "completion_tokens": r.usage.completion_tokens, "models": models}))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, &srv.addr])
+        .arg(repo("tests/data/assets/coffee.png"))
+        .arg(prompt)
+        .output()
+        .expect("python3 (with the openai package: pip install openai) is needed");
+    assert!(
+        o.status.success(),
+        "the openai client failed (pip install openai): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["whole"], want.as_str());
+    assert_eq!(v["streamed"], want.as_str());
+    assert_eq!(v["models"][0], "owl2-tiny-a-f16");
+}
+
+/// Thirty turns of one conversation, each request carrying the whole history: every turn takes
+/// at least the previous turn's whole prompt from the slot's cache.
+#[test]
+fn a_long_conversation_keeps_reusing_the_cache() {
+    let srv = serve(&[]);
+    let mut body = chat_body("coffee.png", "Describe the image.", 4);
+    let mut prev_in = 0;
+    for turn in 1..=30 {
+        let r = post(&srv.addr, "/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "turn {turn}: {}", r.body);
+        let v = r.json();
+        let line = srv.log_line(&turn.to_string());
+        let reused: usize = line
+            .split(" reused=")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            reused >= prev_in,
+            "turn {turn}: {line} (previous prompt {prev_in})"
+        );
+        prev_in = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+        let msgs = body["messages"].as_array_mut().unwrap();
+        msgs.push(serde_json::json!({"role": "assistant",
+                                     "content": v["choices"][0]["message"]["content"]}));
+        msgs.push(serde_json::json!({"role": "user", "content": format!("Turn {turn}?")}));
+    }
+}
+
+/// `file://` image URLs work only with --allow-file-urls, and give the data URL's answer.
+#[test]
+fn file_urls_need_the_flag() {
+    let srv = serve(&["--allow-file-urls"]);
+    let path = repo("tests/data/assets/coffee.png");
+    let mut body = chat_body("coffee.png", "Hi", 6);
+    let from_data = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(from_data.status, 200, "{}", from_data.body);
+    body["messages"][0]["content"][0]["image_url"]["url"] =
+        format!("file://{}", path.display()).into();
+    let from_file = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(from_file.status, 200, "{}", from_file.body);
+    assert_eq!(
+        from_file.json()["choices"][0]["message"]["content"],
+        from_data.json()["choices"][0]["message"]["content"]
+    );
+    body["messages"][0]["content"][0]["image_url"]["url"] =
+        format!("file://{}", repo("Cargo.toml").display()).into();
+    let r = post(&srv.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = post(
+        &srv.addr,
+        "/v1/score",
+        &serde_json::json!({"image": "data:image/png;base64,aGVsbG8="}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+}
+
+/// --max-image-mpx refuses a larger image (from its header) with 422.
+#[test]
+fn images_beyond_the_pixel_limit_are_refused() {
+    let srv = serve(&["--max-image-mpx", "0.01"]);
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", "Hi", 2),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("messages[0].content[0]"), "{msg}");
+}
+
+/// Sixteen different questions at once on two slots and a queue of eight: every request ends
+/// with a full answer or a 429, and every answer is the one `owlet run --temp 0` gives to that
+/// request's own question (no request gets another's answer; concurrency changes no token).
+#[test]
+fn concurrent_requests_on_two_slots_each_get_their_own_answer() {
+    let questions: Vec<String> = (0..16).map(|k| format!("Question number {k}?")).collect();
+    let wants: Vec<String> = questions
+        .iter()
+        .map(|q| owlet_run("chelsea.png", q, 6).0)
+        .collect();
+    let srv = serve(&["--slots", "2", "--queue", "8"]);
+    let threads: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let (addr, body) = (srv.addr.clone(), chat_body("chelsea.png", q, 6));
+            std::thread::spawn(move || post(&addr, "/v1/chat/completions", &body))
+        })
+        .collect();
+    let mut answered = 0;
+    for (k, t) in threads.into_iter().enumerate() {
+        let r = t.join().unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(
+                    r.json()["choices"][0]["message"]["content"],
+                    wants[k].as_str(),
+                    "question {k}"
+                );
+                answered += 1;
+            }
+            429 => assert_eq!(r.json()["error"]["type"], "rate_limit_error"),
+            s => panic!("question {k}: status {s}: {}", r.body),
+        }
+    }
+    assert!(answered >= 1);
+    assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
+}
+
+/// A whole (non-streamed) answer notices its client leaving too: its headers go out with the
+/// first token and a space per token follows, so the generation stops and frees the slot.
+#[test]
+fn a_whole_answer_stops_when_its_client_leaves() {
+    let srv = serve(&["--slots", "1", "--queue", "1"]);
+    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
+    long["ignore_eos"] = true.into();
+    let mut held = connect(&srv.addr);
+    send(
+        &mut held,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        long.to_string().as_bytes(),
+    );
+    let mut first = [0u8; 64];
+    let n = held.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(held);
+    let line = srv.log_line("1");
+    assert!(line.contains("stop=client_gone"), "{line}");
+    let out: usize = line
+        .split(" tokens_out=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(out < 4000, "{line}");
+    // The slot is free again, and a whole answer read to its end is plain JSON after the spaces.
+    let r = post(
+        &srv.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", "Hi", 3),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with(' ') && r.body.trim_start().starts_with('{'),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.json()["usage"]["completion_tokens"], 3);
+}
