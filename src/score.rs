@@ -265,12 +265,19 @@ impl<'s, 'm> Scorer<'s, 'm> {
     /// [`Subject::Video`] for Q-Align's video prompt. Refuses, before encoding, more frames
     /// than the context holds after the prompt's text (the error names the frame count).
     pub fn score_video(&mut self, frames: &[RgbImage]) -> Result<Score> {
+        self.check_frames(frames.len())?;
+        let emb = self.session.embed_video(frames, Some(self.opts.mode))?;
+        self.score_embedding(&emb)
+    }
+
+    /// Whether a video of `n` frames fits the context with the prompt's text (the error names
+    /// the frame count and how many fit); lets a caller check before decoding the frames.
+    pub fn check_frames(&self, n: usize) -> Result<()> {
         let (n_ctx, n_img) = (
             self.session.n_ctx(),
             self.session.model().config.image_tokens,
         );
         let text = self.ids.len() - 1;
-        let n = frames.len();
         if text + n.saturating_mul(n_img) > n_ctx {
             let fit = n_ctx.saturating_sub(text) / n_img.max(1);
             bail_kind!(
@@ -279,8 +286,7 @@ impl<'s, 'm> Scorer<'s, 'm> {
                 n * n_img
             );
         }
-        let emb = self.session.embed_video(frames, Some(self.opts.mode))?;
-        self.score_embedding(&emb)
+        Ok(())
     }
 
     /// Scores an already encoded image (or video, see [`Session::embed_video`]).

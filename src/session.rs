@@ -48,7 +48,7 @@ impl ImageEmbedding {
     /// `n_embd` (1 for an image); 0 when the size is not a whole number of frames.
     pub fn frames(&self, image_tokens: usize, n_embd: usize) -> usize {
         let per = image_tokens * n_embd;
-        if per == 0 || self.rows.len() % per != 0 {
+        if per == 0 || !self.rows.len().is_multiple_of(per) {
             0
         } else {
             self.rows.len() / per
@@ -289,7 +289,7 @@ impl<'m> Session<'m> {
             bail_kind!(
                 BadPrompt,
                 "{n} frames need {} MiB for their embeddings, more than this machine can allocate; use --max-frames",
-                len as u64 * 4 >> 20
+                (len as u64 * 4) >> 20
             );
         }
         for (i, f) in frames.iter().enumerate() {
