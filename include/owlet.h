@@ -1,7 +1,8 @@
 /*
  * owlet: mPLUG-Owl2 on CPUs, ARM boards and phones (C ABI).
  *
- * Usage: owlet_model_load -> owlet_session_new -> [owlet_session_add_image_*] ->
+ * Usage: owlet_model_load -> owlet_session_new -> [owlet_session_add_image_* or
+ * owlet_session_add_video_rgb] ->
  * owlet_session_prompt -> owlet_session_generate (token callback) -> ... -> owlet_session_free,
  * owlet_model_free. Link the static library (libowlet.a) and the system libraries that
  * `cargo rustc --crate-type staticlib -- --print native-static-libs` lists
@@ -19,8 +20,9 @@
  * Threads:
  *  - thread-safe (any thread, concurrently): owlet_version, owlet_last_error,
  *    owlet_*_params_default, owlet_model_load, owlet_model_kernels, owlet_session_new
- *    (many sessions may share one model), owlet_session_cancel;
- *  - one call at a time per session: owlet_session_add_image_*, owlet_session_prompt,
+ *    (many sessions may share one model), owlet_session_cancel, owlet_video_frame_indices;
+ *  - one call at a time per session: owlet_session_add_image_*,
+ *    owlet_session_add_video_rgb, owlet_session_prompt,
  *    owlet_session_generate, owlet_session_reset, owlet_session_score,
  *    owlet_session_set_embed_cache. A second concurrent call on the same session
  *    (or one from inside its token callback) fails with OWLET_ERR_INVALID_ARGUMENT instead of
@@ -135,6 +137,15 @@ typedef struct owlet_generate_params {
 
 // A status code: `OWLET_OK` (0) or one of the `OWLET_ERR_*` codes (all positive).
 typedef int32_t owlet_status;
+
+// One video frame: 8-bit RGB pixels, rows top to bottom `stride` bytes apart (`stride` 0
+// means `width * 3`, tightly packed).
+typedef struct owlet_frame {
+  const uint8_t *rgb;
+  uint32_t width;
+  uint32_t height;
+  size_t stride;
+} owlet_frame;
 
 // Receives each generated token: its id and its text piece (UTF-8, NUL-terminated, valid
 // only during the call; empty while a multi-byte character is incomplete). Return 0 to go on,
@@ -292,6 +303,40 @@ owlet_status owlet_session_add_image_rgba(const struct owlet_session *session,
                                           uint32_t height,
                                           size_t stride);
 
+// Adds a video as `n_frames` frames in order (already sampled: see
+// `owlet_video_frame_indices` for the frames Q-Align samples, one per second). Like an
+// image it fills one `<|image|>` placeholder of the next turn: each frame is encoded like an
+// image and the frames' embeddings are concatenated in that one slot, as mPLUG-Owl2 and
+// Q-Align feed a video, so the turn takes `n_frames` times an image's positions. The pixels
+// are copied. A turn whose frames do not fit the context fails in `owlet_session_generate` /
+// `owlet_session_score` with OWLET_ERR_BAD_PROMPT naming the frame count. Same threading
+// rule as `owlet_session_add_image_file`.
+//
+// # Safety
+// `session` is NULL or a live handle; `frames` is NULL or points to `n_frames` readable
+// `owlet_frame`s, each of whose `rgb` is NULL or points to
+// `stride * (height - 1) + width * 3` readable bytes.
+owlet_status owlet_session_add_video_rgb(const struct owlet_session *session,
+                                         const struct owlet_frame *frames,
+                                         size_t n_frames);
+
+// The frames Q-Align samples from a video of `n_frames` frames at `fps` frames per second:
+// `(int)(step * i)` for `i` below `(int)(n_frames / step)`, `step = fps / rate` (`rate`: frames
+// kept per second; Q-Align's is 1; a rate above `fps` keeps every frame), then at most
+// `max_frames` of them chosen evenly (0: no cap). A clip shorter than one step keeps frame 0.
+// Writes up to `capacity` indices to `out` (which may be NULL when `capacity` is 0) and the
+// full count to `*n_out`, so a first call with `capacity` 0 sizes the buffer. Thread-safe.
+//
+// # Safety
+// `out` is NULL or points to `capacity` writable `size_t`; `n_out` is NULL or writable.
+owlet_status owlet_video_frame_indices(size_t n_frames,
+                                       double fps,
+                                       double rate,
+                                       size_t max_frames,
+                                       size_t *out,
+                                       size_t capacity,
+                                       size_t *n_out);
+
 // Sets the next user turn's text (UTF-8). The images added since the last turn go in front
 // of it, or where the text has `<|image|>` placeholders (their count must equal the images').
 // The turn is run by the next `owlet_session_generate`; calling this again replaces the text.
@@ -344,12 +389,13 @@ void owlet_session_free(struct owlet_session *session);
 // Thread-safe.
 struct owlet_score_params owlet_score_params_default(void);
 
-// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) the
-// way Q-Align does: the image is padded to a square with the processor's mean colour, the
-// prompt is run, and the softmax over the five level words' logits at its last position gives
-// `*score` (their expectation) and, if `probs` is not NULL, the five probabilities (best level
-// first; `probs` holds 5 doubles). `params` may be NULL for the defaults. On success the image
-// is consumed; the prompt's text before the image stays in the KV cache, so scoring many
+// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) or
+// the video (`owlet_session_add_video_rgb`, with `params.subject = OWLET_SCORE_VIDEO` for
+// Q-Align's video prompt: its frames fill the one slot) the way Q-Align does: the image (each
+// frame) is padded to a square with the processor's mean colour, the prompt is run, and the
+// softmax over the five level words' logits at its last position gives `*score` (their
+// expectation) and, if `probs` is not NULL, the five probabilities (best level first; `probs`
+// holds 5 doubles). `params` may be NULL for the defaults. On success the image is consumed; the prompt's text before the image stays in the KV cache, so scoring many
 // images one after the other computes it once. The session's conversation is left alone but
 // its next turn recomputes its prompt. Same threading rule as `owlet_session_add_image_file`.
 //

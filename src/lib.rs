@@ -13,6 +13,7 @@
 //!   [`threads`]: the default thread count (performance cores on ARM phones).
 //! - [`embed_cache`]: image embeddings computed once (in memory and in a folder).
 //! - [`score`]: Q-Align-style quality/aesthetics scores over a session.
+//! - [`video`]: which frames of a video are encoded (Q-Align's 1 per second).
 //! - [`ffi`]: the C ABI (`include/owlet.h`) over sessions.
 
 pub mod bench;
@@ -33,6 +34,7 @@ pub mod score;
 pub mod session;
 pub mod threads;
 pub mod tokenizer;
+pub mod video;
 
 pub use error::{Error, Result};
 

@@ -259,7 +259,37 @@ impl<'s, 'm> Scorer<'s, 'm> {
         self.score_embedding(&emb)
     }
 
-    /// Scores an already encoded image.
+    /// Scores a video the way Q-Align's `QAlignVideoScorer` does: each frame (already sampled,
+    /// see [`crate::video`]) padded and encoded like an image, the frames' embeddings
+    /// concatenated into the prompt's one `<|image|>` slot. Use [`ScoreOptions::task`] with
+    /// [`Subject::Video`] for Q-Align's video prompt. Refuses, before encoding, more frames
+    /// than the context holds after the prompt's text (the error names the frame count).
+    pub fn score_video(&mut self, frames: &[RgbImage]) -> Result<Score> {
+        self.check_frames(frames.len())?;
+        let emb = self.session.embed_video(frames, Some(self.opts.mode))?;
+        self.score_embedding(&emb)
+    }
+
+    /// Whether a video of `n` frames fits the context with the prompt's text (the error names
+    /// the frame count and how many fit); lets a caller check before decoding the frames.
+    pub fn check_frames(&self, n: usize) -> Result<()> {
+        let (n_ctx, n_img) = (
+            self.session.n_ctx(),
+            self.session.model().config.image_tokens,
+        );
+        let text = self.ids.len() - 1;
+        if text + n.saturating_mul(n_img) > n_ctx {
+            let fit = n_ctx.saturating_sub(text) / n_img.max(1);
+            bail_kind!(
+                BadPrompt,
+                "{n} frames × {n_img} queries = {} positions (plus {text} of the scoring prompt) exceed the context of {n_ctx}; use --max-frames {fit} or fewer (or a lower --fps)",
+                n * n_img
+            );
+        }
+        Ok(())
+    }
+
+    /// Scores an already encoded image (or video, see [`Session::embed_video`]).
     pub fn score_embedding(&mut self, emb: &ImageEmbedding) -> Result<Score> {
         // The text before the image is the same for every image: compute it once. (It holds
         // no image, so equal ids mean equal keys and values.)

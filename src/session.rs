@@ -35,11 +35,44 @@ impl Default for SessionOptions {
     }
 }
 
-/// An image turned into the LLM rows that replace one `<|image|>` placeholder.
+/// An image (or a video) turned into the LLM rows that replace one `<|image|>` placeholder.
 #[derive(Clone, Debug)]
 pub struct ImageEmbedding {
-    /// `[n_image_tokens × d_llm]`
+    /// `[n_image_tokens × d_llm]` for an image; a video's frames' rows one after the other,
+    /// `[n_frames × n_image_tokens × d_llm]`.
     pub rows: Vec<f32>,
+}
+
+impl ImageEmbedding {
+    /// How many frames' rows this holds for a model whose images take `image_tokens` rows of
+    /// `n_embd` (1 for an image); 0 when the size is not a whole number of frames.
+    pub fn frames(&self, image_tokens: usize, n_embd: usize) -> usize {
+        let per = image_tokens * n_embd;
+        if per == 0 || !self.rows.len().is_multiple_of(per) {
+            0
+        } else {
+            self.rows.len() / per
+        }
+    }
+}
+
+/// What fills one `<|image|>` placeholder of a chat turn.
+#[derive(Clone, Debug)]
+pub enum Media {
+    Image(RgbImage),
+    /// Frames in order (already sampled, see [`crate::video`]); their embeddings are
+    /// concatenated into the one slot, as mPLUG-Owl2 and Q-Align feed a video.
+    Video(Vec<RgbImage>),
+}
+
+impl Media {
+    /// 1 for an image, the frame count for a video.
+    pub fn frames(&self) -> usize {
+        match self {
+            Media::Image(_) => 1,
+            Media::Video(f) => f.len(),
+        }
+    }
 }
 
 /// What to generate and when to stop.
@@ -89,6 +122,9 @@ pub struct Session<'m> {
     /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
     /// implicitly), used to reuse the cache when a new prompt extends the old one.
     cached: Vec<i64>,
+    /// The positions each image sentinel of `cached` takes, in order (the model's image rows
+    /// times the frame count: a video fills one sentinel with all its frames).
+    cached_image_positions: Vec<usize>,
     n_past: usize,
     /// Chat history and the embeddings of every image attached so far, in order.
     turns: Vec<Turn>,
@@ -132,6 +168,7 @@ impl<'m> Session<'m> {
             kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim(), t.head_dim()),
             scratch: TextScratch::default(),
             cached: Vec::new(),
+            cached_image_positions: Vec::new(),
             n_past: 0,
             turns: Vec::new(),
             chat_prompt_logits: Vec::new(),
@@ -187,6 +224,7 @@ impl<'m> Session<'m> {
     /// Forgets the conversation (keeps the allocations).
     pub fn reset(&mut self) {
         self.cached.clear();
+        self.cached_image_positions.clear();
         self.n_past = 0;
         self.turns.clear();
         self.chat_prompt_logits.clear();
@@ -216,6 +254,51 @@ impl<'m> Session<'m> {
         img.validate()?;
         let pixels = image::preprocess(img, &p);
         self.embed_pixels_as(&pixels, p.mode.as_str())
+    }
+
+    /// Encodes a video's frames (already sampled, in order) and concatenates their embeddings
+    /// into one `[n_frames × n_image_tokens × d_llm]` block that fills one `<|image|>`
+    /// placeholder, as mPLUG-Owl2's `prepare_inputs_labels_for_multimodal` flattens a list of
+    /// frames. Each frame goes through [`Session::embed_image`] (and so the embedding cache).
+    /// Refuses, before encoding anything, more frames than the context can hold or than memory
+    /// can take, naming the frame count.
+    pub fn embed_video(
+        &self,
+        frames: &[RgbImage],
+        mode: Option<AspectMode>,
+    ) -> Result<ImageEmbedding> {
+        self.preprocess_config(mode)?;
+        if frames.is_empty() {
+            bail_kind!(BadImage, "the video has no frames");
+        }
+        let m = self.model;
+        let (n_img, d) = (m.config.image_tokens, m.config.text.n_embd);
+        let n = frames.len();
+        let positions = n.saturating_mul(n_img);
+        let n_ctx = self.kv.n_ctx;
+        if positions > n_ctx {
+            bail_kind!(
+                BadPrompt,
+                "{n} frames × {n_img} queries = {positions} positions exceed the context of {n_ctx}; use --max-frames {} or fewer (or a lower --fps)",
+                (n_ctx / n_img.max(1)).max(1)
+            );
+        }
+        let len = positions.saturating_mul(d);
+        let mut rows: Vec<f32> = Vec::new();
+        if rows.try_reserve_exact(len).is_err() {
+            bail_kind!(
+                BadPrompt,
+                "{n} frames need {} MiB for their embeddings, more than this machine can allocate; use --max-frames",
+                (len as u64 * 4) >> 20
+            );
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let e = self.embed_image(f, mode).map_err(|e| {
+                Error::new(e.kind(), format!("video frame {i} of {n}: {}", e.message()))
+            })?;
+            rows.extend_from_slice(&e.rows);
+        }
+        Ok(ImageEmbedding { rows })
     }
 
     /// Encodes already preprocessed pixels (`[3, S, S]`, `S` the model's image size).
@@ -269,17 +352,57 @@ impl<'m> Session<'m> {
     /// Checks, before any compute (image encoding included), that `ids` (with `-200`
     /// sentinels) fit in the context after the current position. The error names both numbers.
     pub fn check_prompt(&self, ids: &[i64]) -> Result<()> {
-        self.check_fits("the prompt", ids, self.n_past).map(|_| ())
+        self.check_fits("the prompt", ids, self.n_past, &[])
+            .map(|_| ())
+    }
+
+    /// [`Session::check_prompt`] when some placeholders will hold videos: `frames[i]` is the
+    /// frame count of the `i`-th placeholder (1 for an image; missing entries are images). The
+    /// error names the frame count and how many frames would fit.
+    pub fn check_prompt_frames(&self, ids: &[i64], frames: &[usize]) -> Result<()> {
+        self.check_fits("the prompt", ids, self.n_past, frames)
+            .map(|_| ())
     }
 
     /// The positions `ids` take (each image sentinel counts as the model's image rows), checked
     /// against the context when feeding starts at position `start`; `what` names the ids in the
     /// error ("the prompt").
-    fn check_fits(&self, what: &str, ids: &[i64], start: usize) -> Result<usize> {
+    fn check_fits(&self, what: &str, ids: &[i64], start: usize, frames: &[usize]) -> Result<usize> {
         let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
         let n_img = self.model.config.image_tokens;
-        let total = ids.len() - n_sent + n_sent * n_img;
+        let frames_of = |j: usize| frames.get(j).copied().unwrap_or(1);
+        let n_frames: usize = (0..n_sent).map(frames_of).sum();
+        let total = (ids.len() - n_sent).saturating_add(n_frames.saturating_mul(n_img));
         let n_ctx = self.kv.n_ctx;
+        if start.saturating_add(total) > n_ctx && (0..n_sent).any(|j| frames_of(j) > 1) {
+            // e.g. "the prompt needs 800 positions (20 text tokens + 12 frames × 65 queries =
+            // 780) but the context holds 512; use --max-frames 7 or fewer".
+            let videos: usize = (0..n_sent).filter(|&j| frames_of(j) > 1).count();
+            let video_frames: usize = (0..n_sent).map(frames_of).filter(|&f| f > 1).sum();
+            let others = total - video_frames * n_img;
+            let room = n_ctx.saturating_sub(start).saturating_sub(others) / n_img.max(1);
+            let hint = if room == 0 {
+                "the text and images alone fill it".to_string()
+            } else if videos == 1 {
+                format!("use --max-frames {room} or fewer (or a lower --fps)")
+            } else {
+                format!("use fewer frames ({room} in all fit)")
+            };
+            bail_kind!(
+                BadPrompt,
+                "{what} needs {total} positions ({} text tokens + {n_frames} frames × {n_img} queries = {}) but {}; {hint}",
+                ids.len() - n_sent,
+                n_frames * n_img,
+                if start == 0 {
+                    format!("the context holds {n_ctx}")
+                } else {
+                    format!(
+                        "only {} of the context's {n_ctx} positions are left",
+                        n_ctx.saturating_sub(start)
+                    )
+                }
+            );
+        }
         if start + total > n_ctx {
             // e.g. "the prompt needs 20010 positions (20010 text tokens) but the context holds
             // 4096", or "... (37 text tokens + 2 images × 65) but only 100 of the context's 4096
@@ -319,7 +442,17 @@ impl<'m> Session<'m> {
             );
         }
         let n_img = m.config.image_tokens;
-        let total = self.check_fits("the prompt", ids, self.n_past)?;
+        let mut frames = Vec::with_capacity(images.len());
+        for img in images {
+            match img.frames(n_img, d) {
+                0 => bail_kind!(
+                    BadPrompt,
+                    "an image embedding has the wrong size for this model"
+                ),
+                f => frames.push(f),
+            }
+        }
+        let total = self.check_fits("the prompt", ids, self.n_past, &frames)?;
         let mut x = Vec::with_capacity(total * d);
         let mut modality = Vec::with_capacity(total);
         let mut next_image = images.iter();
@@ -328,14 +461,9 @@ impl<'m> Session<'m> {
                 let Some(img) = next_image.next() else {
                     unreachable!("counted above")
                 };
-                if img.rows.len() != n_img * d {
-                    bail_kind!(
-                        BadPrompt,
-                        "an image embedding has the wrong size for this model"
-                    );
-                }
+                // A video's frames fill the one slot, one after the other.
                 x.extend_from_slice(&img.rows);
-                modality.extend(std::iter::repeat_n(IMAGE, n_img));
+                modality.extend(std::iter::repeat_n(IMAGE, img.rows.len() / d));
             } else if id < 0 || id as usize >= m.config.text.n_vocab {
                 bail_kind!(
                     BadPrompt,
@@ -382,6 +510,7 @@ impl<'m> Session<'m> {
         m.check_file()?;
         let (x, modality) = self.splice(ids, images)?;
         let d = m.config.text.n_embd;
+        let image_positions: Vec<usize> = images.iter().map(|e| e.rows.len() / d).collect();
         let pos0 = self.n_past;
         let (kv, scratch) = (&mut self.kv, &mut self.scratch);
         let logits = self.pool.install(|| {
@@ -394,6 +523,7 @@ impl<'m> Session<'m> {
         });
         self.n_past += modality.len();
         self.cached.extend_from_slice(ids);
+        self.cached_image_positions.extend(image_positions);
         self.history
             .extend(ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32));
         Ok(logits)
@@ -458,6 +588,20 @@ impl<'m> Session<'m> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
+        let media: Vec<Media> = new_images.iter().cloned().map(Media::Image).collect();
+        self.chat_media(user_text, &media, mode, opts, on_token)
+    }
+
+    /// [`Session::chat`] with images and videos: each [`Media`] fills one `<|image|>`
+    /// placeholder (a video's frames all go into its one slot).
+    pub fn chat_media(
+        &mut self,
+        user_text: &str,
+        new_media: &[Media],
+        mode: Option<AspectMode>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
         self.cancel.store(false, Ordering::Relaxed);
         opts.sampling
             .validate()
@@ -466,15 +610,25 @@ impl<'m> Session<'m> {
         turns.push(Turn {
             role: Role::User,
             text: user_text.to_string(),
-            images: new_images.len(),
+            images: new_media.len(),
         });
         let segs = prompt::render_chat(&turns, true)?;
         let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
         // The whole conversation must fit; refuse before encoding any image.
-        self.check_fits("the conversation with this message", &ids, 0)?;
-        let mut embs = Vec::with_capacity(new_images.len());
-        for img in new_images {
-            embs.push(self.embed_image(img, mode)?);
+        let (n_img, d) = (
+            self.model.config.image_tokens,
+            self.model.config.text.n_embd,
+        );
+        let frames: Vec<usize> = (self.images.iter().map(|e| e.frames(n_img, d)))
+            .chain(new_media.iter().map(Media::frames))
+            .collect();
+        self.check_fits("the conversation with this message", &ids, 0, &frames)?;
+        let mut embs = Vec::with_capacity(new_media.len());
+        for item in new_media {
+            embs.push(match item {
+                Media::Image(img) => self.embed_image(img, mode)?,
+                Media::Video(f) => self.embed_video(f, mode)?,
+            });
         }
         let mut all_images: Vec<ImageEmbedding> = self.images.clone();
         all_images.extend(embs);
@@ -523,7 +677,12 @@ impl<'m> Session<'m> {
                 images.len()
             );
         }
-        self.check_fits("the conversation", &ids, 0)?;
+        let (n_img, d) = (
+            self.model.config.image_tokens,
+            self.model.config.text.n_embd,
+        );
+        let frames: Vec<usize> = images.iter().map(|e| e.frames(n_img, d)).collect();
+        self.check_fits("the conversation", &ids, 0, &frames)?;
         let logits = self.feed_conversation(&ids, &images)?;
         self.chat_prompt_logits.clone_from(&logits);
         let gen = self.generate(logits, opts, on_token)?;
@@ -615,12 +774,10 @@ impl<'m> Session<'m> {
     /// Keeps only the first `n_ids` cached ids (and their positions).
     fn rewind(&mut self, n_ids: usize) {
         self.cached.truncate(n_ids);
-        let n_img = self.model.config.image_tokens;
-        self.n_past = self
-            .cached
-            .iter()
-            .map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 })
-            .sum();
+        let n_sent = self.cached.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
+        self.cached_image_positions.truncate(n_sent);
+        self.n_past =
+            self.cached.len() - n_sent + self.cached_image_positions.iter().sum::<usize>();
         self.history = self
             .cached
             .iter()

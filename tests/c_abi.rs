@@ -563,6 +563,25 @@ fn a_panic_in_every_entry_point_is_caught() {
             Box::new(|| unsafe { owlet_session_add_image_rgba(s, px.as_ptr(), 1, 1, 4) }),
         ),
         (
+            "owlet_session_add_video_rgb",
+            Box::new(|| unsafe {
+                let f = owlet_frame {
+                    rgb: px.as_ptr(),
+                    width: 1,
+                    height: 1,
+                    stride: 0,
+                };
+                owlet_session_add_video_rgb(s, &f, 1)
+            }),
+        ),
+        (
+            "owlet_video_frame_indices",
+            Box::new(|| unsafe {
+                let mut n = 0;
+                owlet_video_frame_indices(30, 10.0, 1.0, 0, null_mut(), 0, &mut n)
+            }),
+        ),
+        (
             "owlet_session_prompt",
             Box::new(|| unsafe { owlet_session_prompt(s, text.as_ptr()) }),
         ),
@@ -719,4 +738,170 @@ fn a_changed_model_file_and_a_checkpoint_folder_are_errors() {
     assert!(m.is_null());
     assert!(last_error().contains("owlet-convert"), "{}", last_error());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A frame of a test video: a gradient that moves from frame to frame.
+fn video_frame(i: u32) -> owlet::image::RgbImage {
+    let (w, h) = (40u32, 30u32);
+    let mut data = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            data.extend([
+                ((x * 6 + i * 50) % 256) as u8,
+                ((y * 8 + i * 70) % 256) as u8,
+                (i * 80 % 256) as u8,
+            ]);
+        }
+    }
+    owlet::image::from_rgb(w, h, &data).unwrap()
+}
+
+#[test]
+fn a_video_added_as_frames_gives_the_rust_api_answer_and_score() {
+    use owlet::score::{Aspect, ScoreOptions, Scorer, Subject};
+    use owlet::session::{GenerateOptions, Media, Session, SessionOptions};
+
+    let frames: Vec<_> = (0..3).map(video_frame).collect();
+    // The second frame with padded rows, to exercise the stride.
+    let padded: Vec<u8> = frames[1]
+        .data
+        .chunks(40 * 3)
+        .flat_map(|row| row.iter().copied().chain([7u8; 5]))
+        .collect();
+    let c_frames = [
+        owlet_frame {
+            rgb: frames[0].data.as_ptr(),
+            width: 40,
+            height: 30,
+            stride: 0,
+        },
+        owlet_frame {
+            rgb: padded.as_ptr(),
+            width: 40,
+            height: 30,
+            stride: 40 * 3 + 5,
+        },
+        owlet_frame {
+            rgb: frames[2].data.as_ptr(),
+            width: 40,
+            height: 30,
+            stride: 120,
+        },
+    ];
+
+    // Rust: the same frames as one video in a chat turn, and as a scored video.
+    let m = owlet::model::Model::load(&model_path()).unwrap();
+    let opts = SessionOptions {
+        threads: 2,
+        ..Default::default()
+    };
+    let mut rs = Session::new(&m, opts.clone()).unwrap();
+    let g = rs
+        .chat_media(
+            "What happens in the video?",
+            &[Media::Video(frames.clone())],
+            None,
+            &GenerateOptions {
+                max_tokens: 4,
+                ignore_eos: true,
+                ..Default::default()
+            },
+            &mut |_, _| true,
+        )
+        .unwrap();
+    let want: Vec<i32> = g.ids.iter().map(|&i| i as i32).collect();
+    let mut ss = Session::new(&m, opts).unwrap();
+    let want_score = Scorer::new(&mut ss, ScoreOptions::task(Aspect::Quality, Subject::Video))
+        .unwrap()
+        .score_video(&frames)
+        .unwrap();
+
+    let cm = load();
+    let s = new_session(cm);
+    let rc = unsafe { owlet_session_add_video_rgb(s, c_frames.as_ptr(), 3) };
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    let (rc, _, c) = run_turn(
+        s,
+        "What happens in the video?",
+        &greedy(4),
+        Collected::default(),
+    );
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    assert_eq!(c.ids, want);
+
+    let rc = unsafe { owlet_session_add_video_rgb(s, c_frames.as_ptr(), 3) };
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    let mut p = owlet_score_params_default();
+    p.subject = OWLET_SCORE_VIDEO;
+    let (mut score, mut probs) = (0f64, [0f64; 5]);
+    let rc = unsafe { owlet_session_score(s, &p, &mut score, probs.as_mut_ptr()) };
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    assert_eq!(score, want_score.score);
+    assert_eq!(probs, want_score.probs);
+
+    // Bad arguments: status codes and one-line messages naming the frame.
+    let rc = unsafe { owlet_session_add_video_rgb(s, null(), 3) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("frames is NULL"), "{}", last_error());
+    let rc = unsafe { owlet_session_add_video_rgb(s, c_frames.as_ptr(), 0) };
+    assert_eq!(rc, OWLET_ERR_BAD_IMAGE);
+    let mut bad = c_frames;
+    bad[1].rgb = null();
+    let rc = unsafe { owlet_session_add_video_rgb(s, bad.as_ptr(), 3) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+    assert!(last_error().contains("frame 1 of 3"), "{}", last_error());
+    let mut bad = c_frames;
+    bad[2].stride = 10;
+    let rc = unsafe { owlet_session_add_video_rgb(s, bad.as_ptr(), 3) };
+    assert_eq!(rc, OWLET_ERR_BAD_IMAGE);
+    assert!(last_error().contains("frame 2 of 3"), "{}", last_error());
+    let rc = unsafe { owlet_session_add_video_rgb(null(), c_frames.as_ptr(), 3) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+    unsafe { owlet_session_free(s) };
+
+    // Too many frames for a small context: the error names the frame count.
+    let mut params = owlet_model_params_default();
+    params.threads = 1;
+    params.n_ctx = (3 * m.config.image_tokens + 20) as i32;
+    let path = cstr(model_path().to_str().unwrap());
+    let mut small = null_mut();
+    assert_eq!(
+        unsafe { owlet_model_load(path.as_ptr(), &params, &mut small) },
+        OWLET_OK
+    );
+    let s = new_session(small);
+    let many: Vec<owlet_frame> = (0..8).map(|i| c_frames[i % 3]).collect();
+    assert_eq!(
+        unsafe { owlet_session_add_video_rgb(s, many.as_ptr(), many.len()) },
+        OWLET_OK
+    );
+    let (rc, _, _) = run_turn(s, "Describe.", &greedy(2), Collected::default());
+    assert_eq!(rc, OWLET_ERR_BAD_PROMPT);
+    assert!(last_error().contains("8 frames"), "{}", last_error());
+    unsafe { owlet_session_free(s) };
+    unsafe { owlet_model_free(small) };
+    unsafe { owlet_model_free(cm) };
+}
+
+#[test]
+fn video_frame_indices_are_q_aligns() {
+    let mut out = [0usize; 16];
+    let mut n = 0usize;
+    // 10 s at 30 fps, one per second: 0, 30, ..., 270.
+    let rc = unsafe { owlet_video_frame_indices(300, 30.0, 1.0, 0, out.as_mut_ptr(), 16, &mut n) };
+    assert_eq!(rc, OWLET_OK, "{}", last_error());
+    assert_eq!(n, 10);
+    assert_eq!(out[..10], [0, 30, 60, 90, 120, 150, 180, 210, 240, 270]);
+    // Sizing call, a cap, a short buffer.
+    let rc = unsafe { owlet_video_frame_indices(300, 30.0, 1.0, 4, null_mut(), 0, &mut n) };
+    assert_eq!((rc, n), (OWLET_OK, 4));
+    let rc = unsafe { owlet_video_frame_indices(300, 30.0, 2.0, 0, out.as_mut_ptr(), 2, &mut n) };
+    assert_eq!((rc, n, out[..2].to_vec()), (OWLET_OK, 20, vec![0, 15]));
+    // Bad numbers and pointers.
+    let rc = unsafe { owlet_video_frame_indices(300, 0.0, 1.0, 0, null_mut(), 0, &mut n) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+    let rc = unsafe { owlet_video_frame_indices(300, 30.0, 1.0, 0, null_mut(), 4, &mut n) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+    let rc = unsafe { owlet_video_frame_indices(300, 30.0, 1.0, 0, null_mut(), 0, null_mut()) };
+    assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
 }

@@ -429,7 +429,7 @@ mod c_abi {
                 OWLET_ERR_BAD_PROMPT
             );
             assert!(
-                last_error().contains("exactly one image (0 added"),
+                last_error().contains("exactly one image or video (0 added"),
                 "{}",
                 last_error()
             );

@@ -100,10 +100,11 @@ def init_weights(m, seed):
 
 def batch(rng, tok, n_img, q_per):
     """n_img images, q_per questions about each (rows of one image are adjacent)."""
-    pxs, rows, tgts = [], [], []
+    pxs, rows, tgts, labs = [], [], [], []
     for _ in range(n_img):
         w, h, bg, objs = gen.scene(rng)
         pxs.append(preprocess(gen.render(w, h, bg, objs), SIZE))
+        labs.append(scene_labels(bg, objs))
         for _ in range(q_per):
             _t, q, a = gen.question(rng, objs)
             p = tok.prompt(q)
@@ -116,19 +117,91 @@ def batch(rng, tok, n_img, q_per):
     for i, (r, s) in enumerate(zip(rows, tgts)):
         ids[i, : len(r)] = torch.tensor(r)
         lab[i, s : len(r)] = torch.tensor(r[s:])
-    return torch.stack(pxs), ids, lab
+    return torch.stack(pxs), ids, lab, torch.tensor(labs)
 
 
-def loss_fn(m, px, ids, lab):
+# ---------------------------------------------------------------- stage 1: vision pretraining
+# Trained end to end from the start, the LLM fits the answer prior long before the much smaller
+# gradient reaching the ViT makes the image features informative (the features collapsed to a
+# constant in three runs; see README.md). So the vision tower, the abstractor and `visual_fc`
+# are first trained alone, through a throwaway linear probe on the abstractor's output that
+# predicts the scene (per region: which shape, which colour or none; the count; the
+# background), LLaVA-style. The probe is not part of the model and is not saved.
+N_SHAPE = len(gen.SHAPES) + 1
+N_COLOR = len(gen.COLORS) + 1
+PROBE_OUT = len(gen.REGIONS) * (N_SHAPE + N_COLOR) + 3 + len(gen.BACKGROUNDS)
+
+
+def scene_labels(bg, objs):
+    """[5 regions x (shape, colour)] + count + background as class indices (0 = none)."""
+    lab = []
+    by_region = {o[2]: o for o in objs}
+    for reg in gen.REGIONS:
+        o = by_region.get(reg)
+        lab.append(0 if o is None else 1 + gen.SHAPES.index(o[0]))
+        lab.append(0 if o is None else 1 + list(gen.COLORS).index(o[1]))
+    lab.append(len(objs) - 1)
+    lab.append(gen.BACKGROUNDS.index(bg))
+    return lab
+
+
+def probe_loss(probe, feats, labs):
+    """Mean cross-entropy of the probe's scene prediction; also the exact-scene accuracy."""
+    z = probe(feats.flatten(1))  # [B, PROBE_OUT]
+    sizes = [N_SHAPE, N_COLOR] * len(gen.REGIONS) + [3, len(gen.BACKGROUNDS)]
+    loss, ok, at = 0.0, torch.ones(z.shape[0], dtype=torch.bool), 0
+    for i, n in enumerate(sizes):
+        zi = z[:, at : at + n]
+        loss = loss + F.cross_entropy(zi, labs[:, i])
+        ok &= zi.argmax(1) == labs[:, i]
+        at += n
+    return loss / len(sizes), ok.float().mean().item()
+
+
+def vision_batch(rng, n):
+    pxs, labs = [], []
+    for _ in range(n):
+        w, h, bg, objs = gen.scene(rng)
+        pxs.append(preprocess(gen.render(w, h, bg, objs), SIZE))
+        labs.append(scene_labels(bg, objs))
+    return torch.stack(pxs), torch.tensor(labs)
+
+
+def pretrain_vision(m, cfg, args):
+    k = cfg["visual_config"]["visual_abstractor"]["num_learnable_queries"] + 1
+    probe = torch.nn.Linear(k * cfg["hidden_size"], PROBE_OUT)
+    params = [p for n, p in m.named_parameters() if n.startswith(("model.vision_model", "model.visual_abstractor"))]
+    opt = torch.optim.AdamW([{"params": params}, {"params": probe.parameters()}], lr=args.vision_lr, weight_decay=0.01)
+    rng = random.Random(5000 + args.seed)
+    t0, ema = time.time(), None
+    for step in range(1, args.vision_steps + 1):
+        lr = args.vision_lr * min(1.0, step / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.vision_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        px, labs = vision_batch(rng, args.vision_batch)
+        loss, acc = probe_loss(probe, m.encode_images(px), labs)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema = acc if ema is None else 0.95 * ema + 0.05 * acc
+        if step % 25 == 0:
+            print("vision step %d loss %.4f scene-acc %.3f (ema %.3f) lr %.2e  %.0fs" % (step, loss.item(), acc, ema, lr, time.time() - t0), flush=True)
+    return probe
+
+
+def loss_fn(m, px, ids, lab, keep=False):
     # Each image is encoded once and its features shared by its q_per question rows.
-    feats = m.encode_images(px).repeat_interleave(ids.shape[0] // px.shape[0], 0)
+    img = m.encode_images(px)
+    feats = img.repeat_interleave(ids.shape[0] // px.shape[0], 0)
     logits = m.decode(ids, feats)  # [B, T, V] over the spliced sequence
     k = m.config["visual_config"]["visual_abstractor"]["num_learnable_queries"] + 1
     # Map token labels onto spliced positions: the image (1 id) becomes k positions.
     p = int((ids[0] == IMAGE).nonzero()[0])
     lab_s = torch.cat([lab[:, :p], torch.full((lab.shape[0], k), -100), lab[:, p + 1 :]], 1)
     # Position t predicts token t + 1.
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab_s[:, 1:].reshape(-1), ignore_index=-100)
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab_s[:, 1:].reshape(-1), ignore_index=-100)
+    return (loss, img) if keep else loss
 
 
 @torch.no_grad()
@@ -224,6 +297,10 @@ def main():
     ap.add_argument("--query-std", type=float, default=0.0, help="init std of the abstractor queries (0: 0.02)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--minutes", type=float, default=0, help="stop (and save) after this much wall time")
+    ap.add_argument("--vision-steps", type=int, default=0, help="stage 1: vision + abstractor alone through a scene probe")
+    ap.add_argument("--vision-batch", type=int, default=32)
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--probe-weight", type=float, default=0.0, help="stage 2: keep the scene probe's loss at this weight")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -237,6 +314,7 @@ def main():
     if args.query_std:
         with torch.no_grad():
             m.model.visual_abstractor.query_embeds.normal_(0.0, args.query_std)
+    probe = pretrain_vision(m, cfg, args) if args.vision_steps else None
     vis = lambda n: n.startswith(("model.vision_model", "model.visual_abstractor"))
     groups = []
     for is_vis in (False, True):
@@ -244,6 +322,8 @@ def main():
         ps = [(n, p) for n, p in m.named_parameters() if vis(n) == is_vis]
         groups.append({"params": [p for n, p in ps if p.dim() >= 2], "weight_decay": 0.05, "mult": mult})
         groups.append({"params": [p for n, p in ps if p.dim() < 2], "weight_decay": 0.0, "mult": mult})
+    if probe is not None and args.probe_weight:
+        groups.append({"params": list(probe.parameters()), "weight_decay": 0.0, "mult": 1.0})
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
     rng = random.Random(1000 + args.seed)
     t0 = time.time()
@@ -257,8 +337,12 @@ def main():
         lr = args.lr * min(1.0, step / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
         for g in opt.param_groups:
             g["lr"] = lr * g["mult"]
-        px, ids, lab = batch(rng, tok, args.images, args.q_per)
-        loss = loss_fn(m, px, ids, lab)
+        px, ids, lab, labs = batch(rng, tok, args.images, args.q_per)
+        if probe is not None and args.probe_weight:
+            loss, feats = loss_fn(m, px, ids, lab, keep=True)
+            loss = loss + args.probe_weight * probe_loss(probe, feats, labs)[0]
+        else:
+            loss = loss_fn(m, px, ids, lab)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)

@@ -38,6 +38,12 @@ NM="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bi
 [[ -x "$NM" ]] || rustup component add llvm-tools
 [[ -x "$NM" ]] || { echo "mobile.sh: no llvm-nm in $NM" >&2; exit 1; }
 
+# The library never links the CLI's video decoders (feature `video`: mp4, rust_h264, gif).
+if cargo tree -q -p owlet --no-default-features -e normal --prefix none | grep -E '^(mp4|rust_h264|gif) '; then
+    echo "mobile.sh: the library (--no-default-features) pulls in a video decoder" >&2
+    exit 1
+fi
+
 # The functions the header declares (identifiers right before '(' outside comments).
 grep -v '^ *//' include/owlet.h | grep -oE 'owlet_[a-z0-9_]+\(' | tr -d '(' | sort -u > "$T/owlet-h-functions.txt"
 [[ $(wc -l < "$T/owlet-h-functions.txt") -ge 15 ]] || { echo "mobile.sh: too few functions parsed" >&2; exit 1; }

@@ -4,6 +4,8 @@
 mod chat;
 #[path = "owlet/sys.rs"]
 mod sys;
+#[path = "owlet/video.rs"]
+mod video;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,8 @@ const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-ti
 owlet run -m owl2-q4_k_m.gguf --image photo.jpg -p \"Describe the image.\"\n  \
 owlet chat -m owl2-q4_k_m.gguf   (then /image PATH, /reset, /quit)\n  \
 owlet score -m one-align-q4_k_m.gguf photos/ -o scores.jsonl\n  \
+owlet run -m owl2-q4_k_m.gguf --video clip.mp4 -p \"What happens?\"\n  \
+owlet score -m one-align-q4_k_m.gguf --video clips/ -o video_scores.jsonl\n  \
 owlet info owl2-q4_k_m.gguf"
 )]
 struct Cli {
@@ -74,11 +78,37 @@ struct ModelArgs {
     no_embed_cache: bool,
 }
 
+/// How frames are sampled from a video (Q-Align's default: one per second).
+#[derive(Args, Clone)]
+pub(crate) struct FrameArgs {
+    /// Frames kept per second of video (Q-Align: 1).
+    #[arg(long = "fps", default_value_t = 1.0, allow_negative_numbers = true)]
+    fps: f64,
+    /// At most this many frames, chosen evenly among the sampled ones.
+    #[arg(long = "max-frames", allow_negative_numbers = true)]
+    max_frames: Option<usize>,
+}
+
+impl FrameArgs {
+    pub(crate) fn sampling(&self) -> owlet::video::Sampling {
+        owlet::video::Sampling {
+            rate: self.fps,
+            max_frames: self.max_frames,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct InputArgs {
     /// An image (JPEG or PNG); repeat for several.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    /// A video: MP4 (H.264), animated GIF, or a folder of frames (.jpg/.png, in name order).
+    /// Its sampled frames fill one <|image|> slot, the first (before any --image).
+    #[arg(long = "video")]
+    video: Option<PathBuf>,
+    #[command(flatten)]
+    frames: FrameArgs,
     /// The question; the chat template is applied and images go before it.
     #[arg(short = 'p', long = "prompt", conflicts_with_all = ["raw_prompt", "ids"])]
     prompt: Option<String>,
@@ -142,7 +172,7 @@ enum Command {
         #[arg(long = "print-ids")]
         print_ids: bool,
     },
-    /// Interactive chat; /image PATH attaches an image to the next message.
+    /// Interactive chat; /image PATH (or /video PATH) attaches an image to the next message.
     Chat {
         #[command(flatten)]
         model: ModelArgs,
@@ -154,6 +184,18 @@ enum Command {
         /// EXIF orientation of photos: apply (as viewers show them) or ignore (upstream-exact).
         #[arg(long = "exif", default_value = "apply", value_parser = parse_exif)]
         exif: ExifOrientation,
+        #[command(flatten)]
+        frames: FrameArgs,
+    },
+    /// Print the frames of a video that --video would use: index, time, mean colour.
+    Frames {
+        /// MP4 (H.264), animated GIF, or a folder of frames.
+        file: PathBuf,
+        #[command(flatten)]
+        frames: FrameArgs,
+        /// Also write each sampled frame as DIR/frame_INDEX.png (what the model is shown).
+        #[arg(long = "save", value_name = "DIR")]
+        save: Option<PathBuf>,
     },
     /// Write the logits of every prompt position as float32 .npy [positions, vocab].
     Logits {
@@ -315,7 +357,7 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
         let turns = [Turn {
             role: Role::User,
             text: p.clone(),
-            images: inp.images.len(),
+            images: n_media(inp),
         }];
         let segs = prompt::render_chat(&turns, true).map_err(|e| e.to_string())?;
         prompt::tokenize_segments(tok, &segs)
@@ -323,16 +365,33 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
         return Err("give a prompt with -p, --raw-prompt or --ids".into());
     };
     let n_placeholders = ids.iter().filter(|&&i| i == prompt::IMAGE_TOKEN_ID).count();
-    if n_placeholders != inp.images.len() {
+    if n_placeholders != n_media(inp) {
+        let video = if inp.video.is_some() {
+            " and a --video"
+        } else {
+            ""
+        };
         return Err(format!(
-            "the prompt has {n_placeholders} image placeholder(s) but {} --image given",
+            "the prompt has {n_placeholders} image placeholder(s) but {} --image{video} given",
             inp.images.len()
         ));
     }
-    // Refuse a prompt that cannot fit before encoding any image.
-    s.check_prompt(&ids).map_err(|e| e.to_string())?;
     let mode = aspect(&inp.image_mode)?;
     let mut embs = Vec::new();
+    if let Some(v) = &inp.video {
+        // Refuse a prompt that cannot fit before decoding or encoding anything.
+        let (_, idx) = video::probe_and_sample(v, &inp.frames.sampling())?;
+        s.check_prompt_frames(&ids, &[idx.len()])
+            .map_err(|e| format!("{}: {e}", v.display()))?;
+        let (_, _, frames) = video::load(v, &inp.frames.sampling(), inp.exif)?;
+        embs.push(
+            s.embed_video(&frames, mode)
+                .map_err(|e| format!("{}: {e}", v.display()))?,
+        );
+    } else {
+        // Refuse a prompt that cannot fit before encoding any image.
+        s.check_prompt(&ids).map_err(|e| e.to_string())?;
+    }
     for p in &inp.images {
         let img = load_image(p, inp.exif)?;
         embs.push(
@@ -341,6 +400,59 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
         );
     }
     Ok((ids, embs))
+}
+
+/// The `<|image|>` slots the inputs fill: one per image, one for the video.
+fn n_media(inp: &InputArgs) -> usize {
+    inp.images.len() + usize::from(inp.video.is_some())
+}
+
+/// `owlet frames`: the sampled frames, one line each (index, seconds, mean RGB); the video's
+/// summary on stderr.
+fn print_frames(file: &Path, frames: &FrameArgs, save: Option<&Path>) -> Res<()> {
+    let (probe, idx, imgs) = video::load(file, &frames.sampling(), ExifOrientation::Apply)?;
+    eprintln!(
+        "{}: {}, {} frames at {:.3} fps, {}x{}; {} sampled",
+        file.display(),
+        probe.kind,
+        probe.n_frames,
+        probe.fps,
+        probe.width,
+        probe.height,
+        idx.len()
+    );
+    println!("index\ttime_s\tmean_rgb");
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--save {}: {e}", dir.display()))?;
+    }
+    for (i, img) in idx.iter().zip(&imgs) {
+        if let Some(dir) = save {
+            let out = dir.join(format!("frame_{i:06}.png"));
+            ::image::save_buffer(
+                &out,
+                &img.data,
+                img.width,
+                img.height,
+                ::image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        }
+        let mut sum = [0u64; 3];
+        for px in img.data.chunks_exact(3) {
+            for c in 0..3 {
+                sum[c] += u64::from(px[c]);
+            }
+        }
+        let n = (img.data.len() / 3).max(1) as u64;
+        println!(
+            "{i}\t{:.3}\t{},{},{}",
+            *i as f64 / probe.fps,
+            sum[0] / n,
+            sum[1] / n,
+            sum[2] / n
+        );
+    }
+    Ok(())
 }
 
 /// Generation settings, checked before the model is loaded.
@@ -397,7 +509,9 @@ fn run(cmd: Command) -> Res<()> {
             gen,
             image_mode,
             exif,
-        } => chat::chat(&model, &gen, &image_mode, exif),
+            frames,
+        } => chat::chat(&model, &gen, &image_mode, exif, &frames),
+        Command::Frames { file, frames, save } => print_frames(&file, &frames, save.as_deref()),
         Command::Logits { model, input, out } => {
             let m = load_model(&model.model)?;
             let mut s = session(&m, &model)?;
@@ -453,7 +567,7 @@ fn run(cmd: Command) -> Res<()> {
                 let turns = [Turn {
                     role: Role::User,
                     text: p.clone(),
-                    images: input.images.len(),
+                    images: n_media(&input),
                 }];
                 prompt::tokenize_segments(
                     tok,

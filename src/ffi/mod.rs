@@ -26,13 +26,13 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use crate::embed_cache::EmbedCache;
 use crate::error::{Error, ErrorKind};
-use crate::image::{self, ImageLimits, RgbImage};
+use crate::image::{self, ImageLimits};
 use crate::kv_cache::KvType;
 use crate::model::Model;
 use crate::prompt::{self, Role, Turn};
 use crate::sampling::SamplingParams;
 use crate::score::{Aspect, Scale, ScoreOptions, Scorer, Subject};
-use crate::session::{GenerateOptions, Session, SessionOptions, StopReason};
+use crate::session::{GenerateOptions, Media, Session, SessionOptions, StopReason};
 
 #[cfg(feature = "ffi-panic-test")]
 pub mod panic_hook;
@@ -151,8 +151,8 @@ pub struct owlet_session {
 /// The mutable part of a session.
 struct SessionState {
     session: Session<'static>,
-    /// Images added since the last turn.
-    images: Vec<RgbImage>,
+    /// Images and videos added since the last turn, one per `<|image|>` placeholder.
+    images: Vec<Media>,
     /// The user text given by `owlet_session_prompt`, waiting for `owlet_session_generate`.
     prompt: Option<String>,
 }
@@ -604,7 +604,7 @@ pub unsafe extern "C" fn owlet_session_add_image_file(
         let mut st = s.state()?;
         check_vision(&s.model)?;
         let img = image::load(Path::new(path), &ImageLimits::default())?;
-        st.images.push(img);
+        st.images.push(Media::Image(img));
         Ok(())
     })
 }
@@ -641,7 +641,7 @@ pub unsafe extern "C" fn owlet_session_add_image_file_exif(
         let mut st = s.state()?;
         check_vision(&s.model)?;
         let img = image::load_with(Path::new(path), &ImageLimits::default(), exif)?;
-        st.images.push(img);
+        st.images.push(Media::Image(img));
         Ok(())
     })
 }
@@ -672,7 +672,8 @@ pub unsafe extern "C" fn owlet_session_add_image_rgb(
         for y in 0..height as usize {
             packed.extend_from_slice(&buf[y * stride..y * stride + row]);
         }
-        st.images.push(image::from_rgb(width, height, &packed)?);
+        st.images
+            .push(Media::Image(image::from_rgb(width, height, &packed)?));
         Ok(())
     })
 }
@@ -699,7 +700,130 @@ pub unsafe extern "C" fn owlet_session_add_image_rgba(
         let mut st = s.state()?;
         check_vision(&s.model)?;
         st.images
-            .push(image::from_rgba(width, height, stride, buf)?);
+            .push(Media::Image(image::from_rgba(width, height, stride, buf)?));
+        Ok(())
+    })
+}
+
+/// One video frame: 8-bit RGB pixels, rows top to bottom `stride` bytes apart (`stride` 0
+/// means `width * 3`, tightly packed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct owlet_frame {
+    pub rgb: *const u8,
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+}
+
+/// Adds a video as `n_frames` frames in order (already sampled: see
+/// `owlet_video_frame_indices` for the frames Q-Align samples, one per second). Like an
+/// image it fills one `<|image|>` placeholder of the next turn: each frame is encoded like an
+/// image and the frames' embeddings are concatenated in that one slot, as mPLUG-Owl2 and
+/// Q-Align feed a video, so the turn takes `n_frames` times an image's positions. The pixels
+/// are copied. A turn whose frames do not fit the context fails in `owlet_session_generate` /
+/// `owlet_session_score` with OWLET_ERR_BAD_PROMPT naming the frame count. Same threading
+/// rule as `owlet_session_add_image_file`.
+///
+/// # Safety
+/// `session` is NULL or a live handle; `frames` is NULL or points to `n_frames` readable
+/// `owlet_frame`s, each of whose `rgb` is NULL or points to
+/// `stride * (height - 1) + width * 3` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_session_add_video_rgb(
+    session: *const owlet_session,
+    frames: *const owlet_frame,
+    n_frames: usize,
+) -> owlet_status {
+    guard("owlet_session_add_video_rgb", || {
+        // SAFETY: the caller's contract.
+        let s = unsafe { handle(session, "session") }?;
+        if frames.is_null() {
+            return Err(invalid("frames is NULL"));
+        }
+        if n_frames == 0 {
+            return Err(Error::new(
+                ErrorKind::BadImage,
+                "the video has no frames (n_frames is 0)",
+            ));
+        }
+        if n_frames > isize::MAX as usize / std::mem::size_of::<owlet_frame>() {
+            return Err(invalid(format!("n_frames {n_frames} is too large")));
+        }
+        // SAFETY: non-null; the caller promises `n_frames` readable frames; the size fits isize.
+        let list = unsafe { std::slice::from_raw_parts(frames, n_frames) };
+        let mut st = s.state()?;
+        check_vision(&s.model)?;
+        let mut video = Vec::with_capacity(n_frames);
+        for (i, f) in list.iter().enumerate() {
+            let name = |e: Error| {
+                Error::new(
+                    e.kind(),
+                    format!("frame {i} of {n_frames}: {}", e.message()),
+                )
+            };
+            let stride = if f.stride == 0 {
+                (f.width as usize).saturating_mul(3)
+            } else {
+                f.stride
+            };
+            // SAFETY: the caller's contract for each frame's `rgb`.
+            let buf = unsafe { pixel_buffer(f.rgb, f.width, f.height, stride, 3) }.map_err(name)?;
+            let row = f.width as usize * 3;
+            let mut packed = Vec::new();
+            if packed.try_reserve_exact(row * f.height as usize).is_err() {
+                return Err(Error::new(
+                    ErrorKind::BadImage,
+                    format!("out of memory copying frame {i} of the video's {n_frames}"),
+                ));
+            }
+            for y in 0..f.height as usize {
+                packed.extend_from_slice(&buf[y * stride..y * stride + row]);
+            }
+            video.push(image::from_rgb(f.width, f.height, &packed).map_err(name)?);
+        }
+        st.images.push(Media::Video(video));
+        Ok(())
+    })
+}
+
+/// The frames Q-Align samples from a video of `n_frames` frames at `fps` frames per second:
+/// `(int)(step * i)` for `i` below `(int)(n_frames / step)`, `step = fps / rate` (`rate`: frames
+/// kept per second; Q-Align's is 1; a rate above `fps` keeps every frame), then at most
+/// `max_frames` of them chosen evenly (0: no cap). A clip shorter than one step keeps frame 0.
+/// Writes up to `capacity` indices to `out` (which may be NULL when `capacity` is 0) and the
+/// full count to `*n_out`, so a first call with `capacity` 0 sizes the buffer. Thread-safe.
+///
+/// # Safety
+/// `out` is NULL or points to `capacity` writable `size_t`; `n_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_video_frame_indices(
+    n_frames: usize,
+    fps: f64,
+    rate: f64,
+    max_frames: usize,
+    out: *mut usize,
+    capacity: usize,
+    n_out: *mut usize,
+) -> owlet_status {
+    guard("owlet_video_frame_indices", || {
+        check_out(n_out, "n_out")?;
+        if out.is_null() && capacity > 0 {
+            return Err(invalid("out is NULL but capacity is not 0"));
+        }
+        let sampling = crate::video::Sampling {
+            rate,
+            max_frames: (max_frames > 0).then_some(max_frames),
+        };
+        let idx = crate::video::sample(n_frames, fps, &sampling)?;
+        let k = idx.len().min(capacity);
+        if k > 0 {
+            // SAFETY: non-null (checked when capacity > 0); the caller promises `capacity`
+            // writable elements and `k <= capacity`.
+            unsafe { std::ptr::copy_nonoverlapping(idx.as_ptr(), out, k) };
+        }
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *n_out = idx.len() };
         Ok(())
     })
 }
@@ -790,7 +914,9 @@ pub unsafe extern "C" fn owlet_session_generate(
             r == 0
         };
         let images = std::mem::take(&mut st.images);
-        let result = st.session.chat(&text, &images, None, &opts, &mut on_token);
+        let result = st
+            .session
+            .chat_media(&text, &images, None, &opts, &mut on_token);
         let g = match result {
             Ok(g) => g,
             Err(e) => {
@@ -970,12 +1096,13 @@ unsafe fn score_options(p: &owlet_score_params) -> Result<ScoreOptions, Error> {
     Ok(o)
 }
 
-/// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) the
-/// way Q-Align does: the image is padded to a square with the processor's mean colour, the
-/// prompt is run, and the softmax over the five level words' logits at its last position gives
-/// `*score` (their expectation) and, if `probs` is not NULL, the five probabilities (best level
-/// first; `probs` holds 5 doubles). `params` may be NULL for the defaults. On success the image
-/// is consumed; the prompt's text before the image stays in the KV cache, so scoring many
+/// Scores the image added since the last turn (`owlet_session_add_image_*`; exactly one) or
+/// the video (`owlet_session_add_video_rgb`, with `params.subject = OWLET_SCORE_VIDEO` for
+/// Q-Align's video prompt: its frames fill the one slot) the way Q-Align does: the image (each
+/// frame) is padded to a square with the processor's mean colour, the prompt is run, and the
+/// softmax over the five level words' logits at its last position gives `*score` (their
+/// expectation) and, if `probs` is not NULL, the five probabilities (best level first; `probs`
+/// holds 5 doubles). `params` may be NULL for the defaults. On success the image is consumed; the prompt's text before the image stays in the KV cache, so scoring many
 /// images one after the other computes it once. The session's conversation is left alone but
 /// its next turn recomputes its prompt. Same threading rule as `owlet_session_add_image_file`.
 ///
@@ -1005,13 +1132,16 @@ pub unsafe extern "C" fn owlet_session_score(
             return Err(Error::new(
                 ErrorKind::BadPrompt,
                 format!(
-                    "owlet_session_score takes exactly one image ({} added since the last turn)",
+                    "owlet_session_score takes exactly one image or video ({} added since the last turn)",
                     st.images.len()
                 ),
             ));
         }
         let mut scorer = Scorer::new(&mut st.session, opts)?;
-        let r = scorer.score_image(&st.images[0])?;
+        let r = match &st.images[0] {
+            Media::Image(img) => scorer.score_image(img)?,
+            Media::Video(frames) => scorer.score_video(frames)?,
+        };
         st.images.clear();
         // SAFETY: checked non-null above; the caller promises it is writable.
         unsafe { *score = r.score };

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use owlet::session::StopReason;
+use owlet::session::{Media, StopReason};
 use rustyline::config::Behavior;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -23,22 +23,28 @@ use rustyline::{
 use crate::sys;
 use owlet::image::ExifOrientation;
 
-use crate::{aspect, gen_options, load_image, load_model, session, GenArgs, ModelArgs, Res};
+use crate::{
+    aspect, gen_options, load_image, load_model, session, FrameArgs, GenArgs, ModelArgs, Res,
+};
 
 const COMMANDS: &str = "commands:
   /image PATH   attach an image (JPEG or PNG) to the next message
+  /video PATH   attach a video (MP4/H.264, GIF or a folder of frames) to the next message
   /reset        forget the conversation
   /quit         leave (also /exit, Ctrl-D, or Ctrl-C twice at an empty prompt)
   /help         this list
 Ctrl-C stops an answer. To send a message that starts with /, type // instead.";
 
 const IMAGE_USAGE: &str = "usage: /image PATH (a JPEG or PNG file, attached to the next message)";
+const VIDEO_USAGE: &str =
+    "usage: /video PATH (MP4/H.264, animated GIF or a folder of frames, attached to the next message)";
 
 pub fn chat(
     model: &ModelArgs,
     gen: &GenArgs,
     image_mode: &Option<String>,
     exif: ExifOrientation,
+    frames: &FrameArgs,
 ) -> Res<()> {
     let opts = gen_options(gen)?;
     let mode = aspect(image_mode)?;
@@ -99,8 +105,26 @@ pub fn chat(
             Command::Image(path) => {
                 match load_image(Path::new(path), exif) {
                     Ok(img) => {
-                        pending.push(img);
+                        pending.push(Media::Image(img));
                         eprintln!("(image attached to the next message)");
+                    }
+                    Err(e) => eprintln!("error: {e}"),
+                }
+                continue;
+            }
+            Command::Video("") => {
+                eprintln!("{VIDEO_USAGE}");
+                continue;
+            }
+            Command::Video(path) => {
+                match crate::video::load(Path::new(path), &frames.sampling(), exif) {
+                    Ok((_, idx, f)) => {
+                        pending.push(Media::Video(f));
+                        eprintln!(
+                            "(video attached to the next message: {} frame{})",
+                            idx.len(),
+                            if idx.len() == 1 { "" } else { "s" }
+                        );
                     }
                     Err(e) => eprintln!("error: {e}"),
                 }
@@ -110,7 +134,7 @@ pub fn chat(
         };
         let stdout = io::stdout();
         let mut out = stdout.lock();
-        let r = s.chat(text, &pending, mode, &opts, &mut |_, piece| {
+        let r = s.chat_media(text, &pending, mode, &opts, &mut |_, piece| {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
             true
@@ -144,6 +168,8 @@ enum Command<'a> {
     Help,
     /// `/image` and its argument (empty when none was given), surrounding quotes removed.
     Image(&'a str),
+    /// `/video` and its argument, likewise.
+    Video(&'a str),
     /// A `/word` that is no command.
     Unknown(&'a str),
     /// Text for the model (`//x` sends `/x`).
@@ -168,6 +194,7 @@ fn parse(line: &str) -> Command<'_> {
         "reset" => Command::Reset,
         "help" | "?" => Command::Help,
         "image" => Command::Image(unquote(arg)),
+        "video" => Command::Video(unquote(arg)),
         _ => Command::Unknown(name),
     }
 }

@@ -59,6 +59,12 @@ pub struct ScoreArgs {
     /// Also write the five level probabilities.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// Score videos (Q-Align's video prompt): each input is an MP4 (H.264), an animated GIF or
+    /// a folder of frames; a folder holding videos stands for its videos.
+    #[arg(long = "video")]
+    video: bool,
+    #[command(flatten)]
+    frames: crate::FrameArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,7 +94,7 @@ pub fn run(a: ScoreArgs) -> Res<()> {
         }
         None => Format::Jsonl,
     };
-    let inputs = collect_inputs(&a.inputs, a.list.as_deref())?;
+    let inputs = collect_inputs(&a.inputs, a.list.as_deref(), a.video)?;
     if inputs.is_empty() {
         return Err("no inputs: give image files, folders or --list FILE".into());
     }
@@ -103,8 +109,12 @@ pub fn run(a: ScoreArgs) -> Res<()> {
     let mut progress = Progress::new(todo.len(), inputs.len() - todo.len());
     let mut failed = 0usize;
     for path in todo {
-        let result = load_image(Path::new(path), a.exif)
-            .and_then(|img| scorer.score_image(&img).map_err(|e| format!("{path}: {e}")));
+        let result = if a.video {
+            score_video(&mut scorer, Path::new(path), &a)
+        } else {
+            load_image(Path::new(path), a.exif)
+                .and_then(|img| scorer.score_image(&img).map_err(|e| format!("{path}: {e}")))
+        };
         failed += usize::from(result.is_err());
         let rec = Record { path, result };
         out.line(&match format {
@@ -123,12 +133,31 @@ pub fn run(a: ScoreArgs) -> Res<()> {
     Ok(())
 }
 
+/// Samples, checks (before decoding: the frames must fit the context), decodes and scores one
+/// video.
+fn score_video(scorer: &mut Scorer<'_, '_>, path: &Path, a: &ScoreArgs) -> Res<Score> {
+    let shown = path.display();
+    let (_, idx) = crate::video::probe_and_sample(path, &a.frames.sampling())?;
+    scorer
+        .check_frames(idx.len())
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let (_, _, frames) = crate::video::load(path, &a.frames.sampling(), a.exif)?;
+    scorer
+        .score_video(&frames)
+        .map_err(|e| format!("{shown}: {e}"))
+}
+
 fn score_options(a: &ScoreArgs) -> Res<ScoreOptions> {
     let task: Aspect = a
         .task
         .parse()
         .map_err(|e: owlet::Error| format!("--task: {e}"))?;
-    let mut o = ScoreOptions::task(task, Subject::Image);
+    let subject = if a.video {
+        Subject::Video
+    } else {
+        Subject::Image
+    };
+    let mut o = ScoreOptions::task(task, subject);
     o.scale = a
         .scale
         .parse::<Scale>()
@@ -154,10 +183,22 @@ fn score_options(a: &ScoreArgs) -> Res<ScoreOptions> {
 
 /// The inputs in order: each argument (a folder expands to its image files, sorted by name),
 /// then the list file's lines. Paths are kept as given (they are the output's keys).
-fn collect_inputs(args: &[PathBuf], list: Option<&Path>) -> Res<Vec<String>> {
+fn collect_inputs(args: &[PathBuf], list: Option<&Path>, video: bool) -> Res<Vec<String>> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in args {
-        if p.is_dir() {
+        if p.is_dir() && video {
+            // A folder of videos stands for them; any other folder is one video's frames.
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: cannot list the folder: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && is_video_name(f))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                paths.push(p.clone());
+            }
+            paths.extend(files);
+        } else if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| format!("{}: cannot list the folder: {e}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -183,6 +224,12 @@ fn collect_inputs(args: &[PathBuf], list: Option<&Path>) -> Res<Vec<String>> {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect())
+}
+
+fn is_video_name(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["mp4", "m4v", "mov", "gif"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn is_image_name(p: &Path) -> bool {
