@@ -133,6 +133,12 @@ pub struct LoadReport {
     pub messages: Vec<String>,
 }
 
+/// The per-user default folder: `$XDG_CACHE_HOME/owlet/packed`, else `~/.cache/owlet/packed`;
+/// `None` when neither variable is set.
+pub fn default_dir() -> Option<PathBuf> {
+    crate::embed_cache::default_dir().and_then(|d| d.parent().map(|p| p.join("packed")))
+}
+
 /// One matrix to pack (each tensor once, even if several [`Mat`]s share it).
 struct Job<'a> {
     info: TensorInfo,
@@ -241,6 +247,13 @@ fn through_cache(
         // An in-memory model has no file to tie a cache to.
         return None;
     };
+    if jobs
+        .iter()
+        .any(|j| j.info.name.len() > usize::from(u16::MAX))
+    {
+        // The table stores names with a 16-bit length (GGUF names are far shorter).
+        return None;
+    }
     let file = dir.join(file_name(model, kernels.name));
     report.cache_file = Some(file.clone());
     let id = identity(gguf, &meta, kernels.name, jobs);
