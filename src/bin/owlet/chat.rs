@@ -23,7 +23,7 @@ use rustyline::{
 use crate::sys;
 use owlet::image::ExifOrientation;
 
-use crate::{aspect, gen_options, load_image, load_model, session, GenArgs, ModelArgs, Res};
+use crate::{aspect, gen_options, load_image, load_model_cached, session, GenArgs, ModelArgs, Res};
 
 const COMMANDS: &str = "commands:
   /image PATH   attach an image (JPEG or PNG) to the next message
@@ -42,7 +42,7 @@ pub fn chat(
 ) -> Res<()> {
     let opts = gen_options(gen)?;
     let mode = aspect(image_mode)?;
-    let m = load_model(&model.model)?;
+    let m = load_model_cached(&model.model, &model.packed_cache)?;
     let mut s = session(&m, model)?;
     sys::cancel_on_sigint(&s.cancel_handle());
     let mut input = Input::new();
