@@ -319,3 +319,23 @@ fn a_variant_without_packing_never_touches_the_folder() {
     assert!(!c.exists());
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Loads racing on an empty folder each write their own temporary file and rename it: all
+/// succeed with the same logits, a later load hits, and no temporary file is left.
+#[test]
+fn concurrent_first_loads_never_tear_the_file() {
+    let (dir, model) = scratch("race");
+    let c = dir.join("c");
+    let want = logits(&load(&model, PackedCache::Off));
+    let got: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| logits(&load(&model, PackedCache::Dir(c.clone())))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|g| *g == want));
+    let m = load(&model, PackedCache::Dir(c.clone()));
+    assert_eq!(m.load_report().cache, CacheStatus::Hit);
+    assert_eq!(fs::read_dir(&c).unwrap().count(), 1);
+    let _ = fs::remove_dir_all(&dir);
+}
