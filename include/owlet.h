@@ -75,6 +75,21 @@
 // Why generation stopped: `owlet_session_cancel` was called.
 #define OWLET_STOP_CANCELLED 4
 
+// `owlet_model_packed_cache`: no packed-weight cache was asked for, or the CPU's kernel
+// variant repacks nothing (the weights are used as the file stores them).
+#define OWLET_PACKED_CACHE_UNUSED 0
+
+// `owlet_model_packed_cache`: a valid cache file was mapped; the load packed nothing.
+#define OWLET_PACKED_CACHE_HIT 1
+
+// `owlet_model_packed_cache`: the weights were packed and the cache file written (it was
+// missing, or stale, damaged or foreign and rebuilt).
+#define OWLET_PACKED_CACHE_WRITTEN 2
+
+// `owlet_model_packed_cache`: the cache folder or file could not be written; the model
+// loaded without it (packed weights in memory, as `owlet_model_load`).
+#define OWLET_PACKED_CACHE_FAILED 3
+
 // Score task: rate quality ("How would you rate the quality of this image?").
 #define OWLET_SCORE_QUALITY 0
 
@@ -236,6 +251,34 @@ struct owlet_generate_params owlet_generate_params_default(void);
 owlet_status owlet_model_load(const char *path,
                               const struct owlet_model_params *params,
                               struct owlet_model **out);
+
+// `owlet_model_load` with a packed-weight cache in the folder `cache_dir` (created if
+// missing; UTF-8; NULL = no cache, exactly `owlet_model_load`). Where the CPU's kernel
+// variant repacks weights at load (ARM with dot product or i8mm, AVX-512), the first load
+// writes the packed weights to a file in that folder and later loads map it read-only: the
+// load packs nothing and the packed weights are file pages the OS can drop and share between
+// processes, instead of anonymous memory. A cache file that is stale (the model changed),
+// truncated, damaged or made for another CPU variant or owlet version is detected and
+// rebuilt, never trusted. A cache that cannot be used does not fail the load: the model loads
+// as with `owlet_model_load` and `owlet_model_packed_cache` says OWLET_PACKED_CACHE_FAILED
+// (pass the app's private cache folder, e.g. Android `getCacheDir()`, iOS `Library/Caches`).
+// Same file contract as `owlet_model_load`; cache files must not be modified either. Several
+// processes may share a folder. Thread-safe.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string; `cache_dir` is NULL or a NUL-terminated string;
+// `params` is NULL or points to an `owlet_model_params`; `out` is NULL or writable.
+owlet_status owlet_model_load_cached(const char *path,
+                                     const char *cache_dir,
+                                     const struct owlet_model_params *params,
+                                     struct owlet_model **out);
+
+// What the model's load did with its packed-weight cache: one of the
+// `OWLET_PACKED_CACHE_*` values; -1 if `model` is NULL. Thread-safe.
+//
+// # Safety
+// `model` is NULL or a live handle.
+int32_t owlet_model_packed_cache(const struct owlet_model *model);
 
 // The kernel variant the model uses ("generic", "avx2", "neon", "neon-dotprod", ...;
 // static string). NULL if `model` is NULL. Thread-safe.

@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::{self, RgbImage};
 use crate::kv_cache::KvType;
 use crate::model::names::VIS_SUFFIX;
-use crate::model::Model;
+use crate::model::{CacheStatus, LoadOptions, Model, PackedCache};
 use crate::session::{Session, SessionOptions};
 
 /// What to measure.
@@ -33,6 +33,8 @@ pub struct BenchOptions {
     pub bandwidth_bytes: usize,
     /// Skip the vision encoder and abstractor.
     pub skip_vision: bool,
+    /// Where the load keeps packed weights (see [`crate::model::packed_cache`]).
+    pub packed_cache: PackedCache,
 }
 
 impl Default for BenchOptions {
@@ -43,6 +45,7 @@ impl Default for BenchOptions {
             decode_tokens: 128,
             bandwidth_bytes: 1 << 30,
             skip_vision: false,
+            packed_cache: PackedCache::Off,
         }
     }
 }
@@ -72,6 +75,42 @@ pub struct BenchReport {
     /// embedding cache has not seen, and for the same image again (a cache hit).
     pub ttft_first_image_ms: Option<f64>,
     pub ttft_repeat_image_ms: Option<f64>,
+    /// What the load did with the packed-weight cache: `off` (none asked for), `unused` (the
+    /// variant packs nothing), `hit`, `written` or `failed`.
+    pub packed_cache: String,
+    /// Resident memory right after the load and at the end of the run, split into anonymous
+    /// and file-backed (`/proc/self/smaps_rollup`); `None` where that file is unavailable.
+    pub rss_after_load: Option<Rss>,
+    pub rss_at_end: Option<Rss>,
+}
+
+/// Resident memory by kind, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// Anonymous pages (heap, anonymous maps: packed weights without a cache file).
+    pub anon: u64,
+    /// File-backed pages (the model file, a packed-weight cache file): the OS can drop and
+    /// re-read them.
+    pub file: u64,
+}
+
+/// Resident memory of this process by kind, from `/proc/self/smaps_rollup` (`Rss` and
+/// `Anonymous`; file-backed = Rss − Anonymous); `None` where it is unavailable.
+pub fn rss_by_kind() -> Option<Rss> {
+    parse_smaps_rollup(&std::fs::read_to_string("/proc/self/smaps_rollup").ok()?)
+}
+
+fn parse_smaps_rollup(text: &str) -> Option<Rss> {
+    let kb = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let rss = kb("Rss:")? * 1024;
+    let anon = kb("Anonymous:")? * 1024;
+    Some(Rss {
+        anon,
+        file: rss.saturating_sub(anon),
+    })
 }
 
 impl BenchReport {
@@ -97,7 +136,21 @@ impl BenchReport {
             "kernel           {}   threads {}\n",
             self.kernel, self.threads
         );
-        s += &format!("load             {:.1} ms\n", self.load_ms);
+        s += &format!(
+            "load             {:.1} ms (packed-weight cache: {})\n",
+            self.load_ms, self.packed_cache
+        );
+        let rss = |r: Option<Rss>| {
+            r.map_or("n/a".to_string(), |r| {
+                format!(
+                    "anonymous {:.1} MiB, file-backed {:.1} MiB",
+                    r.anon as f64 / 1048576.0,
+                    r.file as f64 / 1048576.0
+                )
+            })
+        };
+        s += &format!("RSS after load   {}\n", rss(self.rss_after_load));
+        s += &format!("RSS at end       {}\n", rss(self.rss_at_end));
         s += &format!("image preprocess {}\n", opt(self.preprocess_ms));
         s += &format!("vision encoder   {}\n", opt(self.vision_encode_ms));
         s += &format!("abstractor       {}\n", opt(self.abstractor_ms));
@@ -144,6 +197,7 @@ impl BenchReport {
             }
         };
         let opt = |v: Option<f64>| v.map_or("null".to_string(), num);
+        let rss = |v: Option<u64>| v.map_or("null".to_string(), |b| b.to_string());
         let prefill: Vec<String> = self
             .prefill
             .iter()
@@ -159,7 +213,10 @@ impl BenchReport {
                 "\"decode_tokens_per_s\":{},\"peak_rss_bytes\":{},\"file_bytes\":{},",
                 "\"text_weight_bytes_per_token\":{},\"read_bandwidth_gb_s\":{},",
                 "\"decode_floor_tokens_per_s\":{},\"decode_pct_of_floor\":{},",
-                "\"ttft_first_image_ms\":{},\"ttft_repeat_image_ms\":{}}}"
+                "\"ttft_first_image_ms\":{},\"ttft_repeat_image_ms\":{},",
+                "\"packed_cache\":{},\"anon_rss_bytes_after_load\":{},",
+                "\"file_rss_bytes_after_load\":{},\"anon_rss_bytes_at_end\":{},",
+                "\"file_rss_bytes_at_end\":{}}}"
             ),
             json_str(&self.model),
             json_str(&self.cpu),
@@ -181,6 +238,11 @@ impl BenchReport {
             opt(pct),
             opt(self.ttft_first_image_ms),
             opt(self.ttft_repeat_image_ms),
+            json_str(&self.packed_cache),
+            rss(self.rss_after_load.map(|r| r.anon)),
+            rss(self.rss_after_load.map(|r| r.file)),
+            rss(self.rss_at_end.map(|r| r.anon)),
+            rss(self.rss_at_end.map(|r| r.file)),
         )
     }
 }
@@ -360,9 +422,32 @@ pub fn run_with_progress(
         ..Default::default()
     };
     let t = Instant::now();
-    let m = Model::load(path)?;
+    let m = Model::load_with_options(
+        path,
+        &LoadOptions {
+            kernels: None,
+            packed_cache: o.packed_cache.clone(),
+        },
+    )?;
     r.load_ms = ms(t);
-    progress(&format!("load {:.1} ms ({})", r.load_ms, m.kernels().name));
+    r.rss_after_load = rss_by_kind();
+    r.packed_cache = match (&o.packed_cache, m.load_report().cache) {
+        (PackedCache::Off, _) => "off",
+        (_, CacheStatus::Unused) => "unused",
+        (_, CacheStatus::Hit) => "hit",
+        (_, CacheStatus::Written) => "written",
+        (_, CacheStatus::Failed) => "failed",
+    }
+    .to_string();
+    for msg in &m.load_report().messages {
+        progress(msg);
+    }
+    progress(&format!(
+        "load {:.1} ms ({}, packed-weight cache {})",
+        r.load_ms,
+        m.kernels().name,
+        r.packed_cache
+    ));
     r.kernel = m.kernels().name.to_string();
     r.text_weight_bytes_per_token = text_weight_bytes_per_token(&m);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -429,6 +514,7 @@ pub fn run_with_progress(
         ));
     }
     r.peak_rss_bytes = peak_rss_bytes();
+    r.rss_at_end = rss_by_kind();
     if o.bandwidth_bytes > 0 {
         let bw = read_bandwidth_gb_s(&pool, o.bandwidth_bytes);
         r.read_bandwidth_gb_s = Some(bw);
@@ -466,6 +552,9 @@ mod tests {
             "decode_floor_tokens_per_s\":10.0000",
             "decode_pct_of_floor\":50.0000",
             "ttft_first_image_ms\":null",
+            "anon_rss_bytes_after_load\":null",
+            "file_rss_bytes_at_end\":null",
+            "packed_cache",
             "\"a \\\"b\\\"\\\\c\"",
         ] {
             assert!(j.contains(k), "{k} missing in {j}");
@@ -482,6 +571,27 @@ mod tests {
         assert!(!cpu_model().is_empty());
         if cfg!(target_os = "linux") {
             assert!(peak_rss_bytes() > 0);
+        }
+    }
+
+    #[test]
+    fn smaps_rollup_splits_anonymous_and_file_backed() {
+        let text = "55d0c0000000-7ffd00000000 ---p 00000000 00:00 0   [rollup]\n\
+                    Rss:              204800 kB\nPss:              200000 kB\n\
+                    Anonymous:         51200 kB\nSwap:                  0 kB\n";
+        assert_eq!(
+            parse_smaps_rollup(text),
+            Some(Rss {
+                anon: 50 << 20,
+                file: 150 << 20
+            })
+        );
+        assert_eq!(parse_smaps_rollup("Rss: 10 kB\n"), None);
+        let r = BenchReport::default();
+        assert!(r.to_text().contains("RSS after load   n/a"));
+        if std::path::Path::new("/proc/self/smaps_rollup").exists() {
+            let r = rss_by_kind().unwrap();
+            assert!(r.anon > 0 && r.file > 0, "{r:?}");
         }
     }
 }

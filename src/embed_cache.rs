@@ -419,7 +419,7 @@ fn trim(dir: &Path, cap: u64) {
 // SHA-256 (FIPS 180-4), written from the standard
 // ---------------------------------------------------------------------------------------------
 
-struct Sha256 {
+pub(crate) struct Sha256 {
     state: [u32; 8],
     buf: Vec<u8>,
     len: u64,
@@ -437,7 +437,7 @@ const K: [u32; 64] = [
 ];
 
 impl Sha256 {
-    fn new() -> Sha256 {
+    pub(crate) fn new() -> Sha256 {
         Sha256 {
             state: [
                 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
@@ -448,7 +448,7 @@ impl Sha256 {
         }
     }
 
-    fn update(&mut self, mut data: &[u8]) {
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
         self.len += data.len() as u64;
         if !self.buf.is_empty() {
             let take = (64 - self.buf.len()).min(data.len());
@@ -468,7 +468,7 @@ impl Sha256 {
         self.buf.extend_from_slice(blocks.remainder());
     }
 
-    fn finish(mut self) -> [u8; 32] {
+    pub(crate) fn finish(mut self) -> [u8; 32] {
         let bits = self.len.wrapping_mul(8);
         let mut pad = vec![0x80u8];
         let used = (self.len % 64) as usize;
@@ -524,7 +524,7 @@ impl Sha256 {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(data);
     h.finish()

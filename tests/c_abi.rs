@@ -538,6 +538,15 @@ fn a_panic_in_every_entry_point_is_caught() {
             }),
         ),
         (
+            "owlet_model_load_cached",
+            Box::new(|| unsafe {
+                let mut out = null_mut();
+                let rc = owlet_model_load_cached(path.as_ptr(), null(), null(), &mut out);
+                assert!(out.is_null());
+                rc
+            }),
+        ),
+        (
             "owlet_session_new",
             Box::new(|| unsafe {
                 let mut out = null_mut();
@@ -612,6 +621,7 @@ fn a_panic_in_every_entry_point_is_caught() {
     let p = owlet_model_params_default();
     let g = owlet_generate_params_default();
     let k = unsafe { owlet_model_kernels(m) };
+    let pc = unsafe { owlet_model_packed_cache(m) };
     let e = unsafe { CStr::from_ptr(owlet_last_error()) }
         .to_str()
         .unwrap()
@@ -621,6 +631,7 @@ fn a_panic_in_every_entry_point_is_caught() {
     assert_eq!(p.kv_type, OWLET_KV_F16);
     assert_eq!(g.max_tokens, 256);
     assert!(k.is_null());
+    assert_eq!(pc, -1);
     assert!(e.contains("internal panic in owlet_last_error"), "{e}");
     for (name, free) in [("owlet_session_free", true), ("owlet_model_free", false)] {
         set_force_panic(true);
@@ -904,4 +915,79 @@ fn video_frame_indices_are_q_aligns() {
     assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
     let rc = unsafe { owlet_video_frame_indices(300, 30.0, 1.0, 0, null_mut(), 0, null_mut()) };
     assert_eq!(rc, OWLET_ERR_INVALID_ARGUMENT);
+}
+
+/// `owlet_model_load_cached`: NULL cache folder = `owlet_model_load`; argument errors; a
+/// quantized model through a cache folder: written then mapped where the CPU's kernel variant
+/// packs, untouched where it does not; an unwritable folder still loads. (The cache's own
+/// checks are tests/packed_cache.rs.)
+#[test]
+fn packed_weight_cache_through_the_c_abi() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("c_abi-packed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny-q4km.gguf");
+    std::fs::copy(repo("tests/data/llamacpp-tiny/tiny-Q4_K_M.gguf"), &model).unwrap();
+    let path = cstr(model.to_str().unwrap());
+    let cache = dir.join("cache");
+    let cache_c = cstr(cache.to_str().unwrap());
+    let load_cached = |dir: *const c_char| {
+        let mut m = null_mut();
+        let rc = unsafe { owlet_model_load_cached(path.as_ptr(), dir, null(), &mut m) };
+        assert_eq!(rc, OWLET_OK, "{}", last_error());
+        assert!(!m.is_null());
+        let status = unsafe { owlet_model_packed_cache(m) };
+        unsafe { owlet_model_free(m) };
+        status
+    };
+
+    // Argument errors.
+    let mut m = null_mut();
+    assert_eq!(
+        unsafe { owlet_model_load_cached(null(), cache_c.as_ptr(), null(), &mut m) },
+        OWLET_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("path"));
+    let empty = cstr("");
+    assert_eq!(
+        unsafe { owlet_model_load_cached(path.as_ptr(), empty.as_ptr(), null(), &mut m) },
+        OWLET_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("cache_dir"), "{}", last_error());
+    let bad = [0xffu8, 0xfe, 0];
+    assert_eq!(
+        unsafe {
+            owlet_model_load_cached(path.as_ptr(), bad.as_ptr() as *const c_char, null(), &mut m)
+        },
+        OWLET_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("UTF-8"));
+    assert!(m.is_null());
+    assert_eq!(
+        unsafe { owlet_model_load_cached(path.as_ptr(), cache_c.as_ptr(), null(), null_mut()) },
+        OWLET_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(unsafe { owlet_model_packed_cache(null()) }, -1);
+
+    // No folder: the plain load.
+    assert_eq!(load_cached(null()), OWLET_PACKED_CACHE_UNUSED);
+    let packs = !owlet::kernels::select().unwrap().packings.is_empty();
+    if packs {
+        assert_eq!(load_cached(cache_c.as_ptr()), OWLET_PACKED_CACHE_WRITTEN);
+        assert_eq!(load_cached(cache_c.as_ptr()), OWLET_PACKED_CACHE_HIT);
+    } else {
+        assert_eq!(load_cached(cache_c.as_ptr()), OWLET_PACKED_CACHE_UNUSED);
+        assert!(!cache.exists(), "a variant without packing wrote a cache");
+    }
+    // A folder that cannot be created: the model still loads.
+    std::fs::write(dir.join("file"), b"x").unwrap();
+    let under_file = cstr(dir.join("file/cache").to_str().unwrap());
+    let want = if packs {
+        OWLET_PACKED_CACHE_FAILED
+    } else {
+        OWLET_PACKED_CACHE_UNUSED
+    };
+    assert_eq!(load_cached(under_file.as_ptr()), want);
+    let _ = std::fs::remove_dir_all(&dir);
 }

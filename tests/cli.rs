@@ -857,3 +857,85 @@ fn a_model_truncated_during_generation_ends_the_run_with_one_line() {
     ended_by_truncation(o.status, &stderr(&o), &model);
     let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }
+
+/// `--packed-cache`: `owlet bench` writes the cache, then hits it (with the hidden portable
+/// packing, since x86 AVX2 packs nothing), reports anonymous and file-backed memory, and
+/// `owlet run` gives the same ids with and without the cache; an unwritable folder is one
+/// warning line and the run still succeeds.
+#[test]
+fn packed_cache_is_written_then_hit_and_changes_no_answer() {
+    let d = scratch("packed");
+    let model = d.join("tiny-q4km.gguf");
+    std::fs::copy(repo("tests/data/llamacpp-tiny/tiny-Q4_K_M.gguf"), &model).unwrap();
+    let m = model.display().to_string();
+    let cache = d.join("cache").display().to_string();
+    let with_env = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_owlet"))
+            .args(args)
+            .env("OWLET_KERNELS", "generic-packed")
+            .env("XDG_CACHE_HOME", d.join("xdg"))
+            .current_dir(repo(""))
+            .output()
+            .expect("spawn owlet")
+    };
+    let bench = |pc: &str| {
+        let o = with_env(&[
+            "bench",
+            "-m",
+            &m,
+            "-t",
+            "1",
+            "--prefill",
+            "3",
+            "--decode",
+            "2",
+            "--json",
+            "--bandwidth-mib",
+            "0",
+            "--packed-cache",
+            pc,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let first = bench(&cache);
+    assert!(first.contains("\"packed_cache\":\"written\""), "{first}");
+    assert!(first.contains("\"file_rss_bytes_after_load\":"), "{first}");
+    let second = bench(&cache);
+    assert!(second.contains("\"packed_cache\":\"hit\""), "{second}");
+    assert!(bench("off").contains("\"packed_cache\":\"off\""));
+
+    let run = |pc: &str| {
+        let o = with_env(&[
+            "run",
+            "-m",
+            &m,
+            "--ids",
+            "1,450,100,200",
+            "-n",
+            "4",
+            "--ignore-eos",
+            "--print-ids",
+            "--packed-cache",
+            pc,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stdout(&o), stderr(&o))
+    };
+    let (plain, _) = run("off");
+    let (hit, err) = run(&cache);
+    assert_eq!(hit, plain);
+    assert!(!err.contains("warning"), "{err}");
+    // The default folder lives under XDG_CACHE_HOME.
+    let o = with_env(&["run", "-m", &m, "--ids", "1,450", "-n", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.join("xdg/owlet/packed").is_dir());
+    // A folder that cannot be created: one warning line, same answer.
+    std::fs::write(d.join("file"), b"x").unwrap();
+    let (out, err) = run(&d.join("file/cache").display().to_string());
+    assert_eq!(out, plain);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("without the cache"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

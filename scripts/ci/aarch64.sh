@@ -48,6 +48,7 @@ TESTS=(
     "$(exe "$PWD" quant_llamacpp test)"       # quantizers = llama.cpp bytes
     "$(exe "$PWD" llamacpp_files test)"       # llama.cpp's own logits, with the selected variant
     "$(exe "$PWD" c_abi test)"                # C ABI incl. forced panics, on the tiny model
+    "$(exe "$PWD" packed_cache test)"         # packed-weight cache file with the CPU's own packing
     "$(exe "$PWD/convert" golden test)"       # tiny fixture end to end against the upstream goldens
 )
 for t in "${TESTS[@]}"; do
@@ -86,7 +87,8 @@ diff -u "$T/cli-x86.out" "$T/c-example-aarch64.out"
 # -cpu cortex-a76 (Pi 5), counted by the qemu plugin scripts/icount.c. One thread makes the
 # count exact and deterministic, so a scalar fallback returning on the Pi 5 path (which the
 # twin tests, checking only correctness, cannot see) fails here. The per-token figure is the
-# difference of 16 and 8 decoded tokens, so loading cancels out. OWLET_ARM_DECODE_BUDGET
+# difference of 16 and 8 decoded tokens, so loading cancels out (hence no packed-weight cache:
+# the first run would write it and the second map it). OWLET_ARM_DECODE_BUDGET
 # overrides the budget; 0 only prints the count.
 # The default is 1.25x the 5,170,419 instructions this step counted after the NEON kernels
 # landed (debug build, as here); the scalar tiles this guards against needed over 17 M even in
@@ -99,7 +101,8 @@ QMODEL="$T/ci-tiny-q4_0.gguf"
 gcc -O2 -shared -fPIC scripts/icount.c -o "$T/libicount.so"
 decode_insns() { # decode_insns N -> instructions of one process that decodes N tokens
     RAYON_NUM_THREADS=1 qemu-aarch64 -L $SYSROOT -cpu cortex-a76 -plugin "$T/libicount.so,out=$T/icount.txt" \
-        "$T/$TARGET/debug/owlet" bench -m "$QMODEL" -t 1 --bandwidth-mib 0 --prefill 1 --decode "$1" >/dev/null
+        "$T/$TARGET/debug/owlet" bench -m "$QMODEL" -t 1 --bandwidth-mib 0 --prefill 1 --decode "$1" \
+        --packed-cache off >/dev/null
     awk '/^insns/ {print $2}' "$T/icount.txt"
 }
 per_token=$((($(decode_insns 16) - $(decode_insns 8)) / 8))

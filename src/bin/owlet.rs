@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use owlet::embed_cache::EmbedCache;
 use owlet::image::{self, AspectMode, ExifOrientation, ImageLimits, Preprocess};
 use owlet::kv_cache::KvType;
-use owlet::model::Model;
+use owlet::model::{LoadOptions, Model, PackedCache};
 use owlet::prompt::{self, Role, Turn};
 use owlet::sampling::SamplingParams;
 use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
@@ -76,6 +76,11 @@ struct ModelArgs {
     /// Encode every image afresh: no embedding cache folder (the in-memory cache stays).
     #[arg(long = "no-embed-cache", conflicts_with = "embed_cache")]
     no_embed_cache: bool,
+    /// Packed-weight cache: a folder, `beside` (the model's folder) or `off` (default:
+    /// $XDG_CACHE_HOME/owlet/packed or ~/.cache/owlet/packed, used only where the CPU's
+    /// kernels repack weights at load).
+    #[arg(long = "packed-cache", value_name = "DIR|beside|off")]
+    packed_cache: Option<String>,
 }
 
 /// How frames are sampled from a video (Q-Align's default: one per second).
@@ -254,6 +259,11 @@ enum Command {
         /// Skip the image encoding (vision encoder and abstractor) of models with vision.
         #[arg(long = "no-vision")]
         no_vision: bool,
+        /// Packed-weight cache: a folder, `beside` or `off` (default: as for `run`). The
+        /// report gives the load time, whether the cache was hit, and resident memory
+        /// split into anonymous and file-backed.
+        #[arg(long = "packed-cache", value_name = "DIR|beside|off")]
+        packed_cache: Option<String>,
     },
     /// Rate image quality or aesthetics Q-Align-style, one JSONL/CSV line per input.
     Score(score::ScoreArgs),
@@ -273,6 +283,35 @@ fn load_model(path: &Option<PathBuf>) -> Res<Model> {
     let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     sys::report_sigbus_for(&p);
     Model::load(&p).map_err(|e| e.to_string())
+}
+
+/// The model with the packed-weight cache `--packed-cache` asks for; the load's cache
+/// problems (a rebuilt file, an unwritable folder) are printed, one line each.
+fn load_model_cached(path: &Option<PathBuf>, packed: &Option<String>) -> Res<Model> {
+    let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    sys::report_sigbus_for(&p);
+    let opts = LoadOptions {
+        kernels: None,
+        packed_cache: packed_cache(packed)?,
+    };
+    let m = Model::load_with_options(&p, &opts).map_err(|e| e.to_string())?;
+    for msg in &m.load_report().messages {
+        eprintln!("owlet: warning: {msg}");
+    }
+    Ok(m)
+}
+
+/// `--packed-cache DIR|beside|off`; absent: the per-user cache folder (off without one).
+pub(crate) fn packed_cache(arg: &Option<String>) -> Res<PackedCache> {
+    Ok(match arg.as_deref() {
+        None => {
+            owlet::model::packed_cache::default_dir().map_or(PackedCache::Off, PackedCache::Dir)
+        }
+        Some("off") => PackedCache::Off,
+        Some("beside") => PackedCache::BesideModel,
+        Some("") => return Err("--packed-cache: give a folder, beside or off".to_string()),
+        Some(dir) => PackedCache::Dir(PathBuf::from(dir)),
+    })
 }
 
 /// `-t`, capped at the cores there are: more threads than cores only wait for each other
@@ -481,7 +520,7 @@ fn run(cmd: Command) -> Res<()> {
             print_ids,
         } => {
             let opts = gen_options(&gen)?;
-            let m = load_model(&model.model)?;
+            let m = load_model_cached(&model.model, &model.packed_cache)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
             let refs: Vec<&ImageEmbedding> = embs.iter().collect();
@@ -513,7 +552,7 @@ fn run(cmd: Command) -> Res<()> {
         } => chat::chat(&model, &gen, &image_mode, exif, &frames),
         Command::Frames { file, frames, save } => print_frames(&file, &frames, save.as_deref()),
         Command::Logits { model, input, out } => {
-            let m = load_model(&model.model)?;
+            let m = load_model_cached(&model.model, &model.packed_cache)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
             let refs: Vec<&ImageEmbedding> = embs.iter().collect();
@@ -559,7 +598,7 @@ fn run(cmd: Command) -> Res<()> {
                 .map_err(|e| format!("{}: {e}", out.display()))
         }
         Command::Tokenize { model, input } => {
-            let m = load_model(&model.model)?;
+            let m = load_model_cached(&model.model, &model.packed_cache)?;
             let tok = m.tokenizer();
             let ids = if let Some(raw) = &input.raw_prompt {
                 prompt::tokenize_segments(tok, &prompt::parse_raw(raw))
@@ -588,6 +627,7 @@ fn run(cmd: Command) -> Res<()> {
             prefill,
             bandwidth_mib,
             no_vision,
+            packed_cache,
         } => {
             let mut o = owlet::bench::BenchOptions::default();
             o.threads = self::threads(threads).unwrap_or(o.threads);
@@ -596,6 +636,7 @@ fn run(cmd: Command) -> Res<()> {
             o.bandwidth_bytes = bandwidth_mib << 20;
             sys::report_sigbus_for(&model);
             o.skip_vision = no_vision;
+            o.packed_cache = self::packed_cache(&packed_cache)?;
             // Each stage on stderr as it finishes; the report itself goes to stdout.
             let r = owlet::bench::run_with_progress(&model, &o, &mut |stage| {
                 eprintln!("bench: {stage}")

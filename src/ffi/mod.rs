@@ -28,7 +28,7 @@ use crate::embed_cache::EmbedCache;
 use crate::error::{Error, ErrorKind};
 use crate::image::{self, ImageLimits};
 use crate::kv_cache::KvType;
-use crate::model::Model;
+use crate::model::{CacheStatus, LoadOptions, Model, PackedCache};
 use crate::prompt::{self, Role, Turn};
 use crate::sampling::SamplingParams;
 use crate::score::{Aspect, Scale, ScoreOptions, Scorer, Subject};
@@ -88,6 +88,18 @@ pub const OWLET_STOP_CONTEXT_FULL: i32 = 2;
 pub const OWLET_STOP_CALLBACK: i32 = 3;
 /// Why generation stopped: `owlet_session_cancel` was called.
 pub const OWLET_STOP_CANCELLED: i32 = 4;
+
+/// `owlet_model_packed_cache`: no packed-weight cache was asked for, or the CPU's kernel
+/// variant repacks nothing (the weights are used as the file stores them).
+pub const OWLET_PACKED_CACHE_UNUSED: i32 = 0;
+/// `owlet_model_packed_cache`: a valid cache file was mapped; the load packed nothing.
+pub const OWLET_PACKED_CACHE_HIT: i32 = 1;
+/// `owlet_model_packed_cache`: the weights were packed and the cache file written (it was
+/// missing, or stale, damaged or foreign and rebuilt).
+pub const OWLET_PACKED_CACHE_WRITTEN: i32 = 2;
+/// `owlet_model_packed_cache`: the cache folder or file could not be written; the model
+/// loaded without it (packed weights in memory, as `owlet_model_load`).
+pub const OWLET_PACKED_CACHE_FAILED: i32 = 3;
 
 /// How to load a model. Get the defaults from `owlet_model_params_default()` and change
 /// fields, so that code keeps working when fields are added.
@@ -493,6 +505,89 @@ pub unsafe extern "C" fn owlet_model_load(
         unsafe { *out = Box::into_raw(h) };
         Ok(())
     })
+}
+
+/// `owlet_model_load` with a packed-weight cache in the folder `cache_dir` (created if
+/// missing; UTF-8; NULL = no cache, exactly `owlet_model_load`). Where the CPU's kernel
+/// variant repacks weights at load (ARM with dot product or i8mm, AVX-512), the first load
+/// writes the packed weights to a file in that folder and later loads map it read-only: the
+/// load packs nothing and the packed weights are file pages the OS can drop and share between
+/// processes, instead of anonymous memory. A cache file that is stale (the model changed),
+/// truncated, damaged or made for another CPU variant or owlet version is detected and
+/// rebuilt, never trusted. A cache that cannot be used does not fail the load: the model loads
+/// as with `owlet_model_load` and `owlet_model_packed_cache` says OWLET_PACKED_CACHE_FAILED
+/// (pass the app's private cache folder, e.g. Android `getCacheDir()`, iOS `Library/Caches`).
+/// Same file contract as `owlet_model_load`; cache files must not be modified either. Several
+/// processes may share a folder. Thread-safe.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `cache_dir` is NULL or a NUL-terminated string;
+/// `params` is NULL or points to an `owlet_model_params`; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_model_load_cached(
+    path: *const c_char,
+    cache_dir: *const c_char,
+    params: *const owlet_model_params,
+    out: *mut *mut owlet_model,
+) -> owlet_status {
+    guard("owlet_model_load_cached", || {
+        check_out(out, "out")?;
+        // SAFETY: checked non-null; the caller promises it is writable.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's contract for `path`.
+        let path = unsafe { utf8_arg(path, "path") }?;
+        let packed_cache = if cache_dir.is_null() {
+            PackedCache::Off
+        } else {
+            // SAFETY: the caller's contract for `cache_dir`.
+            let d = unsafe { utf8_arg(cache_dir, "cache_dir") }?;
+            if d.is_empty() {
+                return Err(invalid("cache_dir is empty (pass NULL for no cache)"));
+            }
+            PackedCache::Dir(d.into())
+        };
+        // SAFETY: the caller promises `params` is NULL or valid.
+        let p = unsafe { params.as_ref() }
+            .copied()
+            .unwrap_or_else(default_model_params);
+        let opts = session_options(&p)?;
+        let model = Model::load_with_options(
+            Path::new(path),
+            &LoadOptions {
+                kernels: None,
+                packed_cache,
+            },
+        )?;
+        let h = Box::new(owlet_model {
+            model: Arc::new(model),
+            opts,
+        });
+        // SAFETY: checked non-null above.
+        unsafe { *out = Box::into_raw(h) };
+        Ok(())
+    })
+}
+
+/// What the model's load did with its packed-weight cache: one of the
+/// `OWLET_PACKED_CACHE_*` values; -1 if `model` is NULL. Thread-safe.
+///
+/// # Safety
+/// `model` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn owlet_model_packed_cache(model: *const owlet_model) -> i32 {
+    let mut out = -1;
+    guard("owlet_model_packed_cache", || {
+        // SAFETY: the caller's contract.
+        let m = unsafe { handle(model, "model") }?;
+        out = match m.model.load_report().cache {
+            CacheStatus::Unused => OWLET_PACKED_CACHE_UNUSED,
+            CacheStatus::Hit => OWLET_PACKED_CACHE_HIT,
+            CacheStatus::Written => OWLET_PACKED_CACHE_WRITTEN,
+            CacheStatus::Failed => OWLET_PACKED_CACHE_FAILED,
+        };
+        Ok(())
+    });
+    out
 }
 
 /// The kernel variant the model uses ("generic", "avx2", "neon", "neon-dotprod", ...;

@@ -498,6 +498,23 @@ impl Gguf {
         self.data_offset
     }
 
+    /// The path the file was opened from (`None` for an in-memory image).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.bytes {
+            Bytes::Mmap(m) => Some(&m.path),
+            _ => None,
+        }
+    }
+
+    /// The mapped file's metadata now (`fstat` of the open file, so of the mapped inode even if
+    /// the path was renamed over); `None` for an in-memory image or when `fstat` fails.
+    pub fn file_metadata(&self) -> Option<std::fs::Metadata> {
+        match &self.bytes {
+            Bytes::Mmap(m) => m.file.metadata().ok(),
+            _ => None,
+        }
+    }
+
     /// The whole file.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.as_slice()

@@ -31,6 +31,8 @@ mod avx512vnni;
 mod avxvnni;
 pub mod exp;
 pub mod generic;
+#[doc(hidden)]
+pub mod generic_packed;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 #[cfg(target_arch = "aarch64")]
@@ -243,8 +245,12 @@ pub fn available() -> Vec<&'static Kernels> {
     v
 }
 
-/// The variant named `name`, if this CPU can run it.
+/// The variant named `name`, if this CPU can run it. Besides [`available`]'s, the hidden
+/// test variant `generic-packed` ([`generic_packed::GENERIC_PACKED`]) is found by name.
 pub fn by_name(name: &str) -> Option<&'static Kernels> {
+    if name == generic_packed::GENERIC_PACKED.name {
+        return Some(&generic_packed::GENERIC_PACKED);
+    }
     available().into_iter().find(|k| k.name == name)
 }
 

@@ -7,6 +7,7 @@
 pub mod abstractor;
 pub mod config;
 pub mod names;
+pub mod packed_cache;
 pub mod text;
 pub mod vision;
 
@@ -21,6 +22,7 @@ use crate::tokenizer::Tokenizer;
 
 pub use config::{AbstractorConfig, Arch, Config, TextConfig, VisionConfig};
 use names::{arch_key, gkey, key};
+pub use packed_cache::{CacheStatus, LoadOptions, LoadReport, PackedCache};
 
 /// A 2-D weight matrix inside the mapped file: `rows` outputs × `cols` inputs.
 #[derive(Clone, Debug)]
@@ -64,6 +66,8 @@ pub struct Model {
     /// What identifies the vision tower and abstractor (see `embed_cache::vision_identity`),
     /// computed when first needed.
     pub(crate) vision_id: std::sync::OnceLock<[u8; 32]>,
+    /// What the load did about packed weights (packed, mapped from a cache file, ...).
+    load_report: LoadReport,
 }
 
 impl Model {
@@ -79,26 +83,45 @@ impl Model {
     /// of the `OWLET_KERNELS`/best-available choice: lets tests and benchmarks compare variants
     /// in one process.
     pub fn load_with_kernels(path: &Path, kernels: &'static Kernels) -> Result<Model> {
+        Model::load_with_options(
+            path,
+            &LoadOptions {
+                kernels: Some(kernels),
+                packed_cache: PackedCache::Off,
+            },
+        )
+    }
+
+    /// [`Model::load`] with options: the kernel variant, and a packed-weight cache
+    /// ([`packed_cache`]): where the variant repacks weights, the first load writes them to a
+    /// cache file and later loads map that file instead of packing. A cache that cannot be
+    /// used never fails the load: the weights are then packed as without one, and
+    /// [`Model::load_report`] says why in one line.
+    pub fn load_with_options(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        let kernels = match opts.kernels {
+            Some(k) => k,
+            None => kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?,
+        };
         // The reader's errors already name the path; a missing file stays an Io error.
         let gguf = Gguf::open(path).map_err(Error::from)?;
-        Model::build(gguf, kernels)
+        Model::build(gguf, kernels, &opts.packed_cache)
             .map_err(|e| Error::new(e.kind(), format!("{}: {}", path.display(), e.message())))
     }
 
     /// Builds a model over an already parsed file.
     pub fn from_gguf(gguf: Gguf) -> Result<Model> {
         let kernels = kernels::select().map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
-        Model::build(gguf, kernels)
+        Model::build(gguf, kernels, &PackedCache::Off)
     }
 
     /// [`Model::from_gguf`] with an explicit kernel variant. With [`kernels::GENERIC`] (which
     /// repacks nothing) it is the cheapest full validation of a file: the converter's
     /// self-check, which must not hold a repacked copy of a 7B model in memory.
     pub fn from_gguf_with_kernels(gguf: Gguf, kernels: &'static Kernels) -> Result<Model> {
-        Model::build(gguf, kernels)
+        Model::build(gguf, kernels, &PackedCache::Off)
     }
 
-    fn build(gguf: Gguf, kernels: &'static Kernels) -> Result<Model> {
+    fn build(gguf: Gguf, kernels: &'static Kernels, cache: &PackedCache) -> Result<Model> {
         let config = Config::from_gguf(&gguf)?;
         let tokenizer = load_tokenizer(&gguf)?;
         if tokenizer.vocab_size() != config.text.n_vocab {
@@ -111,7 +134,6 @@ impl Model {
         }
         let ld = Loader { gguf: &gguf };
         let mut text = text::TextWeights::load(&ld, &config)?;
-        pack_mats(&gguf, kernels, text.matrices_mut());
         let (mut vision, mut abstractor) = match (&config.vision, &config.abstractor) {
             (Some(v), Some(a)) => (
                 Some(vision::VisionWeights::load(&ld, v)?),
@@ -124,12 +146,12 @@ impl Model {
             ),
             _ => (None, None),
         };
-        if let Some(v) = vision.as_mut() {
-            pack_mats(&gguf, kernels, v.matrices_mut());
-        }
-        if let Some(a) = abstractor.as_mut() {
-            pack_mats(&gguf, kernels, a.matrices_mut());
-        }
+        let mats: Vec<&mut Mat> = text
+            .matrices_mut()
+            .chain(vision.iter_mut().flat_map(|v| v.matrices_mut()))
+            .chain(abstractor.iter_mut().flat_map(|a| a.matrices_mut()))
+            .collect();
+        let load_report = packed_cache::pack_all(&gguf, kernels, mats, cache);
         Ok(Model {
             config,
             gguf,
@@ -139,6 +161,7 @@ impl Model {
             abstractor,
             kernels,
             vision_id: std::sync::OnceLock::new(),
+            load_report,
         })
     }
 
@@ -168,6 +191,12 @@ impl Model {
     /// The kernel variant in use (`generic`, `avx2`, ...).
     pub fn kernels(&self) -> &'static Kernels {
         self.kernels
+    }
+
+    /// What the load did about packed weights: how many matrices it packed or mapped from a
+    /// cache file, and one line for each cache problem it met (the CLI prints them).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load_report
     }
 
     pub(crate) fn mat<'a>(&'a self, m: &'a Mat) -> MatRef<'a> {
@@ -381,36 +410,5 @@ impl Loader<'_> {
     /// Whether a tensor exists.
     pub fn has(&self, name: &str) -> bool {
         self.gguf.tensor(name).is_some()
-    }
-}
-
-/// Repacks every matrix the kernels have a [`kernels::Packing`] for (one sequential stream per
-/// 16 rows and plain vector loads: what decode's weight streaming and the many-row products
-/// of prefill and the vision tower want) and releases
-/// the file pages it copied, so the resident set stays about the file's size. A tensor that
-/// appears twice (a llama file's MAM "copies") is packed once.
-fn pack_mats<'a>(gguf: &Gguf, kernels: &Kernels, mats: impl Iterator<Item = &'a mut Mat>) {
-    let mut done: Vec<(String, std::sync::Arc<matmul::PackedWeights>)> = Vec::new();
-    for m in mats {
-        let Some(p) = kernels.packing(m.info.typ) else {
-            continue;
-        };
-        if let Some((_, bytes)) = done.iter().find(|(n, _)| *n == m.info.name) {
-            m.packed = Some(bytes.clone());
-            continue;
-        }
-        let w = MatRef {
-            typ: m.info.typ,
-            rows: m.rows,
-            cols: m.cols,
-            data: gguf.tensor_bytes(&m.info),
-            packed: None,
-        };
-        if let Some(bytes) = matmul::pack(p, w) {
-            let bytes = std::sync::Arc::new(bytes);
-            gguf.release(&m.info);
-            done.push((m.info.name.clone(), bytes.clone()));
-            m.packed = Some(bytes);
-        }
     }
 }

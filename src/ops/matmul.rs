@@ -272,6 +272,10 @@ impl<'a> Tiles<'a> {
 pub enum PackedWeights {
     Map(memmap2::Mmap),
     Heap(Vec<u8>),
+    /// A range of a packed-weight cache file mapped read-only (`model::packed_cache`): file
+    /// pages, which the OS can drop and read back, shared by every process mapping the file.
+    /// The range was checked against the map when the file was opened.
+    File(std::sync::Arc<memmap2::Mmap>, std::ops::Range<usize>),
 }
 
 impl std::ops::Deref for PackedWeights {
@@ -280,6 +284,7 @@ impl std::ops::Deref for PackedWeights {
         match self {
             PackedWeights::Map(m) => m,
             PackedWeights::Heap(v) => v,
+            PackedWeights::File(m, r) => m.get(r.clone()).unwrap_or(&[]),
         }
     }
 }
@@ -305,24 +310,39 @@ fn packed_buffer(len: usize) -> Result<memmap2::MmapMut, Vec<u8>> {
     }
 }
 
-/// Repacks `w` for `p` (groups of [`TILE_ROWS`] rows, in parallel), or `None` when its shape
-/// does not divide into groups of whole blocks.
-pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<PackedWeights> {
+/// Bytes of `w` packed for `p`, or `None` when its shape does not divide into groups of whole
+/// blocks (such a matrix stays unpacked).
+pub fn packed_len(p: &Packing, w: MatRef<'_>) -> Option<usize> {
     if w.typ != p.typ
         || !w.rows.is_multiple_of(TILE_ROWS)
         || !w.cols.is_multiple_of(p.typ.block_size())
         || w.cols == 0
+        || w.rows == 0
+        || w.data.len() != w.rows * w.row_bytes()
     {
         return None;
     }
+    (w.rows / TILE_ROWS).checked_mul(p.group_bytes(w.cols))
+}
+
+/// Packs group `g` (rows `16g..16g + 16`) of `w` into `out` (one group's bytes). `w`'s shape
+/// must have passed [`packed_len`].
+pub fn pack_group(p: &Packing, w: MatRef<'_>, g: usize, out: &mut [u8]) {
+    let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
+    (p.pack)(w.cols, &rows, out);
+}
+
+/// Repacks `w` for `p` (groups of [`TILE_ROWS`] rows, in parallel), or `None` when its shape
+/// does not divide into groups of whole blocks.
+pub fn pack(p: &Packing, w: MatRef<'_>) -> Option<PackedWeights> {
+    let len = packed_len(p, w)?;
     let gb = p.group_bytes(w.cols);
     let fill = |out: &mut [u8]| {
-        out.par_chunks_mut(gb).enumerate().for_each(|(g, o)| {
-            let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| w.row(g * TILE_ROWS + r));
-            (p.pack)(w.cols, &rows, o);
-        })
+        out.par_chunks_mut(gb)
+            .enumerate()
+            .for_each(|(g, o)| pack_group(p, w, g, o))
     };
-    Some(match packed_buffer(w.rows / TILE_ROWS * gb) {
+    Some(match packed_buffer(len) {
         Ok(mut map) => {
             fill(&mut map);
             match map.make_read_only() {
@@ -640,7 +660,9 @@ mod tests {
     /// into groups are not packed.
     #[test]
     fn packed_product_equals_unpacked() {
-        for k in crate::kernels::available() {
+        let mut variants = crate::kernels::available();
+        variants.push(&crate::kernels::generic_packed::GENERIC_PACKED);
+        for k in variants {
             for p in k.packings {
                 // An even and an odd block count (the AMX tiles take blocks in pairs).
                 let bs = p.typ.block_size();

@@ -24,7 +24,7 @@ use crate::sys;
 use owlet::image::ExifOrientation;
 
 use crate::{
-    aspect, gen_options, load_image, load_model, session, FrameArgs, GenArgs, ModelArgs, Res,
+    aspect, gen_options, load_image, load_model_cached, session, FrameArgs, GenArgs, ModelArgs, Res,
 };
 
 const COMMANDS: &str = "commands:
@@ -48,7 +48,7 @@ pub fn chat(
 ) -> Res<()> {
     let opts = gen_options(gen)?;
     let mode = aspect(image_mode)?;
-    let m = load_model(&model.model)?;
+    let m = load_model_cached(&model.model, &model.packed_cache)?;
     let mut s = session(&m, model)?;
     sys::cancel_on_sigint(&s.cancel_handle());
     let mut input = Input::new();

@@ -15,7 +15,7 @@ use clap::Args;
 use owlet::image::{AspectMode, ExifOrientation};
 use owlet::score::{Aspect, Scale, Score, ScoreOptions, Scorer, Subject};
 
-use crate::{aspect, load_image, load_model, session, ModelArgs, Res};
+use crate::{aspect, load_image, load_model_cached, session, ModelArgs, Res};
 
 #[derive(Args)]
 pub struct ScoreArgs {
@@ -99,7 +99,7 @@ pub fn run(a: ScoreArgs) -> Res<()> {
         return Err("no inputs: give image files, folders or --list FILE".into());
     }
     let (mut out, done) = open_output(a.out.as_deref(), a.resume, a.overwrite, format)?;
-    let m = load_model(&a.model.model)?;
+    let m = load_model_cached(&a.model.model, &a.model.packed_cache)?;
     let mut s = session(&m, &a.model)?;
     let mut scorer = Scorer::new(&mut s, opts.clone()).map_err(|e| e.to_string())?;
     if out.fresh && format == Format::Csv {

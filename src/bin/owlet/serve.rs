@@ -257,7 +257,10 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "owlet".into());
     // The model lives as long as the process; sessions borrow it from every thread.
-    let model: &'static Model = Box::leak(Box::new(super::load_model(&a.model.model)?));
+    let model: &'static Model = Box::leak(Box::new(super::load_model_cached(
+        &a.model.model,
+        &a.model.packed_cache,
+    )?));
     // The threads are shared out between the slots.
     let total = super::threads(a.model.threads).unwrap_or_else(owlet::threads::default_threads);
     let mut margs = a.model.clone();
