@@ -38,9 +38,12 @@ NM="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bi
 [[ -x "$NM" ]] || rustup component add llvm-tools
 [[ -x "$NM" ]] || { echo "mobile.sh: no llvm-nm in $NM" >&2; exit 1; }
 
-# The library never links the CLI's video decoders (feature `video`: mp4, rust_h264, gif).
-if cargo tree -q -p owlet --no-default-features -e normal --prefix none | grep -E '^(mp4|rust_h264|gif) '; then
-    echo "mobile.sh: the library (--no-default-features) pulls in a video decoder" >&2
+# The library never links the CLI's crates: the video decoders (feature `video`: mp4,
+# rust_h264, gif), the HTTP server (feature `serve`: tiny_http, serde_json, base64), the
+# argument parser and line editor (feature `cli`).
+if cargo tree -q -p owlet --no-default-features -e normal --prefix none |
+    grep -E '^(mp4|rust_h264|gif|tiny_http|serde_json|base64|clap|rustyline) '; then
+    echo "mobile.sh: the library (--no-default-features) pulls in a CLI-only crate (above)" >&2
     exit 1
 fi
 
