@@ -602,10 +602,7 @@ impl<'m> Session<'m> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
-        self.cancel.store(false, Ordering::Relaxed);
-        opts.sampling
-            .validate()
-            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        self.begin_answer(opts)?;
         let mut turns = self.turns.clone();
         turns.push(Turn {
             role: Role::User,
@@ -615,11 +612,7 @@ impl<'m> Session<'m> {
         let segs = prompt::render_chat(&turns, true)?;
         let ids = prompt::tokenize_segments(self.model.tokenizer(), &segs);
         // The whole conversation must fit; refuse before encoding any image.
-        let (n_img, d) = (
-            self.model.config.image_tokens,
-            self.model.config.text.n_embd,
-        );
-        let frames: Vec<usize> = (self.images.iter().map(|e| e.frames(n_img, d)))
+        let frames: Vec<usize> = (self.images.iter().map(|e| self.frames_of(e)))
             .chain(new_media.iter().map(Media::frames))
             .collect();
         self.check_fits("the conversation with this message", &ids, 0, &frames)?;
@@ -632,17 +625,7 @@ impl<'m> Session<'m> {
         }
         let mut all_images: Vec<ImageEmbedding> = self.images.clone();
         all_images.extend(embs);
-        let logits = self.feed_conversation(&ids, &all_images)?;
-        self.chat_prompt_logits.clone_from(&logits);
-        let gen = self.generate(logits, opts, on_token)?;
-        turns.push(Turn {
-            role: Role::Assistant,
-            text: gen.text.clone(),
-            images: 0,
-        });
-        self.turns = turns;
-        self.images = all_images;
-        Ok(gen)
+        self.answer(turns, &ids, all_images, opts, on_token)
     }
 
     /// A whole conversation given at once (as an HTTP client sends it): `turns` end with the
@@ -661,10 +644,7 @@ impl<'m> Session<'m> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32, &str) -> bool,
     ) -> Result<Generation> {
-        self.cancel.store(false, Ordering::Relaxed);
-        opts.sampling
-            .validate()
-            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))?;
+        self.begin_answer(opts)?;
         if turns.last().map(|t| t.role) != Some(Role::User) {
             bail_kind!(BadPrompt, "the conversation must end with a user turn");
         }
@@ -677,16 +657,41 @@ impl<'m> Session<'m> {
                 images.len()
             );
         }
-        let (n_img, d) = (
+        let frames: Vec<usize> = images.iter().map(|e| self.frames_of(e)).collect();
+        self.check_fits("the conversation", &ids, 0, &frames)?;
+        self.answer(turns.to_vec(), &ids, images, opts, on_token)
+    }
+
+    /// What every chat entry point does first: clears a previous cancel and checks the
+    /// sampling options.
+    fn begin_answer(&self, opts: &GenerateOptions) -> Result<()> {
+        self.cancel.store(false, Ordering::Relaxed);
+        opts.sampling
+            .validate()
+            .map_err(|e| Error::new(ErrorKind::InvalidArgument, e))
+    }
+
+    /// The frames an embedding fills (1 for an image, the frame count for a video).
+    fn frames_of(&self, e: &ImageEmbedding) -> usize {
+        e.frames(
             self.model.config.image_tokens,
             self.model.config.text.n_embd,
-        );
-        let frames: Vec<usize> = images.iter().map(|e| e.frames(n_img, d)).collect();
-        self.check_fits("the conversation", &ids, 0, &frames)?;
-        let logits = self.feed_conversation(&ids, &images)?;
+        )
+    }
+
+    /// Feeds the conversation `ids` (already checked to fit) with all its `images`, answers,
+    /// and makes the session hold `turns` plus the answer.
+    fn answer(
+        &mut self,
+        mut turns: Vec<Turn>,
+        ids: &[i64],
+        images: Vec<ImageEmbedding>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<Generation> {
+        let logits = self.feed_conversation(ids, &images)?;
         self.chat_prompt_logits.clone_from(&logits);
         let gen = self.generate(logits, opts, on_token)?;
-        let mut turns = turns.to_vec();
         turns.push(Turn {
             role: Role::Assistant,
             text: gen.text.clone(),

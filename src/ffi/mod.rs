@@ -485,25 +485,9 @@ pub unsafe extern "C" fn owlet_model_load(
     params: *const owlet_model_params,
     out: *mut *mut owlet_model,
 ) -> owlet_status {
-    guard("owlet_model_load", || {
-        check_out(out, "out")?;
-        // SAFETY: checked non-null; the caller promises it is writable.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: the caller's contract for `path`.
-        let path = unsafe { utf8_arg(path, "path") }?;
-        // SAFETY: the caller promises `params` is NULL or valid.
-        let p = unsafe { params.as_ref() }
-            .copied()
-            .unwrap_or_else(default_model_params);
-        let opts = session_options(&p)?;
-        let model = Model::load(Path::new(path))?;
-        let h = Box::new(owlet_model {
-            model: Arc::new(model),
-            opts,
-        });
-        // SAFETY: checked non-null above.
-        unsafe { *out = Box::into_raw(h) };
-        Ok(())
+    // SAFETY: the caller's contract, which is `owlet_model_load_cached`'s with no cache folder.
+    guard("owlet_model_load", || unsafe {
+        load_model_into(path, std::ptr::null(), params, out)
     })
 }
 
@@ -530,42 +514,57 @@ pub unsafe extern "C" fn owlet_model_load_cached(
     params: *const owlet_model_params,
     out: *mut *mut owlet_model,
 ) -> owlet_status {
-    guard("owlet_model_load_cached", || {
-        check_out(out, "out")?;
-        // SAFETY: checked non-null; the caller promises it is writable.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: the caller's contract for `path`.
-        let path = unsafe { utf8_arg(path, "path") }?;
-        let packed_cache = if cache_dir.is_null() {
-            PackedCache::Off
-        } else {
-            // SAFETY: the caller's contract for `cache_dir`.
-            let d = unsafe { utf8_arg(cache_dir, "cache_dir") }?;
-            if d.is_empty() {
-                return Err(invalid("cache_dir is empty (pass NULL for no cache)"));
-            }
-            PackedCache::Dir(d.into())
-        };
-        // SAFETY: the caller promises `params` is NULL or valid.
-        let p = unsafe { params.as_ref() }
-            .copied()
-            .unwrap_or_else(default_model_params);
-        let opts = session_options(&p)?;
-        let model = Model::load_with_options(
-            Path::new(path),
-            &LoadOptions {
-                kernels: None,
-                packed_cache,
-            },
-        )?;
-        let h = Box::new(owlet_model {
-            model: Arc::new(model),
-            opts,
-        });
-        // SAFETY: checked non-null above.
-        unsafe { *out = Box::into_raw(h) };
-        Ok(())
+    // SAFETY: the caller's contract, as documented above.
+    guard("owlet_model_load_cached", || unsafe {
+        load_model_into(path, cache_dir, params, out)
     })
+}
+
+/// The body of `owlet_model_load` and `owlet_model_load_cached` (`cache_dir` NULL = no cache):
+/// checks the arguments, loads the model and hands out its handle.
+///
+/// # Safety
+/// As `owlet_model_load_cached`.
+unsafe fn load_model_into(
+    path: *const c_char,
+    cache_dir: *const c_char,
+    params: *const owlet_model_params,
+    out: *mut *mut owlet_model,
+) -> Result<(), Error> {
+    check_out(out, "out")?;
+    // SAFETY: checked non-null; the caller promises it is writable.
+    unsafe { *out = std::ptr::null_mut() };
+    // SAFETY: the caller's contract for `path`.
+    let path = unsafe { utf8_arg(path, "path") }?;
+    let packed_cache = if cache_dir.is_null() {
+        PackedCache::Off
+    } else {
+        // SAFETY: the caller's contract for `cache_dir`.
+        let d = unsafe { utf8_arg(cache_dir, "cache_dir") }?;
+        if d.is_empty() {
+            return Err(invalid("cache_dir is empty (pass NULL for no cache)"));
+        }
+        PackedCache::Dir(d.into())
+    };
+    // SAFETY: the caller promises `params` is NULL or valid.
+    let p = unsafe { params.as_ref() }
+        .copied()
+        .unwrap_or_else(default_model_params);
+    let opts = session_options(&p)?;
+    let model = Model::load_with_options(
+        Path::new(path),
+        &LoadOptions {
+            kernels: None,
+            packed_cache,
+        },
+    )?;
+    let h = Box::new(owlet_model {
+        model: Arc::new(model),
+        opts,
+    });
+    // SAFETY: checked non-null above.
+    unsafe { *out = Box::into_raw(h) };
+    Ok(())
 }
 
 /// What the model's load did with its packed-weight cache: one of the
