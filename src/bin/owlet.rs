@@ -20,6 +20,10 @@ use owlet::prompt::{self, Role, Turn};
 use owlet::sampling::SamplingParams;
 use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
 
+// `owlet eval-shapes`, the owlet-shapes accuracy check (src/bin/owlet/eval_shapes.rs).
+#[path = "owlet/eval_shapes.rs"]
+mod eval_shapes;
+
 // The batch scorer lives in its own file (src/bin/owlet/score.rs).
 #[path = "owlet/score.rs"]
 mod score;
@@ -32,6 +36,11 @@ mod serve;
 /// The demo model committed with the sources (tiny random weights: the text is gibberish,
 /// the pipeline is the real one).
 const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
+
+/// The owlet-shapes held-out set `owlet eval-shapes` scores by default (64 images, 381
+/// questions; models/owlet-shapes/heldout/README.md says how it was drawn).
+const DEFAULT_SHAPES_SET: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/models/owlet-shapes/heldout");
 
 #[derive(Parser)]
 #[command(
@@ -264,6 +273,24 @@ enum Command {
         /// split into anonymous and file-backed.
         #[arg(long = "packed-cache", value_name = "DIR|beside|off")]
         packed_cache: Option<String>,
+    },
+    /// Exact-answer accuracy of an owlet-shapes model on a held-out set, per question type.
+    EvalShapes {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A folder written by models/owlet-shapes/gen.py: images and questions.jsonl
+        /// (default: the committed held-out set, models/owlet-shapes/heldout).
+        #[arg(long = "set", value_name = "DIR")]
+        set: Option<PathBuf>,
+        /// Ask only the first N questions (in file order).
+        #[arg(long = "n", allow_negative_numbers = true)]
+        n: Option<usize>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print every wrong answer on stderr.
+        #[arg(short = 'v', long = "verbose")]
+        verbose: bool,
     },
     /// Rate image quality or aesthetics Q-Align-style, one JSONL/CSV line per input.
     Score(score::ScoreArgs),
@@ -646,6 +673,40 @@ fn run(cmd: Command) -> Res<()> {
                 println!("{}", r.to_json());
             } else {
                 print!("{}", r.to_text());
+            }
+            Ok(())
+        }
+        Command::EvalShapes {
+            model,
+            set,
+            n,
+            json,
+            verbose,
+        } => {
+            if n == Some(0) {
+                return Err("--n must be at least 1".into());
+            }
+            let dir = set.unwrap_or_else(|| PathBuf::from(DEFAULT_SHAPES_SET));
+            // The set is checked before the model is loaded.
+            let set = eval_shapes::load_set(&dir)?;
+            let m = load_model_cached(&model.model, &model.packed_cache)?;
+            let mut s = session(&m, &model)?;
+            let report = eval_shapes::evaluate(&mut s, &set, n, &mut |q, got, ok| {
+                if verbose && !ok {
+                    eprintln!(
+                        "{} [{}] {:?}: got {:?}, want {:?}",
+                        q.image,
+                        q.qtype,
+                        q.question,
+                        got.trim(),
+                        q.answer
+                    );
+                }
+            })?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
             }
             Ok(())
         }
