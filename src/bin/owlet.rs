@@ -33,9 +33,18 @@ mod score;
 #[path = "owlet/serve.rs"]
 mod serve;
 
-/// The demo model committed with the sources (tiny random weights: the text is gibberish,
-/// the pipeline is the real one).
+/// The demo model committed with the sources, the default `-m` of every command: the one
+/// place to switch it. (Today tiny random weights: the text is gibberish, the pipeline is the
+/// real one; to become owlet-shapes, issue 12.)
 const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
+
+/// What `owlet run` asks when given no image and no prompt: the bundled example image
+/// (models/owlet-shapes/example.py draws it) and a question about it.
+const EXAMPLE_IMAGE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/owlet-shapes/example.png"
+);
+const EXAMPLE_QUESTION: &str = "Describe the image.";
 
 /// The owlet-shapes held-out set `owlet eval-shapes` scores by default (64 images, 381
 /// questions; models/owlet-shapes/heldout/README.md says how it was drawn).
@@ -48,6 +57,7 @@ const DEFAULT_SHAPES_SET: &str =
     version,
     about = "mPLUG-Owl2 on the CPU: answer questions about images",
     long_about = "mPLUG-Owl2 on the CPU: answer questions about images.\n\nExamples:\n  \
+owlet run   (the bundled model describes the bundled example image)\n  \
 owlet run -m owl2-q4_k_m.gguf --image photo.jpg -p \"Describe the image.\"\n  \
 owlet chat -m owl2-q4_k_m.gguf   (then /image PATH, /reset, /quit)\n  \
 owlet score -m one-align-q4_k_m.gguf photos/ -o scores.jsonl\n  \
@@ -174,7 +184,8 @@ struct GenArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Answer one prompt, streaming the text to stdout.
+    /// Answer one prompt, streaming the text to stdout; with no image and no prompt, describe
+    /// the bundled example image.
     Run {
         #[command(flatten)]
         model: ModelArgs,
@@ -468,6 +479,16 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     Ok((ids, embs))
 }
 
+/// Whether `owlet run` was given nothing to ask: no image, video or prompt of any kind. It
+/// then asks [`EXAMPLE_QUESTION`] about [`EXAMPLE_IMAGE`].
+fn is_bare(inp: &InputArgs) -> bool {
+    inp.images.is_empty()
+        && inp.video.is_none()
+        && inp.prompt.is_none()
+        && inp.raw_prompt.is_none()
+        && inp.ids.is_none()
+}
+
 /// The `<|image|>` slots the inputs fill: one per image, one for the video.
 fn n_media(inp: &InputArgs) -> usize {
     inp.images.len() + usize::from(inp.video.is_some())
@@ -547,6 +568,12 @@ fn run(cmd: Command) -> Res<()> {
             print_ids,
         } => {
             let opts = gen_options(&gen)?;
+            let example = is_bare(&input);
+            let mut input = input;
+            if example {
+                input.images.push(PathBuf::from(EXAMPLE_IMAGE));
+                input.prompt = Some(EXAMPLE_QUESTION.to_string());
+            }
             let m = load_model_cached(&model.model, &model.packed_cache)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
@@ -556,6 +583,10 @@ fn run(cmd: Command) -> Res<()> {
                 .map_err(|e| e.to_string())?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            if example {
+                // The question first, so that the answer below it reads as one.
+                let _ = writeln!(out, "{EXAMPLE_IMAGE}: {EXAMPLE_QUESTION}");
+            }
             let g = s
                 .generate(logits, &opts, &mut |_, piece| {
                     let _ = out.write_all(piece.as_bytes());
