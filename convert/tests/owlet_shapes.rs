@@ -4,7 +4,8 @@
 //! - at f32, owlet's last-position logits on held-out (image, question) prompts agree with the
 //!   training code's PyTorch forward in float64 (`tests/data/owlet-shapes-goldens.json`,
 //!   written by `models/owlet-shapes/goldens.py`) within the f32 tolerance of the upstream
-//!   goldens (2e-5), and owlet tokenizes the prompts to the same ids;
+//!   goldens (2e-5), owlet tokenizes the prompts to the same ids, and its greedy answers to
+//!   the set's first questions equal PyTorch's;
 //! - at q4_k_m (vision q8_0), `owlet eval-shapes`' own evaluation (the same source file) scores
 //!   at least [`ACCURACY_FLOOR`] on the committed held-out set.
 //!
@@ -144,6 +145,22 @@ fn f32_logits_agree_with_the_pytorch_reference() {
         let top = owlet::sampling::argmax(&logits) as i64;
         assert_eq!(top, c["top"].as_i64().unwrap(), "{name}: top token");
     }
+
+    // Whole greedy answers (the KV cache, EOS, detokenization) as eval-shapes asks them.
+    let answers = doc["answers"].as_array().map_or(&[][..], Vec::as_slice);
+    for a in answers {
+        let name = a["image"].as_str().unwrap();
+        let question = a["question"].as_str().unwrap();
+        let img = image::load(&heldout().join(name), &ImageLimits::default()).unwrap();
+        let emb = s.embed_image(&img, None).unwrap();
+        let got = eval_shapes::ask(&mut s, &emb, question).unwrap();
+        assert_eq!(
+            got.trim(),
+            a["torch_f32"].as_str().unwrap(),
+            "{name} {question:?}: owlet's answer differs from PyTorch's"
+        );
+    }
+    eprintln!("{} greedy answers equal PyTorch's", answers.len());
 }
 
 #[test]

@@ -8,6 +8,8 @@ the first `--n` held-out (image, question) pairs, taken one per image and cyclin
 question types. For each it records the prompt ids (owl2.Tokenizer, as owlet must tokenize
 them), the last position's logits in float64 (the reference) and float32 (PyTorch's own f32
 error, for comparison), and the top token. Preprocessing is owl2.preprocess (`resize` mode).
+With `--answers N` it also records train.py's greedy answers (float32) to the first N
+questions of the set, which owlet's f32 answers must equal.
 """
 import argparse
 import hashlib
@@ -19,6 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from owl2 import Owl2, Tokenizer, build_vocab, preprocess
+from train import greedy
 
 
 def load(ckpt, dtype):
@@ -36,6 +39,7 @@ def main():
     ap.add_argument("--ckpt", required=True, help="checkpoint folder (model.safetensors, config.json)")
     ap.add_argument("--set", required=True, help="held-out folder (questions.jsonl + images)")
     ap.add_argument("--n", type=int, default=6)
+    ap.add_argument("--answers", type=int, default=0, help="also the greedy answers to the first N questions")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -89,12 +93,19 @@ def main():
                 }
             )
     torch.set_default_dtype(torch.float32)
+    answers = []
+    if args.answers:
+        qs = rows[: args.answers]
+        px = [preprocess(Image.open(os.path.join(args.set, r["image"])), size) for r in qs]
+        got = greedy(models["f32"][0], tok, px, [r["question"] for r in qs], max_new=32)
+        answers = [{"image": r["image"], "question": r["question"], "torch_f32": g} for r, g in zip(qs, got)]
     st = open(os.path.join(args.ckpt, "model.safetensors"), "rb").read()
     doc = {
         "about": "last-position logits of owl2.py on the owlet-shapes checkpoint (goldens.py)",
         "checkpoint_sha256": hashlib.sha256(st).hexdigest(),
         "set": os.path.basename(os.path.normpath(args.set)),
         "cases": cases,
+        "answers": answers,
     }
     with open(args.out, "w") as f:
         json.dump(doc, f)

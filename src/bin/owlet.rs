@@ -72,7 +72,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// GGUF model file (default: the bundled tiny demo model).
+    /// GGUF model file (default: the bundled demo model).
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Worker threads (default: all cores; the performance cores on ARM phones; more than
