@@ -226,6 +226,8 @@ fn two_processes_share_a_folder() {
                 "--image",
             ])
             .arg(&png)
+            .arg("-m")
+            .arg(repo("models/owl2-tiny-a-f16.gguf"))
             .output()
             .unwrap()
     };

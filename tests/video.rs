@@ -265,10 +265,14 @@ fn clip(name: &str) -> String {
     repo("tests/data/video").join(name).display().to_string()
 }
 
+/// A command that takes a model, on the tiny demo model whose numbers these tests check
+/// (whatever the CLI's default model is).
 fn owlet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_owlet"))
         .args(args)
         .arg("--no-embed-cache")
+        .arg("-m")
+        .arg(repo("models/owl2-tiny-a-f16.gguf"))
         .current_dir(repo(""))
         .output()
         .expect("spawn owlet")
@@ -481,7 +485,8 @@ fn run_tokenize_score_and_chat_take_a_video() {
 
     // chat: /video attaches the sampled frames to the next message.
     let mut child = Command::new(env!("CARGO_BIN_EXE_owlet"))
-        .args(["chat", "-n", "2", "--no-embed-cache"])
+        .args(["chat", "-n", "2", "--no-embed-cache", "-m"])
+        .arg(repo("models/owl2-tiny-a-f16.gguf"))
         .current_dir(repo(""))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -20,6 +20,10 @@ use owlet::prompt::{self, Role, Turn};
 use owlet::sampling::SamplingParams;
 use owlet::session::{GenerateOptions, ImageEmbedding, Session, SessionOptions};
 
+// `owlet eval-shapes`, the owlet-shapes accuracy check (src/bin/owlet/eval_shapes.rs).
+#[path = "owlet/eval_shapes.rs"]
+mod eval_shapes;
+
 // The batch scorer lives in its own file (src/bin/owlet/score.rs).
 #[path = "owlet/score.rs"]
 mod score;
@@ -29,9 +33,23 @@ mod score;
 #[path = "owlet/serve.rs"]
 mod serve;
 
-/// The demo model committed with the sources (tiny random weights: the text is gibberish,
-/// the pipeline is the real one).
+/// The demo model committed with the sources, the default `-m` of every command: the one
+/// place to switch it. (Today tiny random weights: the text is gibberish, the pipeline is the
+/// real one; to become owlet-shapes, issue 12.)
 const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
+
+/// What `owlet run` asks when given no image and no prompt: the bundled example image
+/// (models/owlet-shapes/example.py draws it) and a question about it.
+const EXAMPLE_IMAGE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/owlet-shapes/example.png"
+);
+const EXAMPLE_QUESTION: &str = "Describe the image.";
+
+/// The owlet-shapes held-out set `owlet eval-shapes` scores by default (64 images, 381
+/// questions; models/owlet-shapes/heldout/README.md says how it was drawn).
+const DEFAULT_SHAPES_SET: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/models/owlet-shapes/heldout");
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +57,7 @@ const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-ti
     version,
     about = "mPLUG-Owl2 on the CPU: answer questions about images",
     long_about = "mPLUG-Owl2 on the CPU: answer questions about images.\n\nExamples:\n  \
+owlet run   (the bundled model describes the bundled example image)\n  \
 owlet run -m owl2-q4_k_m.gguf --image photo.jpg -p \"Describe the image.\"\n  \
 owlet chat -m owl2-q4_k_m.gguf   (then /image PATH, /reset, /quit)\n  \
 owlet score -m one-align-q4_k_m.gguf photos/ -o scores.jsonl\n  \
@@ -53,7 +72,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// GGUF model file (default: the bundled tiny demo model).
+    /// GGUF model file (default: the bundled demo model).
     #[arg(short = 'm', long = "model")]
     model: Option<PathBuf>,
     /// Worker threads (default: all cores; the performance cores on ARM phones; more than
@@ -165,7 +184,8 @@ struct GenArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Answer one prompt, streaming the text to stdout.
+    /// Answer one prompt, streaming the text to stdout; with no image and no prompt, describe
+    /// the bundled example image.
     Run {
         #[command(flatten)]
         model: ModelArgs,
@@ -264,6 +284,24 @@ enum Command {
         /// split into anonymous and file-backed.
         #[arg(long = "packed-cache", value_name = "DIR|beside|off")]
         packed_cache: Option<String>,
+    },
+    /// Exact-answer accuracy of an owlet-shapes model on a held-out set, per question type.
+    EvalShapes {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A folder written by models/owlet-shapes/gen.py: images and questions.jsonl
+        /// (default: the committed held-out set, models/owlet-shapes/heldout).
+        #[arg(long = "set", value_name = "DIR")]
+        set: Option<PathBuf>,
+        /// Ask only the first N questions (in file order).
+        #[arg(long = "n", allow_negative_numbers = true)]
+        n: Option<usize>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print every wrong answer on stderr.
+        #[arg(short = 'v', long = "verbose")]
+        verbose: bool,
     },
     /// Rate image quality or aesthetics Q-Align-style, one JSONL/CSV line per input.
     Score(score::ScoreArgs),
@@ -441,6 +479,16 @@ fn prepare(s: &Session<'_>, inp: &InputArgs) -> Res<(Vec<i64>, Vec<ImageEmbeddin
     Ok((ids, embs))
 }
 
+/// Whether `owlet run` was given nothing to ask: no image, video or prompt of any kind. It
+/// then asks [`EXAMPLE_QUESTION`] about [`EXAMPLE_IMAGE`].
+fn is_bare(inp: &InputArgs) -> bool {
+    inp.images.is_empty()
+        && inp.video.is_none()
+        && inp.prompt.is_none()
+        && inp.raw_prompt.is_none()
+        && inp.ids.is_none()
+}
+
 /// The `<|image|>` slots the inputs fill: one per image, one for the video.
 fn n_media(inp: &InputArgs) -> usize {
     inp.images.len() + usize::from(inp.video.is_some())
@@ -520,6 +568,12 @@ fn run(cmd: Command) -> Res<()> {
             print_ids,
         } => {
             let opts = gen_options(&gen)?;
+            let example = is_bare(&input);
+            let mut input = input;
+            if example {
+                input.images.push(PathBuf::from(EXAMPLE_IMAGE));
+                input.prompt = Some(EXAMPLE_QUESTION.to_string());
+            }
             let m = load_model_cached(&model.model, &model.packed_cache)?;
             let mut s = session(&m, &model)?;
             let (ids, embs) = prepare(&s, &input)?;
@@ -529,6 +583,10 @@ fn run(cmd: Command) -> Res<()> {
                 .map_err(|e| e.to_string())?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            if example {
+                // The question first, so that the answer below it reads as one.
+                let _ = writeln!(out, "{EXAMPLE_IMAGE}: {EXAMPLE_QUESTION}");
+            }
             let g = s
                 .generate(logits, &opts, &mut |_, piece| {
                     let _ = out.write_all(piece.as_bytes());
@@ -646,6 +704,40 @@ fn run(cmd: Command) -> Res<()> {
                 println!("{}", r.to_json());
             } else {
                 print!("{}", r.to_text());
+            }
+            Ok(())
+        }
+        Command::EvalShapes {
+            model,
+            set,
+            n,
+            json,
+            verbose,
+        } => {
+            if n == Some(0) {
+                return Err("--n must be at least 1".into());
+            }
+            let dir = set.unwrap_or_else(|| PathBuf::from(DEFAULT_SHAPES_SET));
+            // The set is checked before the model is loaded.
+            let set = eval_shapes::load_set(&dir)?;
+            let m = load_model_cached(&model.model, &model.packed_cache)?;
+            let mut s = session(&m, &model)?;
+            let report = eval_shapes::evaluate(&mut s, &set, n, &mut |q, got, ok| {
+                if verbose && !ok {
+                    eprintln!(
+                        "{} [{}] {:?}: got {:?}, want {:?}",
+                        q.image,
+                        q.qtype,
+                        q.question,
+                        got.trim(),
+                        q.answer
+                    );
+                }
+            })?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
             }
             Ok(())
         }
