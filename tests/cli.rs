@@ -1105,3 +1105,38 @@ fn run_with_no_arguments_asks_about_the_example_image() {
 fn run_with_no_arguments_describes_the_example_image_correctly() {
     assert_eq!(bare_run_answer(), EXAMPLE_ANSWER);
 }
+
+/// The bundled files are looked up in `$OWLET_DATA` first (then beside the executable, then in
+/// the source tree), so an installed owlet finds its default model: a damaged default model
+/// placed there is the one `owlet info` reads, and its error names that path.
+#[test]
+fn the_default_model_is_found_in_owlet_data_first() {
+    let data = scratch("owlet-data");
+    // Every bundled GGUF name, so the test does not depend on which one is the default.
+    std::fs::create_dir_all(data.join("models")).unwrap();
+    for e in std::fs::read_dir(repo("models")).unwrap() {
+        let n = e.unwrap().file_name();
+        if n.to_string_lossy().ends_with(".gguf") {
+            std::fs::write(data.join("models").join(&n), b"not a gguf").unwrap();
+        }
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_owlet"))
+        .arg("info")
+        .env("OWLET_DATA", &data)
+        .current_dir(repo(""))
+        .output()
+        .expect("spawn owlet");
+    assert!(
+        !o.status.success(),
+        "a damaged model in OWLET_DATA must be read"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains(&data.display().to_string()),
+        "the error names the OWLET_DATA file: {err}"
+    );
+    // Without OWLET_DATA the source tree's model loads.
+    let o = owlet_as_is(&["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&data).ok();
+}

@@ -34,22 +34,39 @@ mod score;
 mod serve;
 
 /// The demo model committed with the sources, the default `-m` of every command: the one
-/// place to switch it. (Today tiny random weights: the text is gibberish, the pipeline is the
-/// real one; to become owlet-shapes, issue 12.)
-const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/owl2-tiny-a-f16.gguf");
+/// place to switch it, as a path under the data folder ([`bundled`]). (Today tiny random
+/// weights: the text is gibberish, the pipeline is the real one; to become owlet-shapes,
+/// issue 12.)
+const DEFAULT_MODEL: &str = "models/owl2-tiny-a-f16.gguf";
 
 /// What `owlet run` asks when given no image and no prompt: the bundled example image
 /// (models/owlet-shapes/example.py draws it) and a question about it.
-const EXAMPLE_IMAGE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/owlet-shapes/example.png"
-);
+const EXAMPLE_IMAGE: &str = "models/owlet-shapes/example.png";
 const EXAMPLE_QUESTION: &str = "Describe the image.";
 
 /// The owlet-shapes held-out set `owlet eval-shapes` scores by default (64 images, 381
 /// questions; models/owlet-shapes/heldout/README.md says how it was drawn).
-const DEFAULT_SHAPES_SET: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/models/owlet-shapes/heldout");
+const DEFAULT_SHAPES_SET: &str = "models/owlet-shapes/heldout";
+
+/// Where a bundled file (`rel`, e.g. `models/...`) is: the first that exists of
+/// `$OWLET_DATA/rel`, `rel` beside the executable, `../share/owlet/rel` from the executable's
+/// folder (an installed owlet: copy `models/` there), and the source tree owlet was built
+/// from; the source-tree path when none exists, so that the error names where it looked last.
+fn bundled(rel: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let mut places = Vec::new();
+    if let Some(d) = std::env::var_os("OWLET_DATA") {
+        places.push(PathBuf::from(d).join(rel));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        places.push(dir.join(rel));
+        places.push(dir.join("../share/owlet").join(rel));
+    }
+    places.into_iter().find(|p| p.exists()).unwrap_or(source)
+}
 
 #[derive(Parser)]
 #[command(
@@ -318,7 +335,7 @@ enum Command {
 type Res<T> = Result<T, String>;
 
 fn load_model(path: &Option<PathBuf>) -> Res<Model> {
-    let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    let p = path.clone().unwrap_or_else(|| bundled(DEFAULT_MODEL));
     sys::report_sigbus_for(&p);
     Model::load(&p).map_err(|e| e.to_string())
 }
@@ -326,7 +343,7 @@ fn load_model(path: &Option<PathBuf>) -> Res<Model> {
 /// The model with the packed-weight cache `--packed-cache` asks for; the load's cache
 /// problems (a rebuilt file, an unwritable folder) are printed, one line each.
 fn load_model_cached(path: &Option<PathBuf>, packed: &Option<String>) -> Res<Model> {
-    let p = path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    let p = path.clone().unwrap_or_else(|| bundled(DEFAULT_MODEL));
     sys::report_sigbus_for(&p);
     let opts = LoadOptions {
         kernels: None,
@@ -571,7 +588,7 @@ fn run(cmd: Command) -> Res<()> {
             let example = is_bare(&input);
             let mut input = input;
             if example {
-                input.images.push(PathBuf::from(EXAMPLE_IMAGE));
+                input.images.push(bundled(EXAMPLE_IMAGE));
                 input.prompt = Some(EXAMPLE_QUESTION.to_string());
             }
             let m = load_model_cached(&model.model, &model.packed_cache)?;
@@ -585,7 +602,11 @@ fn run(cmd: Command) -> Res<()> {
             let mut out = stdout.lock();
             if example {
                 // The question first, so that the answer below it reads as one.
-                let _ = writeln!(out, "{EXAMPLE_IMAGE}: {EXAMPLE_QUESTION}");
+                let _ = writeln!(
+                    out,
+                    "{}: {EXAMPLE_QUESTION}",
+                    bundled(EXAMPLE_IMAGE).display()
+                );
             }
             let g = s
                 .generate(logits, &opts, &mut |_, piece| {
@@ -717,7 +738,7 @@ fn run(cmd: Command) -> Res<()> {
             if n == Some(0) {
                 return Err("--n must be at least 1".into());
             }
-            let dir = set.unwrap_or_else(|| PathBuf::from(DEFAULT_SHAPES_SET));
+            let dir = set.unwrap_or_else(|| bundled(DEFAULT_SHAPES_SET));
             // The set is checked before the model is loaded.
             let set = eval_shapes::load_set(&dir)?;
             let m = load_model_cached(&model.model, &model.packed_cache)?;

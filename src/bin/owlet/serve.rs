@@ -251,7 +251,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         .model
         .model
         .clone()
-        .unwrap_or_else(|| PathBuf::from(super::DEFAULT_MODEL));
+        .unwrap_or_else(|| super::bundled(super::DEFAULT_MODEL));
     let model_id = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
