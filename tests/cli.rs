@@ -1101,7 +1101,6 @@ fn run_with_no_arguments_asks_about_the_example_image() {
 }
 
 #[test]
-#[ignore = "until the default model is owlet-shapes (issue 12)"]
 fn run_with_no_arguments_describes_the_example_image_correctly() {
     assert_eq!(bare_run_answer(), EXAMPLE_ANSWER);
 }

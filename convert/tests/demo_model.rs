@@ -54,7 +54,6 @@ fn committed_demo_model_is_byte_identical_to_a_fresh_conversion() {
 }
 
 #[test]
-#[ignore = "until the trained checkpoint lands in models/owlet-shapes/checkpoint"]
 fn committed_owlet_shapes_model_is_byte_identical_to_a_fresh_conversion() {
     // The same settings as scripts/make_models.sh: --type q8_0 --vision-type q8_0.
     let opts = Options {

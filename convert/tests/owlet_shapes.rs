@@ -83,7 +83,6 @@ fn session(m: &Model, kv_type: KvType) -> Session<'_> {
 }
 
 #[test]
-#[ignore = "until the trained checkpoint lands in models/owlet-shapes/checkpoint"]
 fn f32_logits_agree_with_the_pytorch_reference() {
     let path = from_env_or(
         "OWLET_SHAPES_GOLDENS",
@@ -164,7 +163,6 @@ fn f32_logits_agree_with_the_pytorch_reference() {
 }
 
 #[test]
-#[ignore = "until the trained checkpoint lands in models/owlet-shapes/checkpoint"]
 fn q4_k_m_answers_the_heldout_set() {
     let gguf = convert(Preset::Q4KM, GgmlType::Q8_0);
     let m = Model::load(&gguf).unwrap();

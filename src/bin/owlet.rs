@@ -34,10 +34,9 @@ mod score;
 mod serve;
 
 /// The demo model committed with the sources, the default `-m` of every command: the one
-/// place to switch it, as a path under the data folder ([`bundled`]). (Today tiny random
-/// weights: the text is gibberish, the pipeline is the real one; to become owlet-shapes,
-/// issue 12.)
-const DEFAULT_MODEL: &str = "models/owl2-tiny-a-f16.gguf";
+/// place to switch it, as a path under the data folder ([`bundled`]). owlet-shapes, a small
+/// mPLUG-Owl2 trained to answer questions about shapes (models/owlet-shapes/README.md).
+const DEFAULT_MODEL: &str = "models/owlet-shapes-q8_0.gguf";
 
 /// What `owlet run` asks when given no image and no prompt: the bundled example image
 /// (models/owlet-shapes/example.py draws it) and a question about it.
