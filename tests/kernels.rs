@@ -580,10 +580,10 @@ fn float_row(wt: GgmlType, n: usize, special: bool, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// The number a float tile must give for one output: the scalar twin of the x86 SIMD tiles
-/// ([`tiles::float_lanes8`]), the variant's own dot for the tables made of dots.
+/// The number a float tile must give for one output: the scalar twin of the SIMD tiles (x86
+/// and NEON, [`tiles::float_lanes8`]), the generic dot for the generic tables (made of dots).
 fn float_twin(k: &Kernels, wt: GgmlType) -> fn(usize, &[u8], &[f32]) -> f32 {
-    if !k.name.starts_with("avx") {
+    if k.name.starts_with("generic") {
         return k.float_dot(wt).unwrap();
     }
     match wt {

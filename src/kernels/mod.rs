@@ -32,6 +32,8 @@ mod avx512vnni;
 #[cfg(target_arch = "x86_64")]
 mod avxvnni;
 pub mod exp;
+#[cfg(target_arch = "aarch64")]
+mod float_neon;
 #[cfg(target_arch = "x86_64")]
 mod float_x86;
 pub mod generic;
@@ -101,7 +103,7 @@ pub struct Kernels {
     pub bf16_f32: FloatDot,
     pub f32_f32: FloatDot,
     /// Tiled float products (see [`FloatTile`]): what matrix products with float weights run,
-    /// decode included. The generic and NEON tables make them of one dot per output.
+    /// decode included. The generic table makes them of one dot per output.
     pub f16_f32_tile: FloatTile,
     pub bf16_f32_tile: FloatTile,
     pub f32_f32_tile: FloatTile,

@@ -50,10 +50,10 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
     f16_f32: vec_dot_f16_f32,
     bf16_f32: generic::vec_dot_bf16_f32,
     f32_f32: vec_dot_f32,
-    // Float tiles: one of the dots above per output.
-    f16_f32_tile,
-    bf16_f32_tile: tiles::bf16_f32,
-    f32_f32_tile,
+    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula).
+    f16_f32_tile: super::float_neon::f16_neon,
+    bf16_f32_tile: super::float_neon::bf16_neon,
+    f32_f32_tile: super::float_neon::f32_neon,
     // Tiles: NEON for the four types of the shipped files (equal to the dots above bitwise),
     // the portable ones (one generic dot per output) for the rest.
     q4_0_q8_0_tile,
@@ -681,16 +681,6 @@ fn acc_f64(acc: &mut (float64x2_t, float64x2_t), p: float32x4_t) {
 fn sum_f64(acc: (float64x2_t, float64x2_t)) -> f64 {
     // SAFETY: register-only NEON operations.
     unsafe { vaddvq_f64(vaddq_f64(acc.0, acc.1)) }
-}
-
-/// Tile of [`vec_dot_f16_f32`] (one call per output).
-fn f16_f32_tile(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]) {
-    tiles::float_by_dot(vec_dot_f16_f32, n, w, a, out)
-}
-
-/// Tile of [`vec_dot_f32`] (one call per output).
-fn f32_f32_tile(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]) {
-    tiles::float_by_dot(vec_dot_f32, n, w, a, out)
 }
 
 /// F16 weights · f32 activations: f32 products summed in f64 (four lanes at a time).
