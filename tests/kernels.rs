@@ -1,7 +1,7 @@
 //! Twins tests: every kernel variant this CPU can run against the scalar reference, on random
 //! and edge-case inputs, plus the tile contract (a tile equals the single dot bitwise).
 
-use owlet::kernels::{self, tiles, Kernels, GENERIC, TILE, TILE_ROWS};
+use owlet::kernels::{self, tiles, Kernels, FLOAT_TILE_ROWS, GENERIC, TILE, TILE_ROWS};
 use owlet::quant::{quantize_row, vec_dot_type, GgmlType};
 
 const QUANT_TYPES: [GgmlType; 8] = [
@@ -534,6 +534,177 @@ fn float_dots_match_generic() {
     }
 }
 
+/// Raw weight bits for the float tiles: random values, or (`special`) a mix with infinities,
+/// NaNs, subnormals, zeros of both signs and the largest finite values of the type.
+fn float_row(wt: GgmlType, n: usize, special: bool, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * wt.type_size());
+    for _ in 0..n {
+        let pick = if special { rng.next() % 8 } else { 7 };
+        let v = rng.f() * 4.0;
+        match wt {
+            GgmlType::F16 => {
+                let bits: u16 = match pick {
+                    0 => 0x7C00 | ((rng.next() as u16 & 1) << 15), // ±inf
+                    1 => 0x7E00 | (rng.next() as u16 & 0x1FF),     // NaN
+                    2 => rng.next() as u16 & 0x83FF,               // ±subnormal (or ±0)
+                    3 => 0x8000,                                   // −0
+                    4 => 0x7BFF | ((rng.next() as u16 & 1) << 15), // ±65504
+                    _ => half::f16::from_f32(v).to_bits(),
+                };
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+            GgmlType::BF16 => {
+                let bits: u16 = match pick {
+                    0 => 0x7F80 | ((rng.next() as u16 & 1) << 15),
+                    1 => 0x7FC0 | (rng.next() as u16 & 0x3F),
+                    2 => rng.next() as u16 & 0x807F,
+                    3 => 0x8000,
+                    4 => 0x7F7F | ((rng.next() as u16 & 1) << 15),
+                    _ => half::bf16::from_f32(v).to_bits(),
+                };
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+            _ => {
+                let x: f32 = match pick {
+                    0 => f32::INFINITY,
+                    1 => f32::NAN,
+                    2 => f32::from_bits(rng.next() as u32 & 0x807F_FFFF),
+                    3 => -0.0,
+                    4 => f32::MAX,
+                    _ => v,
+                };
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// The number a float tile must give for one output: the scalar twin of the SIMD tiles (x86
+/// and NEON, [`tiles::float_lanes8`]), the generic dot for the generic tables (made of dots).
+fn float_twin(k: &Kernels, wt: GgmlType) -> fn(usize, &[u8], &[f32]) -> f32 {
+    if k.name.starts_with("generic") {
+        return k.float_dot(wt).unwrap();
+    }
+    match wt {
+        GgmlType::F16 => tiles::f16_f32_lanes8,
+        GgmlType::BF16 => tiles::bf16_f32_lanes8,
+        _ => tiles::f32_f32_lanes8,
+    }
+}
+
+/// Float tiles equal their scalar twin bitwise (NaN for NaN), for every tile shape (1 to
+/// FLOAT_TILE_ROWS weight rows × 1 to TILE activation rows), lengths that are not a multiple
+/// of the vector width, random rows and rows of infinities, NaNs and subnormals.
+#[test]
+fn float_tiles_equal_their_twins_bitwise() {
+    let mut rng = Rng(17);
+    for k in variants() {
+        for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let (tile, twin) = (k.float_tile(wt).unwrap(), float_twin(k, wt));
+            for n in [0, 1, 7, 8, 9, 15, 17, 31, 33, 100, 257, 1030] {
+                for special in [false, true] {
+                    let w: Vec<Vec<u8>> = (0..FLOAT_TILE_ROWS)
+                        .map(|_| float_row(wt, n, special, &mut rng))
+                        .collect();
+                    let a: Vec<Vec<f32>> = (0..TILE)
+                        .map(|c| match c {
+                            // A subnormal-heavy row, then ordinary ones.
+                            0 if special => (0..n).map(|i| (i as f32 + 1.0) * 1e-40).collect(),
+                            _ => values(Kind::Heavy, n, &mut rng),
+                        })
+                        .collect();
+                    let wr: Vec<&[u8]> = w.iter().map(|r| &r[..]).collect();
+                    let ar: Vec<&[f32]> = a.iter().map(|r| &r[..]).collect();
+                    for nw in 1..=FLOAT_TILE_ROWS {
+                        for na in 1..=TILE {
+                            let mut out = vec![12345.0f32; nw * na];
+                            tile(n, &wr[..nw], &ar[..na], &mut out);
+                            for r in 0..nw {
+                                for c in 0..na {
+                                    let (got, want) = (out[r * na + c], twin(n, wr[r], ar[c]));
+                                    assert!(
+                                        got.to_bits() == want.to_bits()
+                                            || (got.is_nan() && want.is_nan()),
+                                        "{} {wt} n={n} special={special} tile {nw}x{na} \
+                                         ({r},{c}): {got} vs {want}",
+                                        k.name
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The float tiles' formula stays within the f32 dot tolerance of the generic (f64-summed)
+/// dots, on every kind of row.
+#[test]
+fn float_tiles_match_generic_dots() {
+    let mut rng = Rng(5);
+    for k in variants() {
+        for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let tile = k.float_tile(wt).unwrap();
+            for n in [1, 9, 63, 999, 4096] {
+                for kind in KINDS {
+                    let w = quantized(wt, &values(kind, n, &mut rng));
+                    let x = values(Kind::Heavy, n, &mut rng);
+                    let mut got = [0f32];
+                    tile(n, &[&w], &[&x], &mut got);
+                    let want = GENERIC.float_dot(wt).unwrap()(n, &w, &x);
+                    let mut dw = vec![0f32; n];
+                    owlet::quant::dequantize_row(wt, &w, &mut dw).unwrap();
+                    let scale: f64 = dw
+                        .iter()
+                        .zip(&x)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    assert!(
+                        ((got[0] - want) as f64).abs() <= 1e-6 * scale + 1e-30,
+                        "{}: {wt} n={n} {kind:?}: {} vs {want}",
+                        k.name,
+                        got[0]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The x86 SIMD float tiles clamp too-short rows instead of reading past them: every output
+/// of the call uses the length all its rows have. (The dot-made tiles of the other tables
+/// assert full rows in debug builds, like the generic dots.)
+#[test]
+fn float_tiles_clamp_short_rows() {
+    let mut rng = Rng(9);
+    for k in x86_simd_variants() {
+        for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            let tile = k.float_tile(wt).unwrap();
+            let w = float_row(wt, 20, false, &mut rng);
+            let x = values(Kind::Random, 20, &mut rng);
+            let (short_w, short_x) = (&w[..13 * wt.type_size()], &x[..11]);
+            let mut out = [0f32; 4];
+            tile(20, &[&w, short_w], &[&x, short_x], &mut out);
+            let twin = float_twin(k, wt);
+            assert_eq!(
+                out[0].to_bits(),
+                twin(11, &w, &x).to_bits(),
+                "{} {wt}",
+                k.name
+            );
+            assert_eq!(
+                out[3].to_bits(),
+                twin(11, short_w, short_x).to_bits(),
+                "{} {wt}",
+                k.name
+            );
+        }
+    }
+}
+
 /// Too-short rows never read out of bounds or panic: missing blocks are skipped.
 #[test]
 fn short_rows_are_skipped_not_read() {
@@ -583,17 +754,24 @@ fn available_lists_generic_last_and_names_resolve() {
     {
         let names: Vec<&str> = v.iter().map(|k| k.name).collect();
         let vnni = is_x86_feature_detected!("avxvnni");
-        let want: &[&str] = if vnni
-            && is_x86_feature_detected!("avx512f")
+        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
+        let mut want: Vec<&str> = Vec::new();
+        if vnni
+            && avx512
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
         {
-            &["avx512vnni", "avxvnni", "avx2", "generic"]
-        } else if vnni {
-            &["avxvnni", "avx2", "generic"]
-        } else {
-            &["avx2", "generic"]
-        };
+            want.push("avx512vnni");
+        }
+        if vnni {
+            want.push("avxvnni");
+        }
+        // AVX-512 float tiles on the AVX2 table (Zen 4 has AVX-512 but no AVX-VNNI).
+        if avx512 {
+            want.push("avx512");
+        }
+        want.extend(["avx2", "generic"]);
+        let want = &want[..];
         assert!(names.ends_with(want), "{names:?}");
         // AMX (when the CPU has it and the OS grants the tile state) comes first, on top of
         // the AVX-512 VNNI table.

@@ -14,7 +14,8 @@
 //! Q5_K use the generic kernels (they are rare in 7B files: Q5_0/Q5_1 only appear as fallbacks
 //! for rows that do not divide into 256-blocks).
 //!
-//! Float dots (f32/f16/bf16 weights · f32) use four 8-lane FMA accumulators in a fixed order.
+//! Float dots (f32/f16/bf16 weights · f32) use four 8-lane FMA accumulators in a fixed order;
+//! matrix products with float weights run the tiles of [`super::float_x86`] instead.
 //!
 //! Every `unsafe fn` here requires AVX2, FMA and F16C; the [`Kernels`] table holding the safe
 //! wrappers is only handed out by [`detect`] after run-time detection, so the wrappers are
@@ -71,6 +72,9 @@ pub(super) const AVX2_TABLE: Kernels = Kernels {
     f16_f32: f16_f32_dot,
     bf16_f32: bf16_f32_dot,
     f32_f32: f32_f32_dot,
+    f16_f32_tile: super::float_x86::f16_avx2,
+    bf16_f32_tile: super::float_x86::bf16_avx2,
+    f32_f32_tile: super::float_x86::f32_avx2,
     q4_0_q8_0_tile,
     q4_1_q8_1_tile: tiles::q4_1_q8_1,
     q5_0_q8_0_tile: tiles::q5_0_q8_0,

@@ -32,11 +32,13 @@ use super::{avx2, avxvnni, Kernels, Packing, TILE, TILE_ROWS};
 use crate::quant::GgmlType;
 use half::f16;
 
-/// The AVX-512 VNNI table, if this CPU has AVX-512 F/BW/VNNI and everything AVX-VNNI needs.
+/// The AVX-512 VNNI table, if this CPU has AVX-512 F/BW/VL/VNNI and everything AVX-VNNI needs
+/// (every CPU with AVX-512 VNNI has VL; the float tiles use its 32 vector registers).
 pub(super) fn detect() -> Option<&'static Kernels> {
     let ok = avxvnni::detect().is_some()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni");
     ok.then_some(&AVX512VNNI)
 }
@@ -51,6 +53,9 @@ pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
     q8_0_q8_0: avxvnni::q8_0_q8_0_dot,
     q4_0_q8_0_tile,
     q8_0_q8_0_tile,
+    f16_f32_tile: super::float_x86::f16_avx512,
+    bf16_f32_tile: super::float_x86::bf16_avx512,
+    f32_f32_tile: super::float_x86::f32_avx512,
     wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
     packings: &[Q4_0_PACKING, Q8_0_PACKING, Q4_K_PACKING, Q6_K_PACKING],
     rows: AVX512_ROWS,

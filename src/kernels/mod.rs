@@ -26,10 +26,16 @@ pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod avx512vnni;
 #[cfg(target_arch = "x86_64")]
 mod avxvnni;
 pub mod exp;
+#[cfg(target_arch = "aarch64")]
+mod float_neon;
+#[cfg(target_arch = "x86_64")]
+mod float_x86;
 pub mod generic;
 #[doc(hidden)]
 pub mod generic_packed;
@@ -60,6 +66,20 @@ pub type FloatDot = fn(usize, &[u8], &[f32]) -> f32;
 /// results do not depend on how work is tiled or split over threads.
 pub type QuantTile = fn(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]);
 
+/// A tile of float products: `out[r * a.len() + c]` = weight row `w[r]` (f32, f16 or bf16
+/// little-endian bytes) · activation row `a[c]` for up to [`FLOAT_TILE_ROWS`] weight rows and up
+/// to [`TILE`] activation rows, the whole row length inside the call, so that each converted
+/// weight vector feeds every activation row and each activation vector every weight row.
+///
+/// Contract shared by every variant: each output is one fixed summation sequence of its row
+/// pair (for the SIMD tiles [`tiles::float_lanes8`]'s), so it is bitwise the same number
+/// whatever tile shape, thread count or activation row count computed it.
+pub type FloatTile = fn(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]);
+
+/// The most weight rows a [`FloatTile`] accepts: a multiple of every register-tile height the
+/// variants use (2, 3, 4, 6, 12), so full calls leave no odd rows.
+pub const FLOAT_TILE_ROWS: usize = 12;
+
 /// The most activation rows a [`QuantTile`] accepts, and the most weight rows unless the type
 /// is one of the table's [`Kernels::wide`] ones.
 pub const TILE: usize = 4;
@@ -82,6 +102,11 @@ pub struct Kernels {
     pub f16_f32: FloatDot,
     pub bf16_f32: FloatDot,
     pub f32_f32: FloatDot,
+    /// Tiled float products (see [`FloatTile`]): what matrix products with float weights run,
+    /// decode included. The generic table makes them of one dot per output.
+    pub f16_f32_tile: FloatTile,
+    pub bf16_f32_tile: FloatTile,
+    pub f32_f32_tile: FloatTile,
     /// Tiled forms of the quantized dots (see [`QuantTile`]); each equals its dot above
     /// bitwise, element by element.
     pub q4_0_q8_0_tile: QuantTile,
@@ -182,6 +207,16 @@ impl Kernels {
         })
     }
 
+    /// The tiled float product for a float weight type.
+    pub fn float_tile(&self, w: GgmlType) -> Option<FloatTile> {
+        Some(match w {
+            GgmlType::F32 => self.f32_f32_tile,
+            GgmlType::F16 => self.f16_f32_tile,
+            GgmlType::BF16 => self.bf16_f32_tile,
+            _ => return None,
+        })
+    }
+
     /// The float dot product for a float weight type.
     pub fn float_dot(&self, w: GgmlType) -> Option<FloatDot> {
         Some(match w {
@@ -207,6 +242,9 @@ pub static GENERIC: Kernels = Kernels {
     f16_f32: generic::vec_dot_f16_f32,
     bf16_f32: generic::vec_dot_bf16_f32,
     f32_f32: generic::vec_dot_f32,
+    f16_f32_tile: tiles::f16_f32,
+    bf16_f32_tile: tiles::bf16_f32,
+    f32_f32_tile: tiles::f32_f32,
     q4_0_q8_0_tile: tiles::q4_0_q8_0,
     q4_1_q8_1_tile: tiles::q4_1_q8_1,
     q5_0_q8_0_tile: tiles::q5_0_q8_0,
@@ -225,13 +263,16 @@ pub static GENERIC: Kernels = Kernels {
 pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
-    // x86-64: AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs).
+    // x86-64: AMX, AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs);
+    // AVX-512 without AVX-VNNI (Zen 4) gets AVX2's table with AVX-512 float tiles.
     #[cfg(target_arch = "x86_64")]
     v.extend(amx::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avx512vnni::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avxvnni::detect());
+    #[cfg(target_arch = "x86_64")]
+    v.extend(avx512::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avx2::detect());
     // aarch64: NEON is baseline; the i8mm and dot-product variants only when detected.

@@ -50,6 +50,10 @@ pub(crate) const NEON_TABLE: Kernels = Kernels {
     f16_f32: vec_dot_f16_f32,
     bf16_f32: generic::vec_dot_bf16_f32,
     f32_f32: vec_dot_f32,
+    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula).
+    f16_f32_tile: super::float_neon::f16_neon,
+    bf16_f32_tile: super::float_neon::bf16_neon,
+    f32_f32_tile: super::float_neon::f32_neon,
     // Tiles: NEON for the four types of the shipped files (equal to the dots above bitwise),
     // the portable ones (one generic dot per output) for the rest.
     q4_0_q8_0_tile,

@@ -113,3 +113,71 @@ pub fn q6_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     acc
 }
+
+/// Float weight rows (f32, f16 or bf16 bytes) · f32 activation rows, one [`super::generic`]
+/// float dot per output: the generic table's [`super::FloatTile`]s, equal to its dots bitwise.
+#[inline]
+pub fn float_by_dot(dot: super::FloatDot, n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]) {
+    let na = a.len();
+    for (r, wr) in w.iter().enumerate() {
+        for (c, ac) in a.iter().enumerate() {
+            if let Some(o) = out.get_mut(r * na + c) {
+                *o = dot(n, wr, ac);
+            }
+        }
+    }
+}
+
+macro_rules! float_dot_tiles {
+    ($($name:ident => $dot:path),* $(,)?) => {$(
+        #[doc = concat!("Tile of [`", stringify!($dot), "`] (one call per output).")]
+        pub fn $name(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]) {
+            float_by_dot($dot, n, w, a, out)
+        }
+    )*};
+}
+
+float_dot_tiles! {
+    f16_f32 => generic::vec_dot_f16_f32,
+    bf16_f32 => generic::vec_dot_bf16_f32,
+    f32_f32 => generic::vec_dot_f32,
+}
+
+/// The float tiles' formula for one output, in scalar code (the twin the SIMD float tiles are
+/// tested against): eight lane sums `s_l = fma(w_i, x_i, s_l)` over `i = l, l + 8, ...` for the
+/// first `n − n mod 8` values, folded as `((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))`,
+/// then the last `n mod 8` values one `fma` each, in order. `load(row, i)` reads weight `i`.
+#[inline]
+pub fn float_lanes8(n: usize, w: &[u8], x: &[f32], load: impl Fn(&[u8], usize) -> f32) -> f32 {
+    let n8 = n / 8 * 8;
+    let mut s = [0f32; 8];
+    for i in (0..n8).step_by(8) {
+        for (l, sl) in s.iter_mut().enumerate() {
+            *sl = load(w, i + l).mul_add(x[i + l], *sl);
+        }
+    }
+    let h: [f32; 4] = std::array::from_fn(|l| s[l] + s[l + 4]);
+    let mut acc = (h[0] + h[2]) + (h[1] + h[3]);
+    for (i, &xi) in x.iter().enumerate().take(n).skip(n8) {
+        acc = load(w, i).mul_add(xi, acc);
+    }
+    acc
+}
+
+/// [`float_lanes8`] for f16 weights.
+pub fn f16_f32_lanes8(n: usize, w: &[u8], x: &[f32]) -> f32 {
+    let n = n.min(w.len() / 2).min(x.len());
+    float_lanes8(n, w, x, |w, i| read_f16(w, 2 * i))
+}
+
+/// [`float_lanes8`] for bf16 weights.
+pub fn bf16_f32_lanes8(n: usize, w: &[u8], x: &[f32]) -> f32 {
+    let n = n.min(w.len() / 2).min(x.len());
+    float_lanes8(n, w, x, |w, i| crate::quant::read_bf16(w, 2 * i))
+}
+
+/// [`float_lanes8`] for f32 weights.
+pub fn f32_f32_lanes8(n: usize, w: &[u8], x: &[f32]) -> f32 {
+    let n = n.min(w.len() / 4).min(x.len());
+    float_lanes8(n, w, x, |w, i| read_f32(w, 4 * i))
+}

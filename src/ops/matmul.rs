@@ -1,13 +1,13 @@
 //! `y = x Wᵀ` for a weight matrix in any supported ggml type.
 //!
-//! f32/f16/bf16 weights are multiplied in f32 (exact products, f32 sums): that is the path the
-//! strict goldens check. Quantized weights follow ggml: the activation rows are quantized once
+//! f32/f16/bf16 weights are multiplied in f32 (exact products, f32 sums, in the kernels' float
+//! tiles): that is the path the strict goldens check. Quantized weights follow ggml: the activation rows are quantized once
 //! per call to the weight type's partner format (Q8_0 for the 32-blocks, Q8_K for the K-quants)
 //! and every output is an integer block dot product scaled in f32.
 
 use rayon::prelude::*;
 
-use crate::kernels::{tile16, Kernels, Packing, QuantTile, TILE, TILE_ROWS};
+use crate::kernels::{tile16, Kernels, Packing, QuantTile, FLOAT_TILE_ROWS, TILE, TILE_ROWS};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix as stored: `rows` output features, each a row of `cols` inputs in `typ`.
@@ -97,14 +97,18 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Weight rows per parallel task: about eight tasks per thread, a multiple of the tallest
-/// tile, at least [`TILE_ROWS`] rows. Results do not depend on it (every output is computed
+/// Weight rows per parallel task: about eight tasks per thread, a multiple of `unit` (the
+/// tallest tile), at least `unit` rows. Results do not depend on it (every output is computed
 /// whole by one kernel call whose value does not depend on the tile shape), only speed does.
-fn rows_per_task(n: usize) -> usize {
+fn rows_per_task(n: usize, unit: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let per = n.div_ceil(8 * threads).max(TILE_ROWS);
-    per.div_ceil(TILE_ROWS) * TILE_ROWS
+    let per = n.div_ceil(8 * threads).max(unit);
+    per.div_ceil(unit) * unit
 }
+
+/// One kernel call of a product: `(r0, nw, i0, na, res)` computes weight rows `r0..r0 + nw` ×
+/// activation rows `i0..i0 + na` into `res[r·na + c]`.
+type TileRun<'a> = dyn Fn(usize, usize, usize, usize, &mut [f32]) + Sync + 'a;
 
 /// `y[i][j] = Σ_c x[i][c] · W[j][c]`: `x` is `m × cols`, `y` is `m × rows`.
 ///
@@ -113,7 +117,8 @@ fn rows_per_task(n: usize) -> usize {
 /// [`Kernels::tile_rows`] weight rows (4, or 16 where the kernels have a row per SIMD lane) ×
 /// up to [`TILE`] activation rows per kernel call, the whole row length inside the call.
 /// Decode (`m = 1`) is the same loop with one activation row, so each loaded activation block
-/// feeds all the tile's weight rows. Float weights: one float dot per output.
+/// feeds all the tile's weight rows. Float weights: the same loops over the kernels' float
+/// tiles ([`FLOAT_TILE_ROWS`] weight rows × up to [`TILE`] f32 activation rows).
 /// Every output element is computed by exactly one kernel call, so results are identical for
 /// every thread count.
 pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
@@ -136,20 +141,56 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
             quantize_rows(k, at, x, kdim, arb, &mut xq[..m * arb]);
             arb
         });
-        if let (Some(arb), true) = (quantized, m >= ROW_SPLIT_MIN) {
-            let tiles = Tiles::new(k, w);
-            let xq = &xq[..m * arb];
-            match tiles.packed {
+        let xq = &xq[..quantized.map_or(0, |arb| m * arb)];
+        let tiles = quantized.map(|_| Tiles::new(k, w));
+        // The kernel call for any tile of this product, and the tallest tile's rows.
+        let quant_run;
+        let float_run;
+        let (run, unit): (&TileRun<'_>, usize) = match (&tiles, quantized) {
+            (Some(tiles), Some(arb)) => {
+                quant_run = move |r0: usize, nw: usize, i0: usize, na: usize, res: &mut [f32]| {
+                    let mut a: [&[u8]; TILE] = [&[]; TILE];
+                    for (c, slot) in a.iter_mut().enumerate().take(na) {
+                        *slot = &xq[(i0 + c) * arb..(i0 + c + 1) * arb];
+                    }
+                    tiles.run(r0, nw, &a[..na], res);
+                };
+                (&quant_run, TILE_ROWS)
+            }
+            _ => {
+                let Some(tile) = k.float_tile(w.typ) else {
+                    unreachable!("no float tile for {}", w.typ);
+                };
+                float_run = move |r0: usize, nw: usize, i0: usize, na: usize, res: &mut [f32]| {
+                    let mut wr: [&[u8]; FLOAT_TILE_ROWS] = [&[]; FLOAT_TILE_ROWS];
+                    for (r, slot) in wr.iter_mut().enumerate().take(nw) {
+                        *slot = w.row(r0 + r);
+                    }
+                    let mut a: [&[f32]; TILE] = [&[]; TILE];
+                    for (c, slot) in a.iter_mut().enumerate().take(na) {
+                        *slot = &x[(i0 + c) * kdim..(i0 + c + 1) * kdim];
+                    }
+                    tile(kdim, &wr[..nw], &a[..na], res);
+                };
+                (&float_run, FLOAT_TILE_ROWS)
+            }
+        };
+        if m >= ROW_SPLIT_MIN {
+            match tiles.as_ref().and_then(|t| t.packed) {
                 Some((p, packed)) if p.tile16.is_some() => {
+                    let arb = quantized.unwrap_or(0);
                     quant_product_tile16(p, packed, w, xq, arb, xt, y)
                 }
-                _ => quant_product_by_rows(&tiles, w, xq, arb, y),
+                _ => {
+                    let tr = tiles.as_ref().map_or(FLOAT_TILE_ROWS, |t| t.rows);
+                    product_by_act_rows(run, tr, w, m, y)
+                }
             }
             return;
         }
         // Bands of weight rows: outputs of many-row products are computed transposed (weight
         // row major) so that each task owns one contiguous slice; decode writes `y` directly.
-        let band = rows_per_task(n);
+        let band = rows_per_task(n, unit);
         let out: &mut [f32] = if m == 1 {
             y
         } else {
@@ -158,10 +199,8 @@ pub fn matmul(k: &Kernels, w: MatRef<'_>, x: &[f32], y: &mut [f32]) {
             }
             &mut yt[..m * n]
         };
-        match quantized {
-            None => float_product(k, w, x, m, band, out),
-            Some(arb) => quant_product(&Tiles::new(k, w), &xq[..m * arb], arb, m, band, out),
-        }
+        let tr = tiles.as_ref().map_or(FLOAT_TILE_ROWS, |t| t.rows);
+        product_by_bands(run, tr, m, band, out);
         if m > 1 {
             transpose_into(yt, m, n, y);
         }
@@ -188,8 +227,10 @@ fn quantize_rows(k: &Kernels, at: GgmlType, x: &[f32], kdim: usize, arb: usize, 
     }
 }
 
-/// The quantized product into `out` (`n × m`, weight row major; for `m = 1` simply `n`).
-fn quant_product(tiles: &Tiles<'_>, xq: &[u8], arb: usize, m: usize, band: usize, out: &mut [f32]) {
+/// A product into `out` (`n × m`, weight row major; for `m = 1` simply `n`): each task owns a
+/// band of `band` weight rows and sweeps the activation rows over it in tiles of `tr` weight
+/// rows × up to [`TILE`] activation rows.
+fn product_by_bands(run: &TileRun<'_>, tr: usize, m: usize, band: usize, out: &mut [f32]) {
     out.par_chunks_mut(m * band)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -200,13 +241,9 @@ fn quant_product(tiles: &Tiles<'_>, xq: &[u8], arb: usize, m: usize, band: usize
             // while each activation tile is swept over them.
             for i0 in (0..m).step_by(TILE) {
                 let na = TILE.min(m - i0);
-                let mut a: [&[u8]; TILE] = [&[]; TILE];
-                for (c, slot) in a.iter_mut().enumerate().take(na) {
-                    *slot = &xq[(i0 + c) * arb..(i0 + c + 1) * arb];
-                }
-                for r0 in (0..n_rows).step_by(tiles.rows) {
-                    let nw = tiles.rows.min(n_rows - r0);
-                    tiles.run(j_start + r0, nw, &a[..na], &mut res);
+                for r0 in (0..n_rows).step_by(tr) {
+                    let nw = tr.min(n_rows - r0);
+                    run(j_start + r0, nw, i0, na, &mut res);
                     for r in 0..nw {
                         for c in 0..na {
                             chunk[(r0 + r) * m + i0 + c] = res[r * na + c];
@@ -365,19 +402,17 @@ const ROW_SPLIT_MIN: usize = 32;
 /// moving on: small enough to stay in a core's L2 cache.
 const WEIGHT_BLOCK_BYTES: usize = 256 << 10;
 
-/// The quantized product for many activation rows, written straight into `y` (`m × n`): each
-/// task owns a run of activation rows (whole rows of `y`) and walks the weights in
-/// [`WEIGHT_BLOCK_BYTES`] blocks, sweeping its activation rows in tiles over each block while it
-/// is cached. Every task reads every weight once, which for m ≥ [`ROW_SPLIT_MIN`] costs far less
-/// than the compute, and nothing is transposed afterwards. Same tiles, same numbers as
-/// [`quant_product`].
-fn quant_product_by_rows(tiles: &Tiles<'_>, w: MatRef<'_>, xq: &[u8], arb: usize, y: &mut [f32]) {
+/// A product for many activation rows, written straight into `y` (`m × n`): each task owns a
+/// run of activation rows (whole rows of `y`) and walks the weights in [`WEIGHT_BLOCK_BYTES`]
+/// blocks, sweeping its activation rows in tiles (`tr` weight rows × up to [`TILE`] activation
+/// rows) over each block while it is cached. Every task reads every weight once, which for
+/// m ≥ [`ROW_SPLIT_MIN`] costs far less than the compute, and nothing is transposed
+/// afterwards. Same tiles, same numbers as [`product_by_bands`].
+fn product_by_act_rows(run: &TileRun<'_>, tr: usize, w: MatRef<'_>, m: usize, y: &mut [f32]) {
     let n = w.rows;
-    let m = xq.len() / arb.max(1);
     let threads = rayon::current_num_threads().max(1);
     // About four tasks per thread, whole activation tiles, at least 16 rows.
     let mb = m.div_ceil(4 * threads).max(16).div_ceil(TILE) * TILE;
-    let tr = tiles.rows;
     let block = (WEIGHT_BLOCK_BYTES / w.row_bytes().max(1)).max(tr) / tr * tr;
     y.par_chunks_mut(mb * n).enumerate().for_each(|(t, ys)| {
         let i_start = t * mb;
@@ -387,14 +422,9 @@ fn quant_product_by_rows(tiles: &Tiles<'_>, w: MatRef<'_>, xq: &[u8], arb: usize
             let j1 = n.min(j0 + block);
             for i0 in (0..rows_here).step_by(TILE) {
                 let na = TILE.min(rows_here - i0);
-                let mut a: [&[u8]; TILE] = [&[]; TILE];
-                for (c, slot) in a.iter_mut().enumerate().take(na) {
-                    let i = i_start + i0 + c;
-                    *slot = &xq[i * arb..(i + 1) * arb];
-                }
-                for r0 in (j0..j1).step_by(tiles.rows) {
-                    let nw = tiles.rows.min(j1 - r0);
-                    tiles.run(r0, nw, &a[..na], &mut res);
+                for r0 in (j0..j1).step_by(tr) {
+                    let nw = tr.min(j1 - r0);
+                    run(r0, nw, i_start + i0, na, &mut res);
                     for c in 0..na {
                         let yrow = &mut ys[(i0 + c) * n..(i0 + c + 1) * n];
                         for r in 0..nw {
@@ -478,26 +508,6 @@ fn quant_product_tile16(
         });
 }
 
-/// The float-weight product into `out` (`n × m`, weight row major), one float dot per output.
-fn float_product(k: &Kernels, w: MatRef<'_>, x: &[f32], m: usize, band: usize, out: &mut [f32]) {
-    let kdim = w.cols;
-    let Some(dot) = k.float_dot(w.typ) else {
-        unreachable!("no float dot product for {}", w.typ);
-    };
-    let rb = w.row_bytes();
-    out.par_chunks_mut(m * band)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            for (jj, outs) in chunk.chunks_exact_mut(m).enumerate() {
-                let j = t * band + jj;
-                let wrow = &w.data[j * rb..(j + 1) * rb];
-                for (i, o) in outs.iter_mut().enumerate() {
-                    *o = dot(kdim, wrow, &x[i * kdim..(i + 1) * kdim]);
-                }
-            }
-        });
-}
-
 /// `y[i][j] = yt[j][i]` for `yt` of `n × m`, in parallel over blocks of `y` rows.
 fn transpose_into(yt: &[f32], m: usize, n: usize, y: &mut [f32]) {
     y.par_chunks_mut(n * 16).enumerate().for_each(|(b, rows)| {
@@ -575,6 +585,60 @@ mod tests {
                         match &first {
                             None => first = Some(y),
                             Some(f) => assert_eq!(f, &y),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Float products: every output equals the variant's float tile on its single row pair,
+    /// bitwise, for shapes that are not multiples of the tiles (13 or 29 weight rows, odd row
+    /// lengths, 1..70 activation rows: decode, bands and the row split), and the thread count
+    /// changes nothing.
+    #[test]
+    fn float_product_equals_single_tiles_for_any_shape_and_threads() {
+        for k in crate::kernels::available() {
+            for typ in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+                let tile = k.float_tile(typ).unwrap();
+                for (n, kdim) in [(13, 37), (29, 64)] {
+                    let wf = values(n * kdim, 3);
+                    let mut data = vec![0u8; n * typ.row_bytes(kdim as u64).unwrap() as usize];
+                    quant::quantize_row(typ, &wf, &mut data).unwrap();
+                    let w = MatRef {
+                        typ,
+                        rows: n,
+                        cols: kdim,
+                        data: &data,
+                        packed: None,
+                    };
+                    for m in [1, 2, 3, 4, 5, 9, ROW_SPLIT_MIN, 70] {
+                        let x = values(m * kdim, 7 + m as u32);
+                        let mut first: Option<Vec<f32>> = None;
+                        for threads in [1, 3] {
+                            let pool = rayon::ThreadPoolBuilder::new()
+                                .num_threads(threads)
+                                .build()
+                                .unwrap();
+                            let mut y = vec![0f32; m * n];
+                            pool.install(|| matmul(k, w, &x, &mut y));
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let mut want = [0f32];
+                                    let xi = &x[i * kdim..(i + 1) * kdim];
+                                    tile(kdim, &[w.row(j)], &[xi], &mut want);
+                                    assert_eq!(
+                                        y[i * n + j].to_bits(),
+                                        want[0].to_bits(),
+                                        "{} {typ} {n}x{kdim} m={m} ({i},{j})",
+                                        k.name
+                                    );
+                                }
+                            }
+                            match &first {
+                                None => first = Some(y),
+                                Some(f) => assert_eq!(f, &y),
+                            }
                         }
                     }
                 }
