@@ -113,6 +113,9 @@ def init_weights(m, seed):
                 p.mul_(0.5)
 
 
+MIX = {}  # question type -> sampling weight (default 1 each); --mix
+
+
 def batch(rng, tok, n_img, q_per):
     """n_img images, q_per questions about each (rows of one image are adjacent)."""
     pxs, rows, tgts, labs = [], [], [], []
@@ -121,7 +124,8 @@ def batch(rng, tok, n_img, q_per):
         pxs.append(preprocess(render_fast(w, h, bg, objs), SIZE))
         labs.append(scene_labels(bg, objs, w) + (dense_labels(w, h, objs),))
         for _ in range(q_per):
-            _t, q, a = gen.question(rng, objs)
+            qt = rng.choices(gen.QTYPES, [MIX.get(t, 1.0) for t in gen.QTYPES])[0] if MIX else None
+            _t, q, a = gen.question(rng, objs, qt)
             p = tok.prompt(q)
             ans = tok.encode(a) + [2]
             rows.append(p + ans)
@@ -430,6 +434,9 @@ def main():
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=2e-3)
     ap.add_argument("--fanin-init", action="store_true", help="vision + abstractor matrices N(0, 1/fan_in), queries N(0, 1)")
+    ap.add_argument("--init", help="continue training from this checkpoint folder")
+    ap.add_argument("--mix", default="", help="question-type weights, e.g. color=2,exists=1.5")
+    ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--stage1", help="start stage 2 from this saved stage 1 (OUT.stage1.pt)")
     ap.add_argument("--vit-layers", type=int, default=VIT_LAYERS)
     ap.add_argument("--workers", type=int, default=1, help="processes drawing batches")
@@ -459,8 +466,15 @@ def main():
                 if name.startswith(("model.vision_model", "model.visual_abstractor")) and p.dim() == 2:
                     p.normal_(0.0, p.shape[1] ** -0.5)
             m.model.visual_abstractor.query_embeds.normal_(0.0, 1.0)
+    for kv in filter(None, args.mix.split(",")):
+        k, v = kv.split("=")
+        MIX[k] = float(v)
     probe = None
-    if args.stage1:
+    if args.init:
+        # Continue from a saved checkpoint (its f16 weights), without the stage-1 probe.
+        from safetensors.torch import load_file
+        m.load_state_dict({k: v.float() for k, v in load_file(os.path.join(args.init, "model.safetensors")).items()})
+    elif args.stage1:
         # Resume from a saved stage 1 (vision, abstractor and probe weights).
         st = torch.load(args.stage1)
         m.load_state_dict(st["model"])
@@ -483,7 +497,7 @@ def main():
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
     data = Batches(lambda rng: batch(rng, tok, args.images, args.q_per), 1000 + args.seed, args.workers)
     t0 = time.time()
-    warm = 150
+    warm = args.warmup
     ema = None
     for step in range(1, args.steps + 1):
         # Cosine decay over the step count or the wall-time budget, whichever ends first.
