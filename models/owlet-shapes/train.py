@@ -39,6 +39,7 @@ def render_fast(w, h, bg, objs):
 
 
 VIT_LAYERS = 2
+LLM_LAYERS = 3
 
 
 def make_config(vocab):
@@ -52,7 +53,7 @@ def make_config(vocab):
         "hidden_act": "silu",
         "hidden_size": 256,
         "intermediate_size": 512,
-        "num_hidden_layers": 2,
+        "num_hidden_layers": LLM_LAYERS,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
         "max_position_embeddings": 512,
@@ -417,7 +418,7 @@ def save(m, cfg, pieces, scores, types, out):
 
 
 def main():
-    global SIZE, VIT_LAYERS
+    global SIZE, VIT_LAYERS, LLM_LAYERS
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="checkpoint")
     ap.add_argument("--steps", type=int, default=3000)
@@ -439,13 +440,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--stage1", help="start stage 2 from this saved stage 1 (OUT.stage1.pt)")
     ap.add_argument("--vit-layers", type=int, default=VIT_LAYERS)
+    ap.add_argument("--llm-layers", type=int, default=LLM_LAYERS)
     ap.add_argument("--workers", type=int, default=1, help="processes drawing batches")
     ap.add_argument("--size", type=int, default=SIZE, help="image side (multiple of 14)")
     ap.add_argument("--vision-only", action="store_true", help="stop after stage 1 (diagnostics)")
     ap.add_argument("--freeze-vision", type=int, default=0, help="stage 2: vision + abstractor frozen for this many steps")
     ap.add_argument("--probe-weight", type=float, default=0.0, help="stage 2: keep the scene probe's loss at this weight")
     args = ap.parse_args()
-    SIZE, VIT_LAYERS = args.size, args.vit_layers
+    SIZE, VIT_LAYERS, LLM_LAYERS = args.size, args.vit_layers, args.llm_layers
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pieces, scores, types = build_vocab()
@@ -476,8 +478,13 @@ def main():
         m.load_state_dict({k: v.float() for k, v in load_file(os.path.join(args.init, "model.safetensors")).items()})
     elif args.stage1:
         # Resume from a saved stage 1 (vision, abstractor and probe weights).
+        # Stage 1 trains only the vision side, so a stage 1 saved with another LLM depth still
+        # fits: the LLM layers it lacks keep their fresh initialisation.
         st = torch.load(args.stage1)
-        m.load_state_dict(st["model"])
+        missing, unexpected = m.load_state_dict(st["model"], strict=False)
+        extra = [k for k in missing if not k.startswith("model.layers.")]
+        if unexpected or extra:
+            raise SystemExit(f"{args.stage1}: does not fit this configuration ({(unexpected + extra)[:3]})")
         probe = SceneProbe(cfg["hidden_size"], cfg["visual_config"]["visual_model"]["hidden_size"])
         probe.load_state_dict(st["probe"])
     elif args.vision_steps:
