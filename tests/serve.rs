@@ -722,8 +722,45 @@ fn concurrent_requests_on_two_slots_each_get_their_own_answer() {
     assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
 }
 
-/// A whole (non-streamed) answer notices its client leaving too: its headers go out with the
-/// first token and a space per token follows, so the generation stops and frees the slot.
+/// Waits (bounded: a minute) until `/health` reports `key` at `want`.
+fn wait_health(addr: &str, key: &str, want: u64) {
+    for _ in 0..600 {
+        let r = request(addr, "GET", "/health", &[], b"");
+        if r.json()[key].as_u64() == Some(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/health never reported {key} = {want}");
+}
+
+/// The first log line that holds every one of `needles`, waiting for it at most a minute.
+fn wait_log(srv: &Server, needles: &[&str]) -> String {
+    for _ in 0..600 {
+        if let Some(l) = srv
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return l.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no log line with {needles:?}: {}", srv.log.lock().unwrap());
+}
+
+fn field(line: &str, key: &str) -> usize {
+    line.split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// A whole (non-streamed) answer notices its client leaving too (the server peeks at the
+/// socket before each token), so the generation stops and frees the slot.
 #[test]
 fn a_whole_answer_stops_when_its_client_leaves() {
     let srv = serve(&["--slots", "1", "--queue", "1"]);
@@ -737,30 +774,108 @@ fn a_whole_answer_stops_when_its_client_leaves() {
         &[],
         long.to_string().as_bytes(),
     );
-    let mut first = [0u8; 64];
-    let n = held.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    wait_health(&srv.addr, "slots_busy", 1);
     drop(held);
-    let line = srv.log_line("1");
-    assert!(line.contains("stop=client_gone"), "{line}");
-    let out: usize = line
-        .split(" tokens_out=")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    assert!(out < 4000, "{line}");
-    // The slot is free again, and a whole answer read to its end is plain JSON after the spaces.
+    let line = wait_log(&srv, &["POST", "stop=client_gone"]);
+    assert!(line.contains("status=499"), "{line}");
+    assert!(field(&line, "tokens_out") < 4000, "{line}");
+    // The slot is free again; a whole answer is plain JSON.
     let r = post(
         &srv.addr,
         "/v1/chat/completions",
         &chat_body("coffee.png", "Hi", 3),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(
-        r.body.starts_with(' ') && r.body.trim_start().starts_with('{'),
-        "{}",
-        r.body
-    );
+    assert!(r.body.starts_with('{'), "{}", r.body);
     assert_eq!(r.json()["usage"]["completion_tokens"], 3);
+}
+
+/// A client that leaves while its request waits for a slot is dropped from the queue at once
+/// (it never runs), while the request holding the slot goes on.
+#[test]
+fn a_client_that_leaves_the_queue_is_dropped_and_never_runs() {
+    let srv = serve(&["--slots", "1", "--queue", "2"]);
+    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
+    long["stream"] = true.into();
+    long["ignore_eos"] = true.into();
+    let mut held = connect(&srv.addr);
+    send(
+        &mut held,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        long.to_string().as_bytes(),
+    );
+    let mut first = [0u8; 64];
+    let n = held.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let mut queued = connect(&srv.addr);
+    let body = chat_body("chelsea.png", "Hi", 3).to_string();
+    send(
+        &mut queued,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.as_bytes(),
+    );
+    wait_health(&srv.addr, "requests_admitted", 2);
+    drop(queued);
+    // Dropped while the held request still streams: it left the queue without running.
+    let line = wait_log(&srv, &["POST", "stop=client_gone"]);
+    assert!(
+        line.contains("status=499") && line.contains(" tokens_out=0 "),
+        "{line}"
+    );
+    assert!(line.contains(" ttft_ms=- "), "{line}");
+    let h = request(&srv.addr, "GET", "/health", &[], b"").json();
+    assert_eq!(h["slots_busy"], 1, "{h}");
+    assert_eq!(h["requests_admitted"], 1, "{h}");
+    let n = held.read(&mut first).unwrap();
+    assert!(n > 0, "the held stream goes on");
+    drop(held);
+    wait_health(&srv.addr, "slots_busy", 0);
+}
+
+/// A connection that sends nothing, half a request head or half a body is closed after
+/// --idle-timeout; the server keeps answering others meanwhile and after.
+#[test]
+fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
+    let srv = serve(&["--idle-timeout", "1"]);
+    let read_all = |s: &mut TcpStream| {
+        // The client's own limit is far above the server's: an error here is a hang.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .expect("the server closes the connection");
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    // Nothing at all: closed without a word.
+    let mut silent = connect(&srv.addr);
+    // Half a head: 408.
+    let mut half = connect(&srv.addr);
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n")
+        .unwrap();
+    // A head and half of its body: 400, naming the body.
+    let mut half_body = connect(&srv.addr);
+    half_body
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{\"messages\"")
+        .unwrap();
+    // Meanwhile the server answers.
+    assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
+    assert_eq!(read_all(&mut silent), "");
+    let r = read_all(&mut half);
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    let r = parse_reply(read_all(&mut half_body).as_bytes());
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("request body"));
+    // A kept-alive connection is closed once idle too.
+    let mut kept = connect(&srv.addr);
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let r = parse_reply(read_all(&mut kept).as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
 }
