@@ -72,6 +72,13 @@ fn serve(args: &[&str]) -> Server {
         .args(args)
         .args(model_unless_named(args))
         .current_dir(repo(""))
+        // Remote images come from the test's own loopback server, never through a proxy.
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -486,7 +493,7 @@ fn malformed_requests_get_their_status_and_a_json_error() {
         ("too many messages", serde_json::json!({"messages": vec![serde_json::json!({"role": "user", "content": "x"}); 5]}).to_string().into_bytes(), 400, "--max-messages"),
         ("bad base64", img("data:image/png;base64,!!!!").to_string().into_bytes(), 400, "base64"),
         ("not an image", img(&format!("data:image/png;base64,{}", base64(b"hello, world"))).to_string().into_bytes(), 422, "image"),
-        ("http URL", img("http://example.com/a.png").to_string().into_bytes(), 400, "data URL"),
+        ("http URL", img("http://example.com/a.png").to_string().into_bytes(), 400, "--allow-remote-images"),
         ("file URL", img("file:///etc/passwd").to_string().into_bytes(), 400, "--allow-file-urls"),
         ("too many images", user(serde_json::json!([
             {"type": "image_url", "image_url": {"url": data_url("chelsea.png")}},
@@ -877,5 +884,144 @@ fn idle_and_half_sent_connections_are_closed_after_the_idle_timeout() {
         .unwrap();
     let r = parse_reply(read_all(&mut kept).as_bytes());
     assert_eq!(r.status, 200);
+    assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
+}
+
+/// A loopback HTTP server (127.0.0.1 only) for remote image URLs: `/shape.png` (an image),
+/// `/redirect` (to it), `/loop` (redirects to itself), `/big` (declares 2 MiB), `/endless` (no
+/// length, bytes until the reader stops), `/text` (not an image), anything else 404.
+fn image_host() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let png = std::fs::read(repo("tests/data/assets/coffee.png")).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let png = png.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                conn.set_write_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                    match conn.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let reply = |conn: &mut TcpStream, status: &str, extra: &str, body: &[u8]| {
+                    let h = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(h.as_bytes());
+                    let _ = conn.write_all(body);
+                };
+                match path.as_str() {
+                    "/shape.png" => reply(&mut conn, "200 OK", "Content-Type: image/png\r\n", &png),
+                    "/redirect" => reply(&mut conn, "302 Found", "Location: /shape.png\r\n", b""),
+                    "/loop" => reply(&mut conn, "302 Found", "Location: /loop\r\n", b""),
+                    "/text" => reply(&mut conn, "200 OK", "", b"hello, world"),
+                    "/big" => {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\nConnection: close\r\n\r\n",
+                        );
+                        let _ = conn.write_all(&png);
+                    }
+                    "/endless" => {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                        let _ = conn.write_all(&png);
+                        // At most 64 MiB: the server must stop reading long before.
+                        let junk = vec![0u8; 64 << 10];
+                        for _ in 0..1024 {
+                            if conn.write_all(&junk).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    _ => reply(&mut conn, "404 Not Found", "", b"no such image"),
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// http(s) image URLs only with --allow-remote-images: fetched, redirects followed (at most
+/// 3), a body beyond --max-body-mib refused with 413 (declared or read), a body that is not an
+/// image 422, an HTTP error or an unreachable host 422 with the reason.
+#[test]
+fn remote_images_need_the_flag_and_are_limited() {
+    let host = image_host();
+    let body_for = |url: &str| {
+        let mut b = chat_body("coffee.png", "Describe the image.", 6);
+        b["messages"][0]["content"][0]["image_url"]["url"] = url.into();
+        b
+    };
+    // Off by default.
+    let off = serve(&[]);
+    let r = post(
+        &off.addr,
+        "/v1/chat/completions",
+        &body_for(&format!("http://{host}/shape.png")),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("--allow-remote-images"), "{}", r.body);
+    let from_data = post(
+        &off.addr,
+        "/v1/chat/completions",
+        &chat_body("coffee.png", "Describe the image.", 6),
+    );
+    assert_eq!(from_data.status, 200, "{}", from_data.body);
+    let want = from_data.json()["choices"][0]["message"]["content"].clone();
+    drop(off);
+
+    let srv = serve(&[
+        "--allow-remote-images",
+        "--max-body-mib",
+        "1",
+        "--remote-timeout",
+        "30",
+    ]);
+    for path in ["/shape.png", "/redirect"] {
+        let r = post(
+            &srv.addr,
+            "/v1/chat/completions",
+            &body_for(&format!("http://{host}{path}")),
+        );
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["choices"][0]["message"]["content"], want, "{path}");
+    }
+    // A port where nothing listens.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let cases = [
+        (format!("http://{host}/big"), 413, "--max-body-mib"),
+        (format!("http://{host}/endless"), 413, "--max-body-mib"),
+        (format!("http://{host}/text"), 422, "not a usable image"),
+        (format!("http://{host}/missing"), 422, "HTTP 404"),
+        (format!("http://{host}/loop"), 422, "redirect"),
+        (format!("http://{closed}/shape.png"), 422, "cannot fetch"),
+    ];
+    for (url, status, needle) in cases {
+        let r = post(&srv.addr, "/v1/chat/completions", &body_for(&url));
+        assert_eq!(r.status, status, "{url}: {}", r.body);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(needle), "{url}: {msg:?} lacks {needle:?}");
+        assert!(msg.contains("messages[0].content[0]"), "{url}: {msg}");
+    }
+    // /v1/score fetches too.
+    let r = post(
+        &srv.addr,
+        "/v1/score",
+        &serde_json::json!({"image": format!("http://{host}/shape.png")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
 }
