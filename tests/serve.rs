@@ -2,7 +2,10 @@
 //! first line of stdout), driven by a plain HTTP/1.1 client over `TcpStream`, on the committed
 //! demo model: answers equal `owlet run --temp 0` token for token (whole and streamed), a full
 //! server answers 429 and a client that leaves frees its slot, every malformed input gets its
-//! status and a JSON error, the API key is enforced, a continued conversation reuses the cache.
+//! status and a JSON error, the API key is enforced, a continued conversation reuses the cache,
+//! idle and half-sent connections are closed, a client that leaves the queue is dropped, remote
+//! image URLs come from a loopback server in the test; at the sizes on the default
+//! model: 32 requests at once on 2 slots and a queue of 8, 100 chat turns, plain curl.
 //! Every server is killed when its test ends, passing or not (a `Drop` guard); every wait is a
 //! bounded loop or a socket read timeout.
 
@@ -1270,4 +1273,30 @@ fn remote_images_need_the_flag_and_are_limited() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(request(&srv.addr, "GET", "/health", &[], b"").status, 200);
+}
+
+/// Connections are capped at slots + queue + 64: one more gets a 503 JSON error at once, and
+/// the server answers again once the idle ones close.
+#[test]
+fn connections_beyond_the_cap_get_503() {
+    let srv = serve(&["--slots", "1", "--queue", "0"]);
+    // 65 idle connections fill the cap (each has a thread waiting for its request head).
+    let idle: Vec<TcpStream> = (0..65).map(|_| connect(&srv.addr)).collect();
+    let r = request(&srv.addr, "GET", "/health", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("too many open connections"));
+    drop(idle);
+    // Their threads see end-of-file and end (bounded wait).
+    let mut status = 0;
+    for _ in 0..600 {
+        status = request(&srv.addr, "GET", "/health", &[], b"").status;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status, 200);
 }

@@ -6,7 +6,10 @@
 //!   whole head must arrive within `--idle-timeout`; so must each piece of a body, and an idle
 //!   kept-alive connection is closed after it); a client that stops reading its answer fails the
 //!   next write after the same time;
-//! - the number of open connections is capped (beyond it, 503 and close);
+//! - the number of open connections is capped (beyond it, 503 and close, answered by one
+//!   thread);
+//! - a connection closed while its client may still be sending (a refused body) is closed
+//!   gracefully ([`linger`]), so that the answer is not lost to a reset;
 //! - a request waiting for a slot, or generating, can ask whether its client is still there
 //!   ([`Request::peer_gone`], [`Body::peer_gone`]): a non-blocking peek at the socket, which
 //!   reads end-of-file once the client has closed it.
@@ -396,7 +399,32 @@ where
         }
     }
     let _ = c.w.flush();
-    let _ = c.w.shutdown(Shutdown::Both);
+    linger(c.r.get_ref());
+}
+
+/// Closes a connection whose client may still be sending (a body the server refused to read,
+/// a request after a 503): the answer is followed by end-of-file, then what the client sends
+/// is read and dropped until it closes too, at most 2 s and 64 MiB. Closing a socket with
+/// unread data would reset it, and a reset can destroy the answer before the client reads it.
+fn linger(s: &TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut r = s;
+    let mut buf = [0u8; 16 << 10];
+    let mut total = 0usize;
+    while total < 64 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = s.shutdown(Shutdown::Both);
 }
 
 fn error_body(message: &str) -> String {
@@ -424,17 +452,28 @@ pub fn serve<F>(
 ) where
     F: Fn(Request<'_>) + Sync,
 {
+    // Connections beyond the cap are answered 503 by one thread, up to 64 waiting for it
+    // (beyond those, closed at once), so that a flood cannot start threads.
+    let (refuse, refused) = std::sync::mpsc::sync_channel::<TcpStream>(64);
+    let _ = std::thread::Builder::new()
+        .name("owlet-refuse".into())
+        .spawn(move || {
+            for mut stream in refused {
+                let body = error_body("too many open connections; retry later");
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                linger(&stream);
+            }
+        });
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(stream) = stream else { continue };
         if live.fetch_add(1, Ordering::SeqCst) >= max_conns {
             live.fetch_sub(1, Ordering::SeqCst);
-            let body = error_body("too many open connections; retry later");
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let _ = refuse.try_send(stream);
             continue;
         }
         let spawned = std::thread::Builder::new()
