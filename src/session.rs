@@ -709,13 +709,33 @@ impl<'m> Session<'m> {
         Ok(prompt::tokenize_segments(self.model.tokenizer(), &segs))
     }
 
-    /// The positions `ids` (with `-200` sentinels) take in the context: each image counts as
-    /// the model's image rows.
+    /// The positions `ids` (with `-200` sentinels) take in the context when every sentinel
+    /// holds one image (the model's image rows). A sentinel that holds a video takes its frame
+    /// count times that: see [`Session::positions_with_frames`].
     pub fn positions(&self, ids: &[i64]) -> usize {
+        self.positions_with_frames(ids, &[])
+    }
+
+    /// The positions `ids` take when the `j`-th sentinel holds `frames[j]` frames (an image is
+    /// one frame; sentinels beyond `frames` hold images), as [`Session::embed_video`]'s
+    /// embeddings fill them.
+    pub fn positions_with_frames(&self, ids: &[i64], frames: &[usize]) -> usize {
         let n_img = self.model.config.image_tokens;
+        let mut j = 0;
         ids.iter()
-            .map(|&i| if i == IMAGE_TOKEN_ID { n_img } else { 1 })
-            .sum()
+            .map(|&i| {
+                if i == IMAGE_TOKEN_ID {
+                    j += 1;
+                    frames
+                        .get(j - 1)
+                        .copied()
+                        .unwrap_or(1)
+                        .saturating_mul(n_img)
+                } else {
+                    1
+                }
+            })
+            .fold(0usize, usize::saturating_add)
     }
 
     /// Makes the cache hold exactly `ids` (with all conversation images), reusing the longest

@@ -127,6 +127,10 @@ fn a_video_fills_one_slot_with_its_frames_in_order() {
     let (c, nc) = logits(&prompt_ids(3), &per.iter().collect::<Vec<_>>());
     assert_eq!(na, prompt_ids(1).len() - 1 + 3 * n_img);
     assert_eq!(na, nc);
+    // Counting positions: a video's sentinel takes its frames' rows, an image's one image's.
+    assert_eq!(s.positions_with_frames(&prompt_ids(1), &[3]), na);
+    assert_eq!(s.positions(&prompt_ids(3)), nc);
+    assert_eq!(s.positions(&prompt_ids(1)), na - 2 * n_img);
     assert!(a == b, "video slot vs hand-made concatenation");
     assert!(a == c, "video slot vs one slot per frame");
 

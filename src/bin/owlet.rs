@@ -32,6 +32,10 @@ mod score;
 #[cfg(feature = "serve")]
 #[path = "owlet/serve.rs"]
 mod serve;
+// Its HTTP/1.1 layer (src/bin/owlet/serve/http.rs).
+#[cfg(feature = "serve")]
+#[path = "owlet/serve/http.rs"]
+mod serve_http;
 
 /// The demo model committed with the sources, the default `-m` of every command: the one
 /// place to switch it, as a path under the data folder ([`bundled`]). owlet-shapes, a small

@@ -1,31 +1,29 @@
 //! `owlet serve`: an OpenAI-compatible HTTP server over one model and N session slots.
 //!
-//! The HTTP stack is `tiny_http`: a synchronous HTTP/1.1 server with four small dependencies
-//! (ascii, chunked_transfer, httpdate, log) that builds in seconds on a 2-core board. The work
-//! here is CPU-bound generation on a fixed number of sessions, one OS thread each, so an async
-//! runtime (axum + tokio + hyper, ~60 crates and minutes of compilation on a Pi) would buy
-//! nothing: every request gets a plain thread, bounded by the slots plus the queue.
+//! The HTTP/1.1 layer is owlet's own (`serve/http.rs`, request heads parsed by `httparse`,
+//! hyper's parser): a plain thread per connection, no async runtime. The work is CPU-bound
+//! generation on a fixed number of sessions, so an async stack (axum + tokio + hyper, ~60
+//! crates and minutes of compilation on a Pi) would buy nothing, and owning the socket gives
+//! what the server needs: timeouts for idle and half-sent requests, a cap on connections, and a
+//! cheap check (a non-blocking peek) of whether a client is still there.
 //!
 //! Flow of a chat request: authorization → admission (at most `slots + queue` requests hold or
 //! wait for a slot; beyond that 429) → body (size cap, 413) → JSON and fields (400, bad base64
-//! too) → prompt rendered and checked against the context (400) → a slot (the session whose
-//! cache shares the longest prefix with the prompt) → images decoded one at a time (422 for
-//! data that is not an image) and embedded → generation, answered whole or streamed as
-//! server-sent events.
+//! too) → remote images fetched (--allow-remote-images; 413 beyond the size cap, 422 for
+//! failures) → prompt rendered and checked against the context (400) → a slot (the session
+//! whose cache shares the longest prefix with the prompt; a request whose client leaves while
+//! it waits is dropped at once) → images decoded one at a time (422 for data that is not an
+//! image) and embedded → generation, answered whole or streamed as server-sent events.
 //!
-//! An answer whose client goes away stops at the next token that fails to be written (TCP
-//! reports the broken connection on the second write after the close, so within two tokens)
-//! and frees its slot. tiny_http gives no access to the socket other than the response, so a
-//! whole (non-streamed) answer is written as it is generated too: the status and headers with
-//! the first token, one space per token (JSON allows leading whitespace), then the JSON. A
-//! request still waiting in the queue cannot notice its client leaving; it does so at its first
-//! token.
+//! Before each token the generation checks that its client is still connected; one that left
+//! stops it there and frees the slot.
 
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -38,6 +36,7 @@ use owlet::score::{Aspect, Scale, ScoreOptions, Scorer, Subject};
 use owlet::session::{GenerateOptions, Session, StopReason};
 use serde_json::{json, Map, Value};
 
+use super::serve_http::{self as http, Body, Request};
 use super::ModelArgs;
 
 #[derive(Args)]
@@ -76,6 +75,19 @@ pub struct ServeArgs {
     /// client could read any image the server's user can).
     #[arg(long = "allow-file-urls")]
     allow_file_urls: bool,
+    /// Fetch `http://` and `https://` image URLs (off by default: a server that fetches URLs
+    /// can be turned against its own network). At most the --max-body-mib bytes per image,
+    /// 3 redirects, --remote-timeout seconds.
+    #[arg(long = "allow-remote-images")]
+    allow_remote_images: bool,
+    /// Time limit in seconds for fetching one remote image (--allow-remote-images).
+    #[arg(long = "remote-timeout", default_value_t = 20)]
+    remote_timeout: u64,
+    /// Seconds a connection may take to send a request head (from its first byte or the end of
+    /// the previous answer), and may stall while sending a body or reading an answer; an idle
+    /// kept-alive connection is closed after it.
+    #[arg(long = "idle-timeout", default_value_t = 30)]
+    idle_timeout: u64,
     /// Aspect handling: resize, pad or crop (default: the model file's).
     #[arg(long = "image-mode")]
     image_mode: Option<String>,
@@ -123,27 +135,19 @@ struct State {
     /// Requests holding or waiting for a slot.
     admitted: AtomicUsize,
     capacity: usize,
-    /// Request threads alive (all routes): a flood of cheap requests cannot spawn unbounded
-    /// threads.
-    threads: AtomicUsize,
-    max_threads: usize,
+    /// Connection threads alive: a flood of connections cannot spawn unbounded threads.
+    conns: &'static AtomicUsize,
+    max_conns: usize,
     api_key: Option<String>,
     max_body: usize,
     max_messages: usize,
     max_images: usize,
     max_image_pixels: u64,
     allow_file_urls: bool,
+    /// The HTTP client for remote images, with --allow-remote-images.
+    remote: Option<ureq::Agent>,
     mode: Option<AspectMode>,
     next_id: AtomicU64,
-}
-
-/// A live request thread; dropping it counts the thread out.
-struct ThreadCount<'a>(&'a AtomicUsize);
-
-impl Drop for ThreadCount<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// A place among the admitted requests; dropping it gives the place back.
@@ -198,11 +202,19 @@ impl State {
     }
 
     /// Waits for an idle session, preferring the one whose cache shares the longest prefix with
-    /// `ids` (its conversation is being continued).
-    fn slot(&self, ids: &[i64]) -> Slot<'_> {
+    /// `ids` (its conversation is being continued); `None` once `gone()` says that the client
+    /// left (checked every 20 ms while waiting).
+    fn slot(&self, ids: &[i64], gone: impl Fn() -> bool) -> Option<Slot<'_>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while idle.is_empty() {
-            idle = self.freed.wait(idle).unwrap_or_else(|e| e.into_inner());
+            idle = self
+                .freed
+                .wait_timeout(idle, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if idle.is_empty() && gone() {
+                return None;
+            }
         }
         let best = (0..idle.len())
             .max_by_key(|&i| {
@@ -215,10 +227,10 @@ impl State {
             })
             .unwrap_or(0);
         let session = idle.swap_remove(best);
-        Slot {
+        Some(Slot {
             state: self,
             session: Some(session),
-        }
+        })
     }
 }
 
@@ -228,6 +240,12 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
     }
     if a.max_body_mib == 0 || a.max_body_mib > 4096 {
         return Err("--max-body-mib must be between 1 and 4096".into());
+    }
+    if a.idle_timeout == 0 || a.idle_timeout > 3600 {
+        return Err("--idle-timeout must be between 1 and 3600 seconds".into());
+    }
+    if a.remote_timeout == 0 || a.remote_timeout > 600 {
+        return Err("--remote-timeout must be between 1 and 600 seconds".into());
     }
     let mode = super::aspect(&a.image_mode)?;
     if !(a.max_image_mpx > 0.0 && a.max_image_mpx <= 1024.0) {
@@ -280,28 +298,30 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         n_slots: a.slots,
         admitted: AtomicUsize::new(0),
         capacity,
-        threads: AtomicUsize::new(0),
-        max_threads: capacity.saturating_add(64),
+        conns: Box::leak(Box::new(AtomicUsize::new(0))),
+        max_conns: capacity.saturating_add(64),
         api_key: api_key.clone(),
         max_body: a.max_body_mib << 20,
         max_messages: a.max_messages,
         max_images: a.max_images,
         max_image_pixels: (a.max_image_mpx * 1e6) as u64,
         allow_file_urls: a.allow_file_urls,
+        remote: a
+            .allow_remote_images
+            .then(|| remote_agent(a.remote_timeout)),
         mode,
         next_id: AtomicU64::new(1),
     }));
-    let server = tiny_http::Server::http((a.host.as_str(), a.port))
+    let listener = TcpListener::bind((a.host.as_str(), a.port))
         .map_err(|e| format!("--host {} --port {}: cannot listen: {e}", a.host, a.port))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or("the server is not listening on an IP address")?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("--host {} --port {}: {e}", a.host, a.port))?;
     // The first line of stdout is the address (tests and scripts read it).
     println!("owlet serve: listening on http://{addr}");
     let _ = std::io::stdout().flush();
     eprintln!(
-        "owlet serve: model {} ({} slot(s), queue {}, context {n_ctx}){}",
+        "owlet serve: model {} ({} slot(s), queue {}, context {n_ctx}){}{}",
         path.display(),
         a.slots,
         a.queue,
@@ -309,27 +329,21 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             ", API key required"
         } else {
             ""
+        },
+        if a.allow_remote_images {
+            ", fetches http(s) image URLs"
+        } else {
+            ""
         }
     );
-    for rq in server.incoming_requests() {
-        if state.threads.fetch_add(1, Ordering::SeqCst) >= state.max_threads {
-            state.threads.fetch_sub(1, Ordering::SeqCst);
-            let e = err(503, "server_error", "too many open requests; retry later");
-            let _ = respond_json(rq, e.status, &e.body());
-            continue;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("owlet-request".into())
-            .spawn(move || {
-                // Counted down even if the request's thread panics.
-                let _alive = ThreadCount(&state.threads);
-                handle(state, rq);
-            });
-        if let Err(e) = spawned {
-            state.threads.fetch_sub(1, Ordering::SeqCst);
-            eprintln!("owlet serve: cannot start a request thread: {e}");
-        }
-    }
+    let handler: &'static _ = Box::leak(Box::new(move |rq: Request<'_>| handle(state, rq)));
+    http::serve(
+        listener,
+        Duration::from_secs(a.idle_timeout),
+        state.max_conns,
+        state.conns,
+        handler,
+    );
     Ok(())
 }
 
@@ -344,10 +358,10 @@ struct Log {
     stop: &'static str,
 }
 
-fn handle(st: &'static State, rq: tiny_http::Request) {
+fn handle(st: &'static State, rq: Request<'_>) {
     let t0 = Instant::now();
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
-    let method = rq.method().as_str().to_string();
+    let method = rq.method().to_string();
     // The path is the client's: escaped in the log line, so that it cannot forge lines.
     let path = rq.url().split('?').next().unwrap_or("").to_string();
     let shown: String = path.escape_debug().take(200).collect();
@@ -377,21 +391,21 @@ fn handle(st: &'static State, rq: tiny_http::Request) {
 }
 
 /// A status sent, or the request back with the error to answer it with.
-type Routed = Result<u16, Box<(tiny_http::Request, ApiError)>>;
+type Routed<'c> = Result<u16, Box<(Request<'c>, ApiError)>>;
 
-fn fail((rq, e): (tiny_http::Request, ApiError)) -> Routed {
+fn fail((rq, e): (Request<'_>, ApiError)) -> Routed<'_> {
     Err(Box::new((rq, e)))
 }
 
-fn route(
+fn route<'c>(
     st: &'static State,
-    rq: tiny_http::Request,
+    rq: Request<'c>,
     id: u64,
     t0: Instant,
     method: &str,
     path: &str,
     log: &mut Log,
-) -> Routed {
+) -> Routed<'c> {
     if method == "GET" && path == "/health" {
         let busy = st.n_slots - st.idle.lock().map_or(0, |v| v.len());
         let body = json!({
@@ -403,11 +417,7 @@ fn route(
         return Ok(respond_json(rq, 200, &body));
     }
     if let Some(key) = &st.api_key {
-        let given = rq
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().trim().to_string());
+        let given = rq.header("Authorization").map(|v| v.trim().to_string());
         let want = format!("Bearer {key}");
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes())) {
             return fail((
@@ -455,18 +465,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn respond_json(rq: tiny_http::Request, status: u16, body: &Value) -> u16 {
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
-        .expect("a constant header is valid");
-    let r = tiny_http::Response::from_string(body.to_string())
-        .with_status_code(status)
-        .with_header(header);
-    let _ = rq.respond(r);
+fn respond_json(rq: Request<'_>, status: u16, body: &Value) -> u16 {
+    let _ = rq.respond(status, "application/json", body.to_string().as_bytes());
     status
 }
 
 /// The request body as JSON, within the size limit.
-fn read_json(st: &State, rq: &mut tiny_http::Request) -> Result<Value, ApiError> {
+fn read_json(st: &State, rq: &mut Request<'_>) -> Result<Value, ApiError> {
     let too_big = || {
         err(
             413,
@@ -477,17 +482,12 @@ fn read_json(st: &State, rq: &mut tiny_http::Request) -> Result<Value, ApiError>
             ),
         )
     };
-    if rq.body_length().is_some_and(|n| n > st.max_body) {
+    if rq.body_length() > st.max_body {
         return Err(too_big());
     }
     let mut body = Vec::new();
-    rq.as_reader()
-        .take(st.max_body as u64 + 1)
-        .read_to_end(&mut body)
+    rq.read_body(&mut body, st.max_body)
         .map_err(|e| bad(format!("reading the request body: {e}")))?;
-    if body.len() > st.max_body {
-        return Err(too_big());
-    }
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
     if !v.is_object() {
@@ -734,9 +734,89 @@ struct ImageSource {
 enum ImageData {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// An http(s) URL, fetched into `Bytes` before the request waits for a slot.
+    Remote(String),
+}
+
+/// The client for --allow-remote-images: a time limit per fetch, at most 3 redirects, every
+/// status received as a response (so that its code can be named), rustls for https.
+fn remote_agent(timeout_s: u64) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(timeout_s)))
+        .max_redirects(3)
+        .http_status_as_error(false)
+        .user_agent(concat!("owlet/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 impl ImageSource {
+    /// Fetches a remote image's bytes: at most --max-body-mib (413 beyond, found while reading,
+    /// so a larger or endless body is never held), 422 when the URL cannot be fetched.
+    fn fetch(&mut self, st: &State) -> Result<(), ApiError> {
+        let ImageData::Remote(url) = &self.data else {
+            return Ok(());
+        };
+        let Some(agent) = &st.remote else {
+            return Err(bad(format!("{}: remote image URLs are off", self.at)));
+        };
+        let at = &self.at;
+        let shown: String = url.escape_debug().take(200).collect();
+        let failed = |what: String| {
+            err(
+                422,
+                "invalid_request_error",
+                format!("{at}: cannot fetch the image URL {shown}: {what}"),
+            )
+        };
+        let resp = agent.get(url.as_str()).call().map_err(|e| {
+            failed(match e {
+                ureq::Error::Timeout(_) => "timed out (--remote-timeout)".to_string(),
+                ureq::Error::TooManyRedirects => "more than 3 redirects".to_string(),
+                e => e.to_string(),
+            })
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(failed(format!(
+                "the server answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let max = st.max_body;
+        let too_big = || {
+            err(
+                413,
+                "invalid_request_error",
+                format!(
+                    "{at}: the image at {shown} is larger than {} MiB (--max-body-mib)",
+                    max >> 20
+                ),
+            )
+        };
+        let declared = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader()
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| failed(format!("reading its body: {e}")))?;
+        if bytes.len() > max {
+            return Err(too_big());
+        }
+        self.data = ImageData::Bytes(bytes);
+        Ok(())
+    }
+
     fn decode(&self, st: &State) -> Result<RgbImage, ApiError> {
         let limits = ImageLimits {
             max_file_bytes: st.max_body as u64,
@@ -746,6 +826,13 @@ impl ImageSource {
         match &self.data {
             ImageData::Bytes(b) => oimage::decode_with(b, &limits, ExifOrientation::Apply),
             ImageData::File(p) => oimage::load_with(p, &limits, ExifOrientation::Apply),
+            ImageData::Remote(_) => {
+                return Err(err(
+                    500,
+                    "server_error",
+                    format!("{}: the remote image was not fetched", self.at),
+                ))
+            }
         }
         .map_err(|e| {
             err(
@@ -757,8 +844,8 @@ impl ImageSource {
     }
 }
 
-/// Checks an image URL and takes its bytes: `data:image/...;base64,...`, or `file://` with
-/// --allow-file-urls.
+/// Checks an image URL and takes its bytes: `data:image/...;base64,...`, `file://` with
+/// --allow-file-urls, `http(s)://` with --allow-remote-images (fetched later, [`ImageSource::fetch`]).
 fn load_url(st: &State, url: &str, at: &str) -> Result<ImageSource, ApiError> {
     let source = |data| ImageSource {
         at: at.to_string(),
@@ -794,9 +881,12 @@ fn load_url(st: &State, url: &str, at: &str) -> Result<ImageSource, ApiError> {
         return Ok(source(ImageData::File(PathBuf::from(path))));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Err(bad(format!(
-            "{at}: this server does not fetch http(s) image URLs; send the image as a data URL (data:image/jpeg;base64,...)"
-        )));
+        if st.remote.is_none() {
+            return Err(bad(format!(
+                "{at}: this server does not fetch http(s) image URLs unless it runs with --allow-remote-images; send the image as a data URL (data:image/jpeg;base64,...)"
+            )));
+        }
+        return Ok(source(ImageData::Remote(url.to_string())));
     }
     Err(bad(format!(
         "{at}: the image URL must be a data URL (data:image/jpeg;base64,...)"
@@ -844,63 +934,38 @@ impl StopScan<'_> {
     }
 }
 
-/// A 200 response whose body is written as HTTP/1.1 chunks while the answer is generated (the
-/// connection stays usable for the next request): server-sent events for a streamed answer;
-/// for a whole answer, one space per token (JSON allows leading whitespace) and then the JSON.
-/// Each write tells whether the client is still there.
-struct Chunked {
-    w: Box<dyn Write + Send>,
-}
-
-impl Chunked {
-    fn start(rq: tiny_http::Request, content_type: &str) -> std::io::Result<Chunked> {
-        let mut w = rq.into_writer();
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )?;
-        Ok(Chunked { w })
-    }
-
-    fn chunk(&mut self, data: &str) -> std::io::Result<()> {
-        if !data.is_empty() {
-            write!(self.w, "{:x}\r\n{data}\r\n", data.len())?;
-        }
-        self.w.flush()
-    }
-
-    /// One server-sent event.
-    fn event(&mut self, data: &str) -> std::io::Result<()> {
-        self.chunk(&format!("data: {data}\n\n"))
-    }
-
-    fn end(mut self) -> std::io::Result<()> {
-        self.w.write_all(b"0\r\n\r\n")?;
-        self.w.flush()
-    }
+/// One server-sent event.
+fn event(out: &mut Body<'_>, data: &str) -> std::io::Result<()> {
+    out.chunk(&format!("data: {data}\n\n"))
 }
 
 /// Closes a stream of server-sent events with `[DONE]`.
-fn done(mut out: Chunked) -> std::io::Result<()> {
-    out.event("[DONE]")?;
+fn done(mut out: Body<'_>) -> std::io::Result<()> {
+    event(&mut out, "[DONE]")?;
     out.end()
 }
 
-fn chat(
+fn chat<'c>(
     st: &'static State,
-    mut rq: tiny_http::Request,
+    mut rq: Request<'c>,
     id: u64,
     t0: Instant,
     log: &mut Log,
-) -> Routed {
+) -> Routed<'c> {
     let _admission = match st.admit() {
         Ok(a) => a,
         Err(e) => return fail((rq, e)),
     };
-    let req = match read_json(st, &mut rq).and_then(|b| parse_chat(st, &b)) {
+    let mut req = match read_json(st, &mut rq).and_then(|b| parse_chat(st, &b)) {
         Ok(r) => r,
         Err(e) => return fail((rq, e)),
     };
+    // Remote images are fetched before the request waits for a slot.
+    for src in &mut req.images {
+        if let Err(e) = src.fetch(st) {
+            return fail((rq, e));
+        }
+    }
     // The prompt, rendered and tokenized as `owlet run` and `owlet chat` do.
     let tok = st.model.tokenizer();
     let ids = match prompt::render_chat(&req.turns, true) {
@@ -941,7 +1006,11 @@ fn chat(
         sampling: req.sampling.clone(),
         ignore_eos: req.ignore_eos,
     };
-    let mut slot = st.slot(&ids);
+    let Some(mut slot) = st.slot(&ids, || rq.peer_gone()) else {
+        // The client left while its request waited: it never runs.
+        log.stop = "client_gone";
+        return Ok(499);
+    };
     let session = slot.session();
     let mut embs = Vec::with_capacity(req.images.len());
     for (k, src) in req.images.iter().enumerate() {
@@ -970,7 +1039,7 @@ fn chat(
         .to_string()
     };
     let mut rq = Some(rq);
-    let mut out: Option<Chunked> = None;
+    let mut out: Option<Body<'c>> = None;
     let mut gone = false;
     let mut text = String::new();
     let mut scan = StopScan {
@@ -979,11 +1048,6 @@ fn chat(
         hit: None,
     };
     let mut ttft = None;
-    let content_type = if req.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
     let result = {
         let mut on_token = |_id: u32, piece: &str| {
             if ttft.is_none() {
@@ -991,16 +1055,19 @@ fn chat(
             }
             text.push_str(piece);
             let (a, b) = scan.release(&text);
-            // The response starts with the first token, once the prompt was accepted.
+            if !req.stream {
+                // A whole answer is sent at the end; until then, check that its client waits.
+                gone = rq.as_ref().is_none_or(|r| r.peer_gone());
+                return !gone && scan.hit.is_none();
+            }
+            // A stream starts with the first token, once the prompt was accepted.
             if out.is_none() {
                 let started = rq.take().map(|rq| {
-                    let mut o = Chunked::start(rq, content_type)?;
-                    if req.stream {
-                        o.event(&chunk(
-                            json!({"role": "assistant", "content": ""}),
-                            Value::Null,
-                        ))?;
-                    }
+                    let mut o = rq.start_chunked("text/event-stream")?;
+                    event(
+                        &mut o,
+                        &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                    )?;
                     Ok::<_, std::io::Error>(o)
                 });
                 match started {
@@ -1009,14 +1076,9 @@ fn chat(
                 }
             }
             if let Some(o) = out.as_mut().filter(|_| !gone) {
-                let sent = if !req.stream {
-                    o.chunk(" ")
-                } else if b > a {
-                    o.event(&chunk(json!({"content": &text[a..b]}), Value::Null))
-                } else {
-                    Ok(())
-                };
-                gone = sent.is_err();
+                gone = o.peer_gone()
+                    || (b > a
+                        && event(o, &chunk(json!({"content": &text[a..b]}), Value::Null)).is_err());
             }
             !gone && scan.hit.is_none()
         };
@@ -1037,13 +1099,9 @@ fn chat(
             if let Some(rq) = rq.take() {
                 return fail((rq, e));
             }
-            // Past the first token the status is sent: the error goes in the body.
+            // Past the first token of a stream the status is sent: the error goes in the body.
             if let Some(mut o) = out {
-                let _ = if req.stream {
-                    o.event(&e.body().to_string()).and_then(|_| done(o))
-                } else {
-                    o.chunk(&e.body().to_string()).and_then(|_| o.end())
-                };
+                let _ = event(&mut o, &e.body().to_string()).and_then(|_| done(o));
             }
             log.stop = "error";
             return Ok(e.status);
@@ -1072,8 +1130,11 @@ fn chat(
         Some(p) => &text[..p],
         None => &text[..],
     };
+    // `cached_tokens`: the prompt positions taken from the slot's KV cache, as OpenAI counts
+    // its prompt caching.
     let usage = json!({"prompt_tokens": positions, "completion_tokens": log.tokens_out,
-                       "total_tokens": positions + log.tokens_out});
+                       "total_tokens": positions + log.tokens_out,
+                       "prompt_tokens_details": {"cached_tokens": log.reused}});
     if gone {
         return Ok(499);
     }
@@ -1081,26 +1142,25 @@ fn chat(
         // An answer that ended before its first token (EOS at once) starts here.
         let mut o = match out {
             Some(o) => o,
-            None => match rq.take().map(|rq| Chunked::start(rq, content_type)) {
+            None => match rq.take().map(|rq| rq.start_chunked("text/event-stream")) {
                 Some(Ok(mut o)) => {
-                    let _ = o.event(&chunk(
-                        json!({"role": "assistant", "content": ""}),
-                        Value::Null,
-                    ));
+                    let _ = event(
+                        &mut o,
+                        &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                    );
                     o
                 }
                 _ => return Ok(499),
             },
         };
         let rest = &content[scan.sent.min(content.len())..];
-        let mut ok = rest.is_empty()
-            || o.event(&chunk(json!({"content": rest}), Value::Null))
-                .is_ok();
-        ok = ok && o.event(&chunk(json!({}), json!(finish))).is_ok();
+        let mut ok =
+            rest.is_empty() || event(&mut o, &chunk(json!({"content": rest}), Value::Null)).is_ok();
+        ok = ok && event(&mut o, &chunk(json!({}), json!(finish))).is_ok();
         if req.include_usage {
             let u = json!({"id": cid, "object": "chat.completion.chunk", "created": created,
                            "model": st.model_id, "choices": [], "usage": usage});
-            ok = ok && o.event(&u.to_string()).is_ok();
+            ok = ok && event(&mut o, &u.to_string()).is_ok();
         }
         ok = ok && done(o).is_ok();
         return Ok(if ok { 200 } else { 499 });
@@ -1111,19 +1171,15 @@ fn chat(
                      "finish_reason": finish}],
         "usage": usage,
     });
-    match (out, rq.take()) {
-        (Some(mut o), _) => {
-            let ok = o.chunk(&body.to_string()).and_then(|_| o.end()).is_ok();
-            Ok(if ok { 200 } else { 499 })
-        }
-        (None, Some(rq)) => Ok(respond_json(rq, 200, &body)),
-        (None, None) => Ok(499),
+    match rq.take() {
+        Some(rq) => Ok(respond_json(rq, 200, &body)),
+        None => Ok(499),
     }
 }
 
 /// `POST /v1/score`: `{"image": URL, "task": "quality"|"aesthetics", "scale": "1-5"|"0-1"}`
 /// → `{"score": x, "probs": {"excellent": ..., ...}}`, Q-Align's scorer.
-fn score(st: &'static State, mut rq: tiny_http::Request, log: &mut Log) -> Routed {
+fn score<'c>(st: &'static State, mut rq: Request<'c>, log: &mut Log) -> Routed<'c> {
     let _admission = match st.admit() {
         Ok(a) => a,
         Err(e) => return fail((rq, e)),
@@ -1141,7 +1197,8 @@ fn score(st: &'static State, mut rq: tiny_http::Request, log: &mut Log) -> Route
                 .ok_or_else(|| bad("`image` must be a data URL or {\"url\": ...}"))?,
             None => return Err(bad("`image` is missing (a data URL)")),
         };
-        let img = load_url(st, &url, "image")?;
+        let mut img = load_url(st, &url, "image")?;
+        img.fetch(st)?;
         let s = |k: &str, d: &str| match o.get(k) {
             None | Some(Value::Null) => Ok(d.to_string()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -1161,7 +1218,10 @@ fn score(st: &'static State, mut rq: tiny_http::Request, log: &mut Log) -> Route
         Ok(p) => p,
         Err(e) => return fail((rq, e)),
     };
-    let mut slot = st.slot(&[]);
+    let Some(mut slot) = st.slot(&[], || rq.peer_gone()) else {
+        log.stop = "client_gone";
+        return Ok(499);
+    };
     let img = match img.decode(st) {
         Ok(img) => img,
         Err(e) => return fail((rq, e)),
