@@ -39,7 +39,7 @@ def render_fast(w, h, bg, objs):
 
 
 VIT_LAYERS = 2
-LLM_LAYERS = 3
+LLM_LAYERS = 2
 
 
 def make_config(vocab):
