@@ -8,8 +8,8 @@ use crate::embed_cache::{self, EmbedCache, EmbedKey};
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::image::{self, AspectMode, Preprocess, RgbImage};
 use crate::kv_cache::{KvCache, KvType};
-use crate::model::text::{TextScratch, TextTrace, IMAGE, TEXT};
-use crate::model::Model;
+use crate::model::text::{TextScratch, TextTrace};
+use crate::model::{Modality, Model};
 use crate::prompt::{self, Role, Turn, IMAGE_TOKEN_ID};
 use crate::sampling::{Sampler, SamplingParams};
 
@@ -430,7 +430,7 @@ impl<'m> Session<'m> {
     }
 
     /// Splices ids (with `-200` image sentinels) and image rows into embeddings + modalities.
-    fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<u8>)> {
+    fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<Modality>)> {
         let m = self.model;
         let d = m.config.text.n_embd;
         let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
@@ -463,7 +463,7 @@ impl<'m> Session<'m> {
                 };
                 // A video's frames fill the one slot, one after the other.
                 x.extend_from_slice(&img.rows);
-                modality.extend(std::iter::repeat_n(IMAGE, img.rows.len() / d));
+                modality.extend(std::iter::repeat_n(Modality::Visual, img.rows.len() / d));
             } else if id < 0 || id as usize >= m.config.text.n_vocab {
                 bail_kind!(
                     BadPrompt,
@@ -472,7 +472,7 @@ impl<'m> Session<'m> {
                 );
             } else {
                 x.extend_from_slice(&m.embed_tokens(&[id as u32]));
-                modality.push(TEXT);
+                modality.push(Modality::Text);
             }
         }
         Ok((x, modality))

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 use owlet::model::names::{self, ablk, blk, vblk};
+use owlet::model::Modality;
 use owlet::quant::GgmlType;
 
 use crate::hfconfig::HfConfig;
@@ -267,33 +268,38 @@ pub fn build(
     )?;
     for i in 0..nl {
         let pre = format!("model.layers.{i}");
-        let mam = |what: &str, m: usize| format!("{pre}.{what}.multiway.{m}.weight");
-        let modalities: &[usize] = if opts.text_only { &[0] } else { &[0, 1] };
+        let mam = |what: &str, m: Modality| {
+            format!("{pre}.{what}.multiway.{}.weight", m.multiway_index())
+        };
+        let modalities: &[Modality] = if opts.text_only {
+            &[Modality::Text]
+        } else {
+            &Modality::ALL
+        };
         for &m in modalities {
-            let vis = m == 1;
             b.tensor(
-                names::blk(i, blk::ATTN_NORM, vis),
+                names::blk(i, blk::ATTN_NORM, m),
                 &mam("input_layernorm", m),
                 &[d],
                 f32t,
                 Transform::Copy,
             )?;
             b.tensor(
-                names::blk(i, blk::ATTN_K, vis),
+                names::blk(i, blk::ATTN_K, m),
                 &mam("self_attn.k_proj", m),
                 &[kv, d],
                 llm_type(p, "attn_k", i, nl, d),
                 Transform::PermuteQK { n_head: nkv },
             )?;
             b.tensor(
-                names::blk(i, blk::ATTN_V, vis),
+                names::blk(i, blk::ATTN_V, m),
                 &mam("self_attn.v_proj", m),
                 &[kv, d],
                 llm_type(p, "attn_v", i, nl, d),
                 Transform::Copy,
             )?;
             b.tensor(
-                names::blk(i, blk::FFN_NORM, vis),
+                names::blk(i, blk::FFN_NORM, m),
                 &mam("post_attention_layernorm", m),
                 &[d],
                 f32t,
@@ -315,7 +321,7 @@ pub fn build(
             (blk::FFN_DOWN, "mlp.down_proj", d, ff, Transform::Copy),
         ] {
             b.tensor(
-                names::blk(i, role, false),
+                names::blk(i, role, Modality::Text),
                 &format!("{pre}.{module}.weight"),
                 &[rows, cols],
                 llm_type(p, role, i, nl, cols),
@@ -352,7 +358,7 @@ pub fn build(
             let skipped_vision = opts.text_only
                 && (n.starts_with("model.vision_model.")
                     || n.starts_with("model.visual_abstractor.")
-                    || n.contains(".multiway.1."));
+                    || n.contains(&format!(".multiway.{}.", Modality::Visual.multiway_index())));
             if !skipped_vision {
                 warnings.push(format!(
                     "unexpected tensor {n} in the checkpoint is not used"

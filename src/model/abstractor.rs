@@ -132,9 +132,9 @@ impl Model {
         for l in &w.layers {
             // Xn = LN(X), Fn = LN(F)  (ε 1e-5)
             let mut xn = x.clone();
-            ops::layer_norm(&mut xn, &l.ln_q.0, &l.ln_q.1, c.ln_eps);
+            l.ln_q.apply(&mut xn, c.ln_eps);
             let mut fn_ = feats.to_vec();
-            ops::layer_norm(&mut fn_, &l.ln_kv.0, &l.ln_kv.1, c.ln_eps);
+            l.ln_kv.apply(&mut fn_, c.ln_eps);
             // S = [Xn; Fn], positions [P_q; P_k] on the Q and K inputs only
             let mut s = xn.clone();
             s.extend_from_slice(&fn_);
@@ -147,26 +147,18 @@ impl Model {
             let k = self.affine(&l.k, &k_in);
             let v = self.affine(&l.v, &s);
             let mut a = vec![0f32; nq * d];
-            let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head,
-                head_dim: hd,
-                n_keys: nq + nv,
-                causal: false,
-                first_pos: 0,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
+            let shape = AttnShape::new(c.n_head, c.n_head, hd, nq + nv);
             ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
             // Y = Xn + A Wo + bo   (residual from the normalised queries)
             let mut y = xn;
             ops::add_in_place(&mut y, &self.affine(&l.out, &a));
             // X = Y + LN(SiLU(Z W1) ⊙ Z W3) W2,  Z = LN(Y)
             let mut z = y.clone();
-            ops::layer_norm(&mut z, &l.ln2.0, &l.ln2.1, c.ln_eps);
+            l.ln2.apply(&mut z, c.ln_eps);
             let mut g = self.affine(&l.gate, &z);
             ops::silu(self.kernels(), &mut g);
             ops::mul_in_place(&mut g, &self.affine(&l.up, &z));
-            ops::layer_norm(&mut g, &l.ffn_norm.0, &l.ffn_norm.1, c.ffn_ln_eps);
+            l.ffn_norm.apply(&mut g, c.ffn_ln_eps);
             ops::add_in_place(&mut y, &self.affine(&l.down, &g));
             x = y;
         }

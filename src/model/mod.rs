@@ -51,7 +51,64 @@ pub(crate) struct Linear {
 }
 
 /// A LayerNorm's gain and bias.
-pub(crate) type Norm = (Vec<f32>, Vec<f32>);
+pub(crate) struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Norm {
+    /// `x = LayerNorm(x)` row by row (rows of `weight.len()`).
+    pub fn apply(&self, x: &mut [f32], eps: f32) {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, eps);
+    }
+}
+
+/// Which copy of the Modality-Adaptive Module's tensors a position goes through: upstream's
+/// `modality_indicators` (0 text, 1 image), the index `m` of its `multiway.{m}` modules.
+/// In a GGUF file the text copy keeps the plain llama.cpp name and the visual one gets
+/// [`names::VIS_SUFFIX`] (see [`names::blk`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Modality {
+    Text,
+    Visual,
+}
+
+impl Modality {
+    /// Both modalities, in upstream's multiway order.
+    pub const ALL: [Modality; 2] = [Modality::Text, Modality::Visual];
+
+    /// Upstream's multiway index (`model.layers.{i}.{module}.multiway.{index}`).
+    pub fn multiway_index(self) -> usize {
+        match self {
+            Modality::Text => 0,
+            Modality::Visual => 1,
+        }
+    }
+
+    /// What this copy appends to a tensor's llama.cpp name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Modality::Text => "",
+            Modality::Visual => names::VIS_SUFFIX,
+        }
+    }
+}
+
+/// One value per [`Modality`] (the MAM's two copies of a tensor).
+#[derive(Clone, Debug)]
+pub(crate) struct PerModality<T> {
+    pub text: T,
+    pub visual: T,
+}
+
+impl<T> PerModality<T> {
+    pub fn get(&self, m: Modality) -> &T {
+        match m {
+            Modality::Text => &self.text,
+            Modality::Visual => &self.visual,
+        }
+    }
+}
 
 /// An immutable, loaded model.
 pub struct Model {
@@ -401,10 +458,10 @@ impl Loader<'_> {
 
     /// `{prefix}.weight` and `{prefix}.bias`, both `[n]`.
     pub fn norm(&self, prefix: &str, n: usize) -> Result<Norm> {
-        Ok((
-            self.vec(&format!("{prefix}.weight"), n)?,
-            self.vec(&format!("{prefix}.bias"), n)?,
-        ))
+        Ok(Norm {
+            weight: self.vec(&format!("{prefix}.weight"), n)?,
+            bias: self.vec(&format!("{prefix}.bias"), n)?,
+        })
     }
 
     /// Whether a tensor exists.

@@ -5,11 +5,13 @@
 //! Module tensors get [`VIS_SUFFIX`]. The vision tower lives under `v.`, the abstractor under
 //! `abstractor.`.
 
+use super::Modality;
+
 /// `general.architecture` of an mPLUG-Owl2 file.
 pub const ARCH_MPLUG_OWL2: &str = "mplug-owl2";
 /// `general.architecture` of a plain llama.cpp LLaMA file (text only).
 pub const ARCH_LLAMA: &str = "llama";
-/// Suffix of the visual (multiway index 1) copy of a MAM tensor.
+/// Suffix of the [`Modality::Visual`] copy of a MAM tensor (upstream's `multiway.1`).
 pub const VIS_SUFFIX: &str = "_vis";
 /// The image marker in prompts (not a vocabulary token).
 pub const IMAGE_PLACEHOLDER: &str = "<|image|>";
@@ -111,10 +113,10 @@ pub mod blk {
     pub const MAM: [&str; 4] = [ATTN_NORM, ATTN_K, ATTN_V, FFN_NORM];
 }
 
-/// `blk.{layer}.{name}{_vis if visual}.weight`.
-pub fn blk(layer: usize, name: &str, visual: bool) -> String {
-    let suffix = if visual { super::names::VIS_SUFFIX } else { "" };
-    format!("blk.{layer}.{name}{suffix}.weight")
+/// `blk.{layer}.{name}{suffix}.weight`: the suffix is [`VIS_SUFFIX`] for the visual copy of a
+/// MAM tensor, empty for the text copy and for the shared tensors.
+pub fn blk(layer: usize, name: &str, m: Modality) -> String {
+    format!("blk.{layer}.{name}{}.weight", m.suffix())
 }
 
 // ---- vision tower -------------------------------------------------------------------------

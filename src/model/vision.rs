@@ -122,7 +122,7 @@ impl Model {
         x.extend_from_slice(&xp);
         ops::add_in_place(&mut x, &w.position_embd);
         // 3. pre-LayerNorm
-        ops::layer_norm(&mut x, &w.pre_ln.0, &w.pre_ln.1, c.ln_eps);
+        w.pre_ln.apply(&mut x, c.ln_eps);
         // 4. blocks. The activations (n × d, n × n_ff) live in buffers made once: fresh
         // multi-megabyte allocations in every layer cost a page fault on each first touch.
         let hd = d / c.n_head;
@@ -132,32 +132,24 @@ impl Model {
         for l in &w.layers {
             // x = x + Attn(LN1(x))
             h.copy_from_slice(&x);
-            ops::layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.ln_eps);
+            l.ln1.apply(&mut h, c.ln_eps);
             self.affine_into(&l.q, &h, &mut q);
             self.affine_into(&l.k, &h, &mut k);
             self.affine_into(&l.v, &h, &mut v);
-            let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head,
-                head_dim: hd,
-                n_keys: n,
-                causal: false,
-                first_pos: 0,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
+            let shape = AttnShape::new(c.n_head, c.n_head, hd, n);
             ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
             self.affine_into(&l.out, &a, &mut o);
             ops::add_in_place(&mut x, &o);
             // x = x + FFN(LN2(x)), FFN = down(QuickGELU(up(·)))
             h.copy_from_slice(&x);
-            ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
+            l.ln2.apply(&mut h, c.ln_eps);
             self.affine_into(&l.ffn_up, &h, &mut f);
             ops::quick_gelu(self.kernels(), &mut f);
             self.affine_into(&l.ffn_down, &f, &mut o);
             ops::add_in_place(&mut x, &o);
         }
         // 5. post-LayerNorm over all rows
-        ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
+        w.post_ln.apply(&mut x, c.ln_eps);
         Ok(x)
     }
 }

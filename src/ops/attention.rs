@@ -92,6 +92,22 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
+impl AttnShape {
+    /// Non-causal attention of `n_head` query heads over `n_keys` keys in `n_head_kv` K/V
+    /// heads, scaled by `1/√head_dim` (set `causal` and `first_pos` for the decoder's).
+    pub fn new(n_head: usize, n_head_kv: usize, head_dim: usize, n_keys: usize) -> AttnShape {
+        AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_keys,
+            causal: false,
+            first_pos: 0,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        }
+    }
+}
+
 /// `out[i, h] = softmax_s(q[i,h] · K[s,h] · scale) V[s,h]` for every query row `i` and head `h`.
 /// `q` and `out` are `n_q × (n_head·head_dim)`; grouped-query heads share K/V head `h / group`.
 /// Computed with the kernels `kn` (row primitives and softmax).
