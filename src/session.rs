@@ -2,13 +2,15 @@
 //! far and a private thread pool. Many sessions can share one model from many threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::embed_cache::{self, EmbedCache, EmbedKey};
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::image::{self, AspectMode, Preprocess, RgbImage};
 use crate::kv_cache::{KvCache, KvType};
+use crate::model::abstractor::AbstractorScratch;
 use crate::model::text::{TextScratch, TextTrace};
+use crate::model::vision::VisionScratch;
 use crate::model::{Modality, Model};
 use crate::prompt::{self, Role, Turn, IMAGE_TOKEN_ID};
 use crate::sampling::{Sampler, SamplingParams};
@@ -112,6 +114,13 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// The image graphs' activation buffers (see [`crate::model::sized`]).
+#[derive(Default)]
+struct ImageScratch {
+    vision: VisionScratch,
+    abstractor: AbstractorScratch,
+}
+
 /// One conversation.
 pub struct Session<'m> {
     model: &'m Model,
@@ -119,6 +128,9 @@ pub struct Session<'m> {
     kv: KvCache,
     /// The decoder's activation buffers, reused from call to call.
     scratch: TextScratch,
+    /// The vision tower's and the abstractor's, reused from image to image (behind a lock
+    /// because images are encoded through `&self`).
+    image_scratch: Mutex<ImageScratch>,
     /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
     /// implicitly), used to reuse the cache when a new prompt extends the old one.
     cached: Vec<i64>,
@@ -167,6 +179,7 @@ impl<'m> Session<'m> {
             pool,
             kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim(), t.head_dim()),
             scratch: TextScratch::default(),
+            image_scratch: Mutex::default(),
             cached: Vec::new(),
             cached_image_positions: Vec::new(),
             n_past: 0,
@@ -340,9 +353,16 @@ impl<'m> Session<'m> {
                 });
             }
         }
+        // A panic while the lock was held leaves nothing to distrust: every element a graph
+        // reads from its scratch it has written first.
+        let mut scratch = self
+            .image_scratch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ImageScratch { vision, abstractor } = &mut *scratch;
         let rows = self
             .pool
-            .install(|| m.abstract_image(&m.encode_image(pixels)?))?;
+            .install(|| m.abstract_image_with(&m.encode_image_with(pixels, vision)?, abstractor))?;
         if let Some((c, k)) = &key {
             c.put(k, Arc::new(rows.clone()));
         }

@@ -44,6 +44,18 @@ impl Mat {
     }
 }
 
+/// The first `n` elements of `buf`, grown (never shrunk) to hold them. The three graphs keep
+/// their activations in such buffers ([`text::TextScratch`], [`vision::VisionScratch`],
+/// [`abstractor::AbstractorScratch`], kept by a session): made on first use, sized for the
+/// largest input seen, then reused, because fresh multi-megabyte allocations in every layer
+/// cost a page fault on each first touch.
+pub(crate) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
 /// A linear layer with a bias, `y = x Wᵀ + b` (the vision tower's and the abstractor's).
 pub(crate) struct Linear {
     pub w: Mat,

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::kv_cache::{KvCache, StoreRows};
 use crate::model::config::{Arch, Config, TextConfig};
 use crate::model::names::{self, blk};
-use crate::model::{Loader, Mat, Modality, Model, PerModality};
+use crate::model::{sized, Loader, Mat, Modality, Model, PerModality};
 use crate::ops::{self, attention::AttnShape};
 
 pub(crate) struct TextLayer {
@@ -131,14 +131,6 @@ pub struct TextScratch {
     up: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
-}
-
-/// The first `n` elements of `buf`, grown (never shrunk) to hold them.
-fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
-    }
-    &mut buf[..n]
 }
 
 /// Maximal runs of equal modality: `(start, end, modality)`.
