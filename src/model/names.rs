@@ -98,6 +98,14 @@ pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
 
+/// The text model's whole-model matrices by role: llama.cpp's base names (the tensor name
+/// without `.weight`), which the converter's quantization rules key on together with the
+/// per-layer roles of [`blk`].
+pub mod role {
+    pub const TOKEN_EMBD: &str = "token_embd";
+    pub const OUTPUT: &str = "output";
+}
+
 /// Per-layer text tensors (`blk.{i}.{name}.weight`).
 pub mod blk {
     pub const ATTN_NORM: &str = "attn_norm";
@@ -180,4 +188,20 @@ pub fn ablk(layer: usize, name: &str, part: &str) -> String {
 /// `abstractor.blk.{layer}.{name}` (a weight/bias pair's common prefix).
 pub fn ablk_prefix(layer: usize, name: &str) -> String {
     format!("abstractor.blk.{layer}.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_the_tensor_names_without_weight() {
+        assert_eq!(TOKEN_EMBD, format!("{}.weight", role::TOKEN_EMBD));
+        assert_eq!(OUTPUT, format!("{}.weight", role::OUTPUT));
+        assert_eq!(blk(3, blk::ATTN_V, Modality::Text), "blk.3.attn_v.weight");
+        assert_eq!(
+            blk(0, blk::ATTN_K, Modality::Visual),
+            "blk.0.attn_k_vis.weight"
+        );
+    }
 }
