@@ -1,5 +1,5 @@
 //! A conversation over an immutable [`Model`]: the KV cache, the position, the images seen so
-//! far and a private thread pool. Many sessions can share one model from many threads.
+//! far, the three graphs' scratch buffers and a private thread pool. Many sessions can share one model from many threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Image input: decoding (PNG and JPEG only, with size limits checked before any pixel is
 //! decoded) and mPLUG-Owl2's preprocessing, which reproduces Pillow's bicubic resampler byte for
-//! byte (the arithmetic is in `spec/preprocessing.md`).
+//! byte (the arithmetic is in `../shared/spec/preprocessing.md`, beside the repository).
 //!
 //! Decoding applies the EXIF orientation by default (the image as the user sees it); upstream
 //! ignores it, which [`ExifOrientation::Ignore`] reproduces.

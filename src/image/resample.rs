@@ -611,8 +611,9 @@ fn resample_window(
 }
 
 /// Resizes to `w x h` exactly as Pillow's `Image.resize((w, h), Image.BICUBIC)` does for an RGB
-/// image (classic horizontal-first order; see `spec/preprocessing.md` §2). A zero `w` or `h`
-/// gives an empty image; an input that fails [`RgbImage::validate`] gives a black one.
+/// image (classic horizontal-first order; see `../shared/spec/preprocessing.md` §2, beside the
+/// repository). A zero `w` or `h` gives an empty image; an input that fails
+/// [`RgbImage::validate`] gives a black one.
 pub fn resize_bicubic(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     if !img.is_valid() {
         return RgbImage::filled(w, h, [0; 3]);

@@ -7,6 +7,8 @@
 //!   position is zero;
 //! - the attention residual is taken from the LayerNorm-ed queries, not the layer input;
 //! - `ln_q`/`ln_kv`/`ln2` use ε = 1e-5 (PyTorch's default), the FFN's inner LN the config ε.
+//!
+//! The activations live in an [`AbstractorScratch`].
 
 use crate::error::{bail_kind, Result};
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};

@@ -2,7 +2,11 @@
 //! graphs (vision tower, visual abstractor, MAM LLaMA decoder).
 //!
 //! A [`Model`] is immutable and `Sync` once loaded; everything that changes during a
-//! conversation (KV cache, positions, scratch) lives in a [`crate::session::Session`].
+//! conversation (KV cache, positions, scratch) lives in a [`crate::session::Session`]. The
+//! three graphs keep their activations the same way: in a scratch struct per graph
+//! ([`text::TextScratch`], [`vision::VisionScratch`], [`abstractor::AbstractorScratch`]) whose
+//! buffers are made on first use, sized for the largest input, and reused (`sized`).
+//! A position's MAM copy is its [`Modality`]; LayerNorm weights are a `Norm`.
 
 pub mod abstractor;
 pub mod config;
@@ -78,7 +82,7 @@ impl Norm {
 /// Which copy of the Modality-Adaptive Module's tensors a position goes through: upstream's
 /// `modality_indicators` (0 text, 1 image), the index `m` of its `multiway.{m}` modules.
 /// In a GGUF file the text copy keeps the plain llama.cpp name and the visual one gets
-/// [`names::VIS_SUFFIX`] (see [`names::blk`]).
+/// [`names::VIS_SUFFIX`] (see [`names::blk()`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Modality {
     Text,

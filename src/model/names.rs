@@ -72,7 +72,6 @@ pub mod gkey {
     pub const ARCHITECTURE: &str = "general.architecture";
     pub const NAME: &str = "general.name";
     pub const FILE_TYPE: &str = "general.file_type";
-    pub const ALIGNMENT: &str = "general.alignment";
     pub const TOK_MODEL: &str = "tokenizer.ggml.model";
     pub const TOK_TOKENS: &str = "tokenizer.ggml.tokens";
     pub const TOK_SCORES: &str = "tokenizer.ggml.scores";
@@ -100,7 +99,7 @@ pub const OUTPUT: &str = "output.weight";
 
 /// The text model's whole-model matrices by role: llama.cpp's base names (the tensor name
 /// without `.weight`), which the converter's quantization rules key on together with the
-/// per-layer roles of [`blk`].
+/// per-layer roles of [`mod@blk`].
 pub mod role {
     pub const TOKEN_EMBD: &str = "token_embd";
     pub const OUTPUT: &str = "output";

@@ -3,7 +3,8 @@
 //! Every position carries a [`Modality`]. The MAM keeps two copies of four things per layer —
 //! the pre-attention RMSNorm, K and V projections, and the pre-FFN RMSNorm — and routes each
 //! position through the copy of its modality; Q, O, the FFN and the final norm are shared. For
-//! a plain `llama` file both "copies" are the text weights.
+//! a plain `llama` file both "copies" are the text weights. The activations live in a
+//! [`TextScratch`].
 
 use crate::error::Result;
 use crate::kv_cache::{KvCache, StoreRows};

@@ -1,6 +1,6 @@
 //! The ViT-L/14 image encoder ("MplugOwlVisionModel"): patch embedding, CLS + learned
 //! positions, pre-LayerNorm, pre-norm transformer blocks with QuickGELU, post-LayerNorm on all
-//! rows (CLS included). No attention mask.
+//! rows (CLS included). No attention mask. The activations live in a [`VisionScratch`].
 
 use crate::error::{bail_kind, Result};
 use crate::model::config::VisionConfig;

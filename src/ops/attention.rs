@@ -14,7 +14,7 @@ use crate::kernels::rows::{Gemm, RowOps};
 use crate::kernels::Kernels;
 
 /// Rows of keys or values: `row(i)` is one position's `n_kv_heads × head_dim` vector.
-/// Implemented for plain f32 matrices and for the f16/f32 KV cache. Every method computes with
+/// Implemented for the f16/f32 KV cache. Every method computes with
 /// the row primitives `ops` it is handed (the model's [`Kernels::rows`]).
 pub trait KvRows: Sync {
     /// `Σ_d q[d] · K[pos][off + d]`.
@@ -57,23 +57,6 @@ pub fn axpys_by_row<R: KvRows + ?Sized>(
 ) {
     for (p, &wp) in w.iter().enumerate() {
         rows.axpy(ops, p, off, wp, out);
-    }
-}
-
-/// A row-major f32 matrix of `width`-wide rows.
-pub struct F32Rows<'a> {
-    pub data: &'a [f32],
-    pub width: usize,
-}
-
-impl KvRows for F32Rows<'_> {
-    fn dot(&self, ops: &RowOps, pos: usize, off: usize, q: &[f32]) -> f32 {
-        let s = pos * self.width + off;
-        (ops.dot_f32)(q, &self.data[s..s + q.len()])
-    }
-    fn axpy(&self, ops: &RowOps, pos: usize, off: usize, w: f32, out: &mut [f32]) {
-        let s = pos * self.width + off;
-        (ops.axpy_f32)(w, &self.data[s..s + out.len()], out)
     }
 }
 
