@@ -2,7 +2,7 @@
 //! far, the three graphs' scratch buffers and a private thread pool. Many sessions can share one model from many threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use crate::embed_cache::{self, EmbedCache, EmbedKey};
 use crate::error::{bail_kind, Error, ErrorKind, Result};
@@ -129,7 +129,7 @@ pub struct Session<'m> {
     /// The decoder's activation buffers, reused from call to call.
     scratch: TextScratch,
     /// The vision tower's and the abstractor's, reused from image to image (behind a lock
-    /// because images are encoded through `&self`).
+    /// because images are encoded through `&self`, possibly from several threads).
     image_scratch: Mutex<ImageScratch>,
     /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
     /// implicitly), used to reuse the cache when a new prompt extends the old one.
@@ -353,16 +353,20 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        // A panic while the lock was held leaves nothing to distrust: every element a graph
-        // reads from its scratch it has written first.
-        let mut scratch = self
-            .image_scratch
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let ImageScratch { vision, abstractor } = &mut *scratch;
-        let rows = self
-            .pool
-            .install(|| m.abstract_image_with(&m.encode_image_with(pixels, vision)?, abstractor))?;
+        let encode = |s: &mut ImageScratch| {
+            let ImageScratch { vision, abstractor } = s;
+            self.pool.install(|| {
+                m.abstract_image_with(&m.encode_image_with(pixels, vision)?, abstractor)
+            })
+        };
+        // An image encoded while another thread encodes one through this session gets buffers
+        // of its own rather than waiting. A panic while the lock was held leaves nothing to
+        // distrust: every element a graph reads from its scratch it has written first.
+        let rows = match self.image_scratch.try_lock() {
+            Ok(mut s) => encode(&mut s),
+            Err(TryLockError::Poisoned(p)) => encode(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => encode(&mut ImageScratch::default()),
+        }?;
         if let Some((c, k)) = &key {
             c.put(k, Arc::new(rows.clone()));
         }
