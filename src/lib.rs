@@ -6,20 +6,28 @@
 //! - [`kernels`]: dot products between weight blocks and activation blocks (scalar twins + SIMD).
 //! - [`gguf`]: zero-copy GGUF reader over a memory map, validated; streaming writer.
 //! - [`ops`]: matmul, norms, attention, RoPE; the only place that spawns threads.
+//! - [`kv_cache`]: the keys and values of past positions (f32 or f16, head-major), which the
+//!   decoder writes and attention reads.
+//! - [`image`], [`tokenizer`], [`prompt`], [`video`], [`sampling`], [`threads`]: inputs (images,
+//!   text, chat prompts, which frames of a video are encoded), token sampling, and the default
+//!   thread count (performance cores on ARM phones); none uses the model.
+//! - `filecache` (crate-private): the per-user cache folder and SHA-256 of the on-disk caches.
 //! - [`model`]: hyperparameters, the tensor-name table, the vision tower, the abstractor, the
-//!   MAM LLaMA decoder.
-//! - [`image`], [`tokenizer`], [`prompt`]: inputs.
-//! - [`session`], [`sampling`], [`kv_cache`]: a conversation over an immutable [`model::Model`];
-//!   [`threads`]: the default thread count (performance cores on ARM phones).
+//!   MAM LLaMA decoder, and the packed-weight cache.
 //! - [`embed_cache`]: image embeddings computed once (in memory and in a folder).
+//! - [`session`]: a conversation over an immutable [`model::Model`] (KV cache, scratch,
+//!   images, sampling).
 //! - [`score`]: Q-Align-style quality/aesthetics scores over a session.
-//! - [`video`]: which frames of a video are encoded (Q-Align's 1 per second).
 //! - [`ffi`]: the C ABI (`include/owlet.h`) over sessions.
+//!
+//! Beside the layers: [`error`] (every layer's error type), [`npy`] (reads the goldens'
+//! `.npy` arrays) and [`mod@bench`] (`owlet bench`, over all of them).
 
 pub mod bench;
 pub mod embed_cache;
 pub mod error;
 pub mod ffi;
+pub(crate) mod filecache;
 pub mod gguf;
 pub mod image;
 pub mod kernels;

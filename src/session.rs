@@ -1,15 +1,17 @@
 //! A conversation over an immutable [`Model`]: the KV cache, the position, the images seen so
-//! far and a private thread pool. Many sessions can share one model from many threads.
+//! far, the three graphs' scratch buffers and a private thread pool. Many sessions can share one model from many threads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, TryLockError};
 
 use crate::embed_cache::{self, EmbedCache, EmbedKey};
 use crate::error::{bail_kind, Error, ErrorKind, Result};
 use crate::image::{self, AspectMode, Preprocess, RgbImage};
 use crate::kv_cache::{KvCache, KvType};
-use crate::model::text::{TextScratch, TextTrace, IMAGE, TEXT};
-use crate::model::Model;
+use crate::model::abstractor::AbstractorScratch;
+use crate::model::text::{TextScratch, TextTrace};
+use crate::model::vision::VisionScratch;
+use crate::model::{Modality, Model};
 use crate::prompt::{self, Role, Turn, IMAGE_TOKEN_ID};
 use crate::sampling::{Sampler, SamplingParams};
 
@@ -112,6 +114,13 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// The image graphs' activation buffers (see [`crate::model::sized`]).
+#[derive(Default)]
+struct ImageScratch {
+    vision: VisionScratch,
+    abstractor: AbstractorScratch,
+}
+
 /// One conversation.
 pub struct Session<'m> {
     model: &'m Model,
@@ -119,6 +128,9 @@ pub struct Session<'m> {
     kv: KvCache,
     /// The decoder's activation buffers, reused from call to call.
     scratch: TextScratch,
+    /// The vision tower's and the abstractor's, reused from image to image (behind a lock
+    /// because images are encoded through `&self`, possibly from several threads).
+    image_scratch: Mutex<ImageScratch>,
     /// Ids in the KV cache (-200 marks an image's first row; the image's other rows follow
     /// implicitly), used to reuse the cache when a new prompt extends the old one.
     cached: Vec<i64>,
@@ -167,6 +179,7 @@ impl<'m> Session<'m> {
             pool,
             kv: KvCache::new(opts.kv_type, t.n_layer, n_ctx, t.kv_dim(), t.head_dim()),
             scratch: TextScratch::default(),
+            image_scratch: Mutex::default(),
             cached: Vec::new(),
             cached_image_positions: Vec::new(),
             n_past: 0,
@@ -340,9 +353,20 @@ impl<'m> Session<'m> {
                 });
             }
         }
-        let rows = self
-            .pool
-            .install(|| m.abstract_image(&m.encode_image(pixels)?))?;
+        let encode = |s: &mut ImageScratch| {
+            let ImageScratch { vision, abstractor } = s;
+            self.pool.install(|| {
+                m.abstract_image_with(&m.encode_image_with(pixels, vision)?, abstractor)
+            })
+        };
+        // An image encoded while another thread encodes one through this session gets buffers
+        // of its own rather than waiting. A panic while the lock was held leaves nothing to
+        // distrust: every element a graph reads from its scratch it has written first.
+        let rows = match self.image_scratch.try_lock() {
+            Ok(mut s) => encode(&mut s),
+            Err(TryLockError::Poisoned(p)) => encode(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => encode(&mut ImageScratch::default()),
+        }?;
         if let Some((c, k)) = &key {
             c.put(k, Arc::new(rows.clone()));
         }
@@ -430,7 +454,7 @@ impl<'m> Session<'m> {
     }
 
     /// Splices ids (with `-200` image sentinels) and image rows into embeddings + modalities.
-    fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<u8>)> {
+    fn splice(&self, ids: &[i64], images: &[&ImageEmbedding]) -> Result<(Vec<f32>, Vec<Modality>)> {
         let m = self.model;
         let d = m.config.text.n_embd;
         let n_sent = ids.iter().filter(|&&i| i == IMAGE_TOKEN_ID).count();
@@ -463,7 +487,7 @@ impl<'m> Session<'m> {
                 };
                 // A video's frames fill the one slot, one after the other.
                 x.extend_from_slice(&img.rows);
-                modality.extend(std::iter::repeat_n(IMAGE, img.rows.len() / d));
+                modality.extend(std::iter::repeat_n(Modality::Visual, img.rows.len() / d));
             } else if id < 0 || id as usize >= m.config.text.n_vocab {
                 bail_kind!(
                     BadPrompt,
@@ -472,7 +496,7 @@ impl<'m> Session<'m> {
                 );
             } else {
                 x.extend_from_slice(&m.embed_tokens(&[id as u32]));
-                modality.push(TEXT);
+                modality.push(Modality::Text);
             }
         }
         Ok((x, modality))

@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use owlet::gguf::{Array, Gguf, GgufWriter, Value, ValueType};
 use owlet::model::names::{self, arch_key, gkey, key};
+use owlet::model::Modality;
 use owlet::quant::{self, GgmlType};
 use rayon::prelude::*;
 
@@ -101,113 +102,79 @@ fn arr(elem: ValueType, items: Vec<Value>) -> Value {
     Value::Array(Array { elem, items })
 }
 
-/// Builds the file's metadata.
+/// One metadata value as the inputs give it.
+enum Meta {
+    /// A count or size (a `usize` of the config), stored as a GGUF u32.
+    Count(usize),
+    Val(Value),
+}
+
+/// The GGUF value of `v` under `key`; a count past u32 is an error naming the key.
+fn meta_value(key: &str, v: Meta) -> Result<Value> {
+    match v {
+        Meta::Count(n) => u32::try_from(n).map(Value::U32).map_err(|_| {
+            anyhow!(
+                "metadata key {key} would be {n}, which does not fit its 32-bit GGUF field; check config.json"
+            )
+        }),
+        Meta::Val(v) => Ok(v),
+    }
+}
+
+fn strs<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
+    arr(
+        ValueType::Str,
+        items.into_iter().map(|s| Value::Str(s.into())).collect(),
+    )
+}
+
+fn f32s(items: &[f32]) -> Value {
+    arr(
+        ValueType::F32,
+        items.iter().map(|&x| Value::F32(x)).collect(),
+    )
+}
+
+/// Builds the file's metadata: three tables (general keys, `{arch}.` keys, tokenizer keys)
+/// written in order.
 pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>> {
+    use Meta::{Count, Val};
     let c = inp.cfg;
     let arch = if opts.text_only {
         names::ARCH_LLAMA
     } else {
         names::ARCH_MPLUG_OWL2
     };
-    let mut m: Vec<(String, Value)> = Vec::new();
-    let mut put = |k: String, v: Value| m.push((k, v));
-    let ak = |k: &str| arch_key(arch, k);
-    put(gkey::ARCHITECTURE.into(), Value::Str(arch.into()));
     let default_name = if opts.text_only {
         "mPLUG-Owl2 LLaMA-2 (text only)"
     } else {
         "mPLUG-Owl2"
     };
-    put(
-        gkey::NAME.into(),
-        Value::Str(opts.name.clone().unwrap_or_else(|| default_name.into())),
-    );
-    put(gkey::FILE_TYPE.into(), Value::U32(opts.preset.file_type()));
-    put("general.quantization_version".into(), Value::U32(2));
-    put(
-        ak(key::CONTEXT_LENGTH),
-        Value::U32(c.max_position_embeddings as u32),
-    );
-    put(ak(key::EMBEDDING_LENGTH), Value::U32(c.hidden_size as u32));
-    put(ak(key::BLOCK_COUNT), Value::U32(c.num_hidden_layers as u32));
-    put(
-        ak(key::FEED_FORWARD_LENGTH),
-        Value::U32(c.intermediate_size as u32),
-    );
-    put(
-        ak(key::HEAD_COUNT),
-        Value::U32(c.num_attention_heads as u32),
-    );
-    put(
-        ak(key::HEAD_COUNT_KV),
-        Value::U32(c.num_key_value_heads as u32),
-    );
-    put(ak(key::RMS_EPS), Value::F32(c.rms_norm_eps));
-    put(ak(key::ROPE_DIM), Value::U32(c.head_dim() as u32));
-    put(ak(key::ROPE_FREQ_BASE), Value::F32(c.rope_theta));
-    put(ak(key::VOCAB_SIZE), Value::U32(c.vocab_size as u32));
+    let general = [
+        (gkey::ARCHITECTURE, Val(Value::Str(arch.into()))),
+        (
+            gkey::NAME,
+            Val(Value::Str(
+                opts.name.clone().unwrap_or_else(|| default_name.into()),
+            )),
+        ),
+        (gkey::FILE_TYPE, Val(Value::U32(opts.preset.file_type()))),
+        ("general.quantization_version", Val(Value::U32(2))),
+    ];
+    let mut per_arch = vec![
+        (key::CONTEXT_LENGTH, Count(c.max_position_embeddings)),
+        (key::EMBEDDING_LENGTH, Count(c.hidden_size)),
+        (key::BLOCK_COUNT, Count(c.num_hidden_layers)),
+        (key::FEED_FORWARD_LENGTH, Count(c.intermediate_size)),
+        (key::HEAD_COUNT, Count(c.num_attention_heads)),
+        (key::HEAD_COUNT_KV, Count(c.num_key_value_heads)),
+        (key::RMS_EPS, Val(Value::F32(c.rms_norm_eps))),
+        (key::ROPE_DIM, Count(c.head_dim())),
+        (key::ROPE_FREQ_BASE, Val(Value::F32(c.rope_theta))),
+        (key::VOCAB_SIZE, Count(c.vocab_size)),
+    ];
     if !opts.text_only {
-        put(ak(key::ROPE_QK_PERMUTED), Value::Bool(true));
-        put(ak(key::MAM_MODALITY_COUNT), Value::U32(2));
-        put(
-            ak(key::MAM_VISUAL_SUFFIX),
-            Value::Str(names::VIS_SUFFIX.into()),
-        );
-        put(
-            ak(key::MAM_TENSORS),
-            arr(
-                ValueType::Str,
-                names::blk::MAM
-                    .iter()
-                    .map(|s| Value::Str(s.to_string()))
-                    .collect(),
-            ),
-        );
         let (v, a, p) = (&c.vision, &c.abstractor, inp.pre);
-        put(
-            ak(key::IMAGE_TOKEN_COUNT),
-            Value::U32(a.num_learnable_queries as u32 + 1),
-        );
-        put(
-            ak(key::IMAGE_PLACEHOLDER),
-            Value::Str(names::IMAGE_PLACEHOLDER.into()),
-        );
-        put(ak(key::V_IMAGE_SIZE), Value::U32(v.image_size as u32));
-        put(ak(key::V_PATCH_SIZE), Value::U32(v.patch_size as u32));
-        put(
-            ak(key::V_EMBEDDING_LENGTH),
-            Value::U32(v.hidden_size as u32),
-        );
-        put(
-            ak(key::V_FEED_FORWARD_LENGTH),
-            Value::U32(v.intermediate_size as u32),
-        );
-        put(
-            ak(key::V_BLOCK_COUNT),
-            Value::U32(v.num_hidden_layers as u32),
-        );
-        put(
-            ak(key::V_HEAD_COUNT),
-            Value::U32(v.num_attention_heads as u32),
-        );
-        put(ak(key::V_LN_EPS), Value::F32(v.layer_norm_eps));
-        put(ak(key::V_ACTIVATION), Value::Str(v.hidden_act.clone()));
-        put(ak(key::V_HAS_CLASS_TOKEN), Value::Bool(true));
-        put(
-            ak(key::V_IMAGE_MEAN),
-            arr(
-                ValueType::F32,
-                p.mean.iter().map(|&x| Value::F32(x)).collect(),
-            ),
-        );
-        put(
-            ak(key::V_IMAGE_STD),
-            arr(
-                ValueType::F32,
-                p.std.iter().map(|&x| Value::F32(x)).collect(),
-            ),
-        );
-        put(ak(key::V_RESAMPLE), Value::Str("bicubic".into()));
         // upstream's process_images: "pad" pads, anything else without a value means the
         // README Quick Start's stretch ("resize").
         let aspect = match c.image_aspect_ratio.as_deref() {
@@ -215,59 +182,69 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
             Some("resize") | None => "resize",
             Some(_) => "crop",
         };
-        put(ak(key::V_ASPECT_MODE), Value::Str(aspect.into()));
         // expand2square's background: int(255·mean) per channel.
-        put(
-            ak(key::V_PAD_COLOR),
-            arr(
-                ValueType::U8,
-                p.mean
-                    .iter()
-                    .map(|&x| Value::U8((x as f64 * 255.0) as u8))
-                    .collect(),
+        let pad_color = p
+            .mean
+            .iter()
+            .map(|&x| Value::U8((x as f64 * 255.0) as u8))
+            .collect();
+        per_arch.extend([
+            (key::ROPE_QK_PERMUTED, Val(Value::Bool(true))),
+            (key::MAM_MODALITY_COUNT, Count(Modality::ALL.len())),
+            (
+                key::MAM_VISUAL_SUFFIX,
+                Val(Value::Str(names::VIS_SUFFIX.into())),
             ),
-        );
-        put(
-            ak(key::A_QUERY_COUNT),
-            Value::U32(a.num_learnable_queries as u32),
-        );
-        put(
-            ak(key::A_BLOCK_COUNT),
-            Value::U32(a.num_hidden_layers as u32),
-        );
-        put(
-            ak(key::A_HEAD_COUNT),
-            Value::U32(a.num_attention_heads as u32),
-        );
-        put(
-            ak(key::A_EMBEDDING_LENGTH),
-            Value::U32(a.hidden_size as u32),
-        );
-        put(
-            ak(key::A_FEED_FORWARD_LENGTH),
-            Value::U32(a.intermediate_size as u32),
-        );
-        // ln_q / ln_kv / ln2 are built with PyTorch's default eps upstream, not the config's.
-        put(ak(key::A_LN_EPS), Value::F32(1e-5));
-        put(ak(key::A_FFN_LN_EPS), Value::F32(a.layer_norm_eps));
-        put(ak(key::A_GRID_SIZE), Value::U32(a.grid_size as u32));
-        put(
-            ak(key::TOKENIZER_LEGACY),
-            Value::Bool(inp.tokenizer.config.legacy),
-        );
+            (key::MAM_TENSORS, Val(strs(names::blk::MAM))),
+            // The queries, then the end-of-image row.
+            (
+                key::IMAGE_TOKEN_COUNT,
+                Count(a.num_learnable_queries.saturating_add(1)),
+            ),
+            (
+                key::IMAGE_PLACEHOLDER,
+                Val(Value::Str(names::IMAGE_PLACEHOLDER.into())),
+            ),
+            (key::V_IMAGE_SIZE, Count(v.image_size)),
+            (key::V_PATCH_SIZE, Count(v.patch_size)),
+            (key::V_EMBEDDING_LENGTH, Count(v.hidden_size)),
+            (key::V_FEED_FORWARD_LENGTH, Count(v.intermediate_size)),
+            (key::V_BLOCK_COUNT, Count(v.num_hidden_layers)),
+            (key::V_HEAD_COUNT, Count(v.num_attention_heads)),
+            (key::V_LN_EPS, Val(Value::F32(v.layer_norm_eps))),
+            (key::V_ACTIVATION, Val(Value::Str(v.hidden_act.clone()))),
+            (key::V_HAS_CLASS_TOKEN, Val(Value::Bool(true))),
+            (key::V_IMAGE_MEAN, Val(f32s(&p.mean))),
+            (key::V_IMAGE_STD, Val(f32s(&p.std))),
+            (key::V_RESAMPLE, Val(Value::Str("bicubic".into()))),
+            (key::V_ASPECT_MODE, Val(Value::Str(aspect.into()))),
+            (key::V_PAD_COLOR, Val(arr(ValueType::U8, pad_color))),
+            (key::A_QUERY_COUNT, Count(a.num_learnable_queries)),
+            (key::A_BLOCK_COUNT, Count(a.num_hidden_layers)),
+            (key::A_HEAD_COUNT, Count(a.num_attention_heads)),
+            (key::A_EMBEDDING_LENGTH, Count(a.hidden_size)),
+            (key::A_FEED_FORWARD_LENGTH, Count(a.intermediate_size)),
+            // ln_q / ln_kv / ln2 are built with PyTorch's default eps upstream, not the config's.
+            (key::A_LN_EPS, Val(Value::F32(1e-5))),
+            (key::A_FFN_LN_EPS, Val(Value::F32(a.layer_norm_eps))),
+            (key::A_GRID_SIZE, Count(a.grid_size)),
+            (
+                key::TOKENIZER_LEGACY,
+                Val(Value::Bool(inp.tokenizer.config.legacy)),
+            ),
+        ]);
+        // Generation defaults, where generation_config.json sets them.
         let g = inp.generation;
-        if let Some(t) = g.temperature {
-            put(ak(key::GEN_TEMPERATURE), Value::F32(t));
-        }
-        if let Some(t) = g.top_p {
-            put(ak(key::GEN_TOP_P), Value::F32(t));
-        }
-        if let Some(t) = g.top_k {
-            put(ak(key::GEN_TOP_K), Value::U32(t));
-        }
-        if let Some(t) = g.max_new_tokens {
-            put(ak(key::GEN_MAX_NEW_TOKENS), Value::U32(t));
-        }
+        per_arch.extend(
+            [
+                (key::GEN_TEMPERATURE, g.temperature.map(Value::F32)),
+                (key::GEN_TOP_P, g.top_p.map(Value::F32)),
+                (key::GEN_TOP_K, g.top_k.map(Value::U32)),
+                (key::GEN_MAX_NEW_TOKENS, g.max_new_tokens.map(Value::U32)),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Val(v?)))),
+        );
     }
     // Tokenizer (llama.cpp's keys) and the HF tokenizer for other tools.
     let t = &inp.tokenizer.model;
@@ -278,45 +255,37 @@ pub fn metadata(inp: &Inputs<'_>, opts: &Options) -> Result<Vec<(String, Value)>
             c.vocab_size
         );
     }
-    put(gkey::TOK_MODEL.into(), Value::Str("llama".into()));
-    put(
-        gkey::TOK_TOKENS.into(),
-        arr(
-            ValueType::Str,
-            t.tokens.iter().map(|s| Value::Str(s.clone())).collect(),
+    let tok = &inp.tokenizer.config;
+    let tokenizer = [
+        (gkey::TOK_MODEL, Value::Str("llama".into())),
+        (gkey::TOK_TOKENS, strs(t.tokens.iter().map(String::as_str))),
+        (gkey::TOK_SCORES, f32s(&t.scores)),
+        (
+            gkey::TOK_TYPES,
+            arr(
+                ValueType::I32,
+                t.types.iter().map(|&s| Value::I32(s)).collect(),
+            ),
         ),
-    );
-    put(
-        gkey::TOK_SCORES.into(),
-        arr(
-            ValueType::F32,
-            t.scores.iter().map(|&s| Value::F32(s)).collect(),
-        ),
-    );
-    put(
-        gkey::TOK_TYPES.into(),
-        arr(
-            ValueType::I32,
-            t.types.iter().map(|&s| Value::I32(s)).collect(),
-        ),
-    );
-    put(gkey::TOK_BOS.into(), Value::U32(c.bos_token_id));
-    put(gkey::TOK_EOS.into(), Value::U32(c.eos_token_id));
-    put(gkey::TOK_UNK.into(), Value::U32(t.unk_id));
-    put(gkey::TOK_PAD.into(), Value::U32(c.pad_token_id));
-    put(
-        gkey::TOK_ADD_BOS.into(),
-        Value::Bool(inp.tokenizer.config.add_bos),
-    );
-    put(
-        gkey::TOK_ADD_EOS.into(),
-        Value::Bool(inp.tokenizer.config.add_eos),
-    );
-    put(
-        gkey::TOK_HF_JSON.into(),
-        Value::Str(inp.tokenizer.hf_json.clone()),
-    );
-    put(gkey::CHAT_TEMPLATE.into(), Value::Str(CHAT_TEMPLATE.into()));
+        (gkey::TOK_BOS, Value::U32(c.bos_token_id)),
+        (gkey::TOK_EOS, Value::U32(c.eos_token_id)),
+        (gkey::TOK_UNK, Value::U32(t.unk_id)),
+        (gkey::TOK_PAD, Value::U32(c.pad_token_id)),
+        (gkey::TOK_ADD_BOS, Value::Bool(tok.add_bos)),
+        (gkey::TOK_ADD_EOS, Value::Bool(tok.add_eos)),
+        (gkey::TOK_HF_JSON, Value::Str(inp.tokenizer.hf_json.clone())),
+        (gkey::CHAT_TEMPLATE, Value::Str(CHAT_TEMPLATE.into())),
+    ];
+    let mut m = Vec::new();
+    for (k, v) in general {
+        m.push((k.to_string(), meta_value(k, v)?));
+    }
+    for (k, v) in per_arch {
+        let k = arch_key(arch, k);
+        let v = meta_value(&k, v)?;
+        m.push((k, v));
+    }
+    m.extend(tokenizer.map(|(k, v)| (k.to_string(), v)));
     Ok(m)
 }
 
@@ -660,4 +629,22 @@ pub fn print_summary(out: &Path, s: &Summary, w: &mut dyn Write) -> std::io::Res
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_past_u32_is_an_error_naming_the_key() {
+        let ok = meta_value("mplug-owl2.block_count", Meta::Count(32)).unwrap();
+        assert!(matches!(ok, Value::U32(32)));
+        let big = usize::try_from(u64::from(u32::MAX) + 1).unwrap_or(usize::MAX);
+        let e = meta_value("mplug-owl2.block_count", Meta::Count(big)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("mplug-owl2.block_count") && msg.contains("32-bit"),
+            "{msg}"
+        );
+    }
 }

@@ -13,7 +13,8 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
-use owlet::model::names::{self, ablk, blk, vblk};
+use owlet::model::names::{self, ablk, blk, role, vblk};
+use owlet::model::Modality;
 use owlet::quant::GgmlType;
 
 use crate::hfconfig::HfConfig;
@@ -151,22 +152,21 @@ fn use_more_bits(i: usize, n: usize) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i as isize - (n / 8) as isize) % 3 == 2
 }
 
-/// The type of an LLM matrix under a preset (`role` is the llama.cpp base name).
+/// The type of an LLM matrix under a preset. `role` is the llama.cpp base name, always one of
+/// the constants of [`names::role`] and [`blk`]: the rules below match on those constants, so
+/// a misspelt role does not compile (a literal would silently take the default type).
 pub fn llm_type(preset: Preset, role: &str, layer: usize, n_layer: usize, cols: usize) -> GgmlType {
     let t = match preset {
         Preset::F32 => GgmlType::F32,
         Preset::F16 => GgmlType::F16,
         Preset::Q8_0 => GgmlType::Q8_0,
-        Preset::Q4_0 => {
-            if role == "output" {
-                GgmlType::Q6_K
-            } else {
-                GgmlType::Q4_0
-            }
-        }
+        Preset::Q4_0 => match role {
+            role::OUTPUT => GgmlType::Q6_K,
+            _ => GgmlType::Q4_0,
+        },
         Preset::Q4KM => match role {
-            "output" => GgmlType::Q6_K,
-            "attn_v" | "ffn_down" if use_more_bits(layer, n_layer) => GgmlType::Q6_K,
+            role::OUTPUT => GgmlType::Q6_K,
+            blk::ATTN_V | blk::FFN_DOWN if use_more_bits(layer, n_layer) => GgmlType::Q6_K,
             _ => GgmlType::Q4_K,
         },
     };
@@ -262,38 +262,43 @@ pub fn build(
         names::TOKEN_EMBD.into(),
         "model.embed_tokens.weight",
         &[vocab, d],
-        llm_type(p, "token_embd", 0, nl, d),
+        llm_type(p, role::TOKEN_EMBD, 0, nl, d),
         Transform::Copy,
     )?;
     for i in 0..nl {
         let pre = format!("model.layers.{i}");
-        let mam = |what: &str, m: usize| format!("{pre}.{what}.multiway.{m}.weight");
-        let modalities: &[usize] = if opts.text_only { &[0] } else { &[0, 1] };
+        let mam = |what: &str, m: Modality| {
+            format!("{pre}.{what}.multiway.{}.weight", m.multiway_index())
+        };
+        let modalities: &[Modality] = if opts.text_only {
+            &[Modality::Text]
+        } else {
+            &Modality::ALL
+        };
         for &m in modalities {
-            let vis = m == 1;
             b.tensor(
-                names::blk(i, blk::ATTN_NORM, vis),
+                names::blk(i, blk::ATTN_NORM, m),
                 &mam("input_layernorm", m),
                 &[d],
                 f32t,
                 Transform::Copy,
             )?;
             b.tensor(
-                names::blk(i, blk::ATTN_K, vis),
+                names::blk(i, blk::ATTN_K, m),
                 &mam("self_attn.k_proj", m),
                 &[kv, d],
-                llm_type(p, "attn_k", i, nl, d),
+                llm_type(p, blk::ATTN_K, i, nl, d),
                 Transform::PermuteQK { n_head: nkv },
             )?;
             b.tensor(
-                names::blk(i, blk::ATTN_V, vis),
+                names::blk(i, blk::ATTN_V, m),
                 &mam("self_attn.v_proj", m),
                 &[kv, d],
-                llm_type(p, "attn_v", i, nl, d),
+                llm_type(p, blk::ATTN_V, i, nl, d),
                 Transform::Copy,
             )?;
             b.tensor(
-                names::blk(i, blk::FFN_NORM, vis),
+                names::blk(i, blk::FFN_NORM, m),
                 &mam("post_attention_layernorm", m),
                 &[d],
                 f32t,
@@ -315,7 +320,7 @@ pub fn build(
             (blk::FFN_DOWN, "mlp.down_proj", d, ff, Transform::Copy),
         ] {
             b.tensor(
-                names::blk(i, role, false),
+                names::blk(i, role, Modality::Text),
                 &format!("{pre}.{module}.weight"),
                 &[rows, cols],
                 llm_type(p, role, i, nl, cols),
@@ -337,7 +342,7 @@ pub fn build(
         names::OUTPUT.into(),
         "lm_head.weight",
         &[vocab, d],
-        llm_type(p, "output", 0, nl, d),
+        llm_type(p, role::OUTPUT, 0, nl, d),
         Transform::Copy,
     )?;
 
@@ -352,7 +357,7 @@ pub fn build(
             let skipped_vision = opts.text_only
                 && (n.starts_with("model.vision_model.")
                     || n.starts_with("model.visual_abstractor.")
-                    || n.contains(".multiway.1."));
+                    || n.contains(&format!(".multiway.{}.", Modality::Visual.multiway_index())));
             if !skipped_vision {
                 warnings.push(format!(
                     "unexpected tensor {n} in the checkpoint is not used"

@@ -7,11 +7,13 @@
 //!   position is zero;
 //! - the attention residual is taken from the LayerNorm-ed queries, not the layer input;
 //! - `ln_q`/`ln_kv`/`ln2` use ε = 1e-5 (PyTorch's default), the FFN's inner LN the config ε.
+//!
+//! The activations live in an [`AbstractorScratch`].
 
 use crate::error::{bail_kind, Result};
 use crate::model::config::{AbstractorConfig, TextConfig, VisionConfig};
 use crate::model::names::{self, ablk, ablk_prefix};
-use crate::model::{Linear, Loader, Mat, Model, Norm};
+use crate::model::{sized, Linear, Loader, Mat, Model, Norm};
 use crate::ops::{self, attention::AttnShape};
 
 struct AbstractorLayer {
@@ -99,11 +101,41 @@ impl AbstractorWeights {
     }
 }
 
+/// Reusable activation buffers of [`Model::abstract_image_with`] (kept by a session): the
+/// queries' `n_query × d` activations, the keys'/values' `(n_query + n_v) × d` ones and the
+/// FFN's `n_query × n_ff` hidden.
+#[derive(Default, Debug)]
+pub struct AbstractorScratch {
+    x: Vec<f32>,
+    s: Vec<f32>,
+    q_in: Vec<f32>,
+    k_in: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    a: Vec<f32>,
+    o: Vec<f32>,
+    z: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+}
+
 impl Model {
     /// Turns ViT features (`[n_v, d]`, what [`Model::encode_image`] returns) into the image's
     /// LLM rows: `[n_query + 1, d_llm]` (projected queries, then the end-of-image embedding).
     /// Errors on a text-only model and on features of another shape.
+    /// [`Model::abstract_image_with`] with buffers made for this call.
     pub fn abstract_image(&self, feats: &[f32]) -> Result<Vec<f32>> {
+        self.abstract_image_with(feats, &mut AbstractorScratch::default())
+    }
+
+    /// [`Model::abstract_image`] with its activations in `scratch`, which grows on first use
+    /// and is then reused (a session keeps one).
+    pub fn abstract_image_with(
+        &self,
+        feats: &[f32],
+        scratch: &mut AbstractorScratch,
+    ) -> Result<Vec<f32>> {
         let (c, w, v) = match (
             &self.config.abstractor,
             &self.abstractor,
@@ -128,50 +160,66 @@ impl Model {
             );
         }
         let hd = d / c.n_head;
-        let mut x = w.query_embd.clone();
+        let AbstractorScratch {
+            x,
+            s,
+            q_in,
+            k_in,
+            q,
+            k,
+            v,
+            a,
+            o,
+            z,
+            g,
+            u,
+        } = scratch;
+        let (x, q_in, q, a, o, z) = (
+            sized(x, nq * d),
+            sized(q_in, nq * d),
+            sized(q, nq * d),
+            sized(a, nq * d),
+            sized(o, nq * d),
+            sized(z, nq * d),
+        );
+        let (s, k_in) = (sized(s, (nq + nv) * d), sized(k_in, (nq + nv) * d));
+        let (k, v) = (sized(k, (nq + nv) * d), sized(v, (nq + nv) * d));
+        let (g, u) = (sized(g, nq * c.n_ff), sized(u, nq * c.n_ff));
+        x.copy_from_slice(&w.query_embd);
         for l in &w.layers {
-            // Xn = LN(X), Fn = LN(F)  (ε 1e-5)
-            let mut xn = x.clone();
-            ops::layer_norm(&mut xn, &l.ln_q.0, &l.ln_q.1, c.ln_eps);
-            let mut fn_ = feats.to_vec();
-            ops::layer_norm(&mut fn_, &l.ln_kv.0, &l.ln_kv.1, c.ln_eps);
+            // Xn = LN(X), Fn = LN(F)  (ε 1e-5); X holds Xn from here on
+            l.ln_q.apply(x, c.ln_eps);
             // S = [Xn; Fn], positions [P_q; P_k] on the Q and K inputs only
-            let mut s = xn.clone();
-            s.extend_from_slice(&fn_);
-            let mut q_in = xn.clone();
-            ops::add_in_place(&mut q_in, &w.pos_q);
-            let mut k_in = s.clone();
+            let (s_q, s_f) = s.split_at_mut(nq * d);
+            s_q.copy_from_slice(x);
+            s_f.copy_from_slice(feats);
+            l.ln_kv.apply(s_f, c.ln_eps);
+            q_in.copy_from_slice(x);
+            ops::add_in_place(q_in, &w.pos_q);
+            k_in.copy_from_slice(s);
             ops::add_in_place(&mut k_in[..nq * d], &w.pos_q);
             ops::add_in_place(&mut k_in[nq * d..], &w.pos_k);
-            let q = self.affine(&l.q, &q_in);
-            let k = self.affine(&l.k, &k_in);
-            let v = self.affine(&l.v, &s);
-            let mut a = vec![0f32; nq * d];
-            let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head,
-                head_dim: hd,
-                n_keys: nq + nv,
-                causal: false,
-                first_pos: 0,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
-            ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
-            // Y = Xn + A Wo + bo   (residual from the normalised queries)
-            let mut y = xn;
-            ops::add_in_place(&mut y, &self.affine(&l.out, &a));
+            self.affine_into(&l.q, q_in, q);
+            self.affine_into(&l.k, k_in, k);
+            self.affine_into(&l.v, s, v);
+            let shape = AttnShape::new(c.n_head, c.n_head, hd, nq + nv);
+            ops::attention_dense(self.kernels(), q, k, v, shape, a);
+            // Y = Xn + A Wo + bo   (residual from the normalised queries); X holds Y
+            self.affine_into(&l.out, a, o);
+            ops::add_in_place(x, o);
             // X = Y + LN(SiLU(Z W1) ⊙ Z W3) W2,  Z = LN(Y)
-            let mut z = y.clone();
-            ops::layer_norm(&mut z, &l.ln2.0, &l.ln2.1, c.ln_eps);
-            let mut g = self.affine(&l.gate, &z);
-            ops::silu(self.kernels(), &mut g);
-            ops::mul_in_place(&mut g, &self.affine(&l.up, &z));
-            ops::layer_norm(&mut g, &l.ffn_norm.0, &l.ffn_norm.1, c.ffn_ln_eps);
-            ops::add_in_place(&mut y, &self.affine(&l.down, &g));
-            x = y;
+            z.copy_from_slice(x);
+            l.ln2.apply(z, c.ln_eps);
+            self.affine_into(&l.gate, z, g);
+            ops::silu(self.kernels(), g);
+            self.affine_into(&l.up, z, u);
+            ops::mul_in_place(g, u);
+            l.ffn_norm.apply(g, c.ffn_ln_eps);
+            self.affine_into(&l.down, g, o);
+            ops::add_in_place(x, o);
         }
         // I = [X Wfc + b; e_eoi]
-        let mut out = self.affine(&w.proj, &x);
+        let mut out = self.affine(&w.proj, x);
         out.extend_from_slice(&w.eoi);
         Ok(out)
     }

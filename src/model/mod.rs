@@ -2,7 +2,11 @@
 //! graphs (vision tower, visual abstractor, MAM LLaMA decoder).
 //!
 //! A [`Model`] is immutable and `Sync` once loaded; everything that changes during a
-//! conversation (KV cache, positions, scratch) lives in a [`crate::session::Session`].
+//! conversation (KV cache, positions, scratch) lives in a [`crate::session::Session`]. The
+//! three graphs keep their activations the same way: in a scratch struct per graph
+//! ([`text::TextScratch`], [`vision::VisionScratch`], [`abstractor::AbstractorScratch`]) whose
+//! buffers are made on first use, sized for the largest input, and reused (`sized`).
+//! A position's MAM copy is its [`Modality`]; LayerNorm weights are a `Norm`.
 
 pub mod abstractor;
 pub mod config;
@@ -44,6 +48,18 @@ impl Mat {
     }
 }
 
+/// The first `n` elements of `buf`, grown (never shrunk) to hold them. The three graphs keep
+/// their activations in such buffers ([`text::TextScratch`], [`vision::VisionScratch`],
+/// [`abstractor::AbstractorScratch`], kept by a session): made on first use, sized for the
+/// largest input seen, then reused, because fresh multi-megabyte allocations in every layer
+/// cost a page fault on each first touch.
+pub(crate) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
 /// A linear layer with a bias, `y = x Wᵀ + b` (the vision tower's and the abstractor's).
 pub(crate) struct Linear {
     pub w: Mat,
@@ -51,7 +67,64 @@ pub(crate) struct Linear {
 }
 
 /// A LayerNorm's gain and bias.
-pub(crate) type Norm = (Vec<f32>, Vec<f32>);
+pub(crate) struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Norm {
+    /// `x = LayerNorm(x)` row by row (rows of `weight.len()`).
+    pub fn apply(&self, x: &mut [f32], eps: f32) {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, eps);
+    }
+}
+
+/// Which copy of the Modality-Adaptive Module's tensors a position goes through: upstream's
+/// `modality_indicators` (0 text, 1 image), the index `m` of its `multiway.{m}` modules.
+/// In a GGUF file the text copy keeps the plain llama.cpp name and the visual one gets
+/// [`names::VIS_SUFFIX`] (see [`names::blk()`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Modality {
+    Text,
+    Visual,
+}
+
+impl Modality {
+    /// Both modalities, in upstream's multiway order.
+    pub const ALL: [Modality; 2] = [Modality::Text, Modality::Visual];
+
+    /// Upstream's multiway index (`model.layers.{i}.{module}.multiway.{index}`).
+    pub fn multiway_index(self) -> usize {
+        match self {
+            Modality::Text => 0,
+            Modality::Visual => 1,
+        }
+    }
+
+    /// What this copy appends to a tensor's llama.cpp name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Modality::Text => "",
+            Modality::Visual => names::VIS_SUFFIX,
+        }
+    }
+}
+
+/// One value per [`Modality`] (the MAM's two copies of a tensor).
+#[derive(Clone, Debug)]
+pub(crate) struct PerModality<T> {
+    pub text: T,
+    pub visual: T,
+}
+
+impl<T> PerModality<T> {
+    pub fn get(&self, m: Modality) -> &T {
+        match m {
+            Modality::Text => &self.text,
+            Modality::Visual => &self.visual,
+        }
+    }
+}
 
 /// An immutable, loaded model.
 pub struct Model {
@@ -401,10 +474,10 @@ impl Loader<'_> {
 
     /// `{prefix}.weight` and `{prefix}.bias`, both `[n]`.
     pub fn norm(&self, prefix: &str, n: usize) -> Result<Norm> {
-        Ok((
-            self.vec(&format!("{prefix}.weight"), n)?,
-            self.vec(&format!("{prefix}.bias"), n)?,
-        ))
+        Ok(Norm {
+            weight: self.vec(&format!("{prefix}.weight"), n)?,
+            bias: self.vec(&format!("{prefix}.bias"), n)?,
+        })
     }
 
     /// Whether a tensor exists.

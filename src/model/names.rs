@@ -5,11 +5,13 @@
 //! Module tensors get [`VIS_SUFFIX`]. The vision tower lives under `v.`, the abstractor under
 //! `abstractor.`.
 
+use super::Modality;
+
 /// `general.architecture` of an mPLUG-Owl2 file.
 pub const ARCH_MPLUG_OWL2: &str = "mplug-owl2";
 /// `general.architecture` of a plain llama.cpp LLaMA file (text only).
 pub const ARCH_LLAMA: &str = "llama";
-/// Suffix of the visual (multiway index 1) copy of a MAM tensor.
+/// Suffix of the [`Modality::Visual`] copy of a MAM tensor (upstream's `multiway.1`).
 pub const VIS_SUFFIX: &str = "_vis";
 /// The image marker in prompts (not a vocabulary token).
 pub const IMAGE_PLACEHOLDER: &str = "<|image|>";
@@ -70,7 +72,6 @@ pub mod gkey {
     pub const ARCHITECTURE: &str = "general.architecture";
     pub const NAME: &str = "general.name";
     pub const FILE_TYPE: &str = "general.file_type";
-    pub const ALIGNMENT: &str = "general.alignment";
     pub const TOK_MODEL: &str = "tokenizer.ggml.model";
     pub const TOK_TOKENS: &str = "tokenizer.ggml.tokens";
     pub const TOK_SCORES: &str = "tokenizer.ggml.scores";
@@ -96,6 +97,14 @@ pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
 
+/// The text model's whole-model matrices by role: llama.cpp's base names (the tensor name
+/// without `.weight`), which the converter's quantization rules key on together with the
+/// per-layer roles of [`mod@blk`].
+pub mod role {
+    pub const TOKEN_EMBD: &str = "token_embd";
+    pub const OUTPUT: &str = "output";
+}
+
 /// Per-layer text tensors (`blk.{i}.{name}.weight`).
 pub mod blk {
     pub const ATTN_NORM: &str = "attn_norm";
@@ -111,10 +120,10 @@ pub mod blk {
     pub const MAM: [&str; 4] = [ATTN_NORM, ATTN_K, ATTN_V, FFN_NORM];
 }
 
-/// `blk.{layer}.{name}{_vis if visual}.weight`.
-pub fn blk(layer: usize, name: &str, visual: bool) -> String {
-    let suffix = if visual { super::names::VIS_SUFFIX } else { "" };
-    format!("blk.{layer}.{name}{suffix}.weight")
+/// `blk.{layer}.{name}{suffix}.weight`: the suffix is [`VIS_SUFFIX`] for the visual copy of a
+/// MAM tensor, empty for the text copy and for the shared tensors.
+pub fn blk(layer: usize, name: &str, m: Modality) -> String {
+    format!("blk.{layer}.{name}{}.weight", m.suffix())
 }
 
 // ---- vision tower -------------------------------------------------------------------------
@@ -178,4 +187,20 @@ pub fn ablk(layer: usize, name: &str, part: &str) -> String {
 /// `abstractor.blk.{layer}.{name}` (a weight/bias pair's common prefix).
 pub fn ablk_prefix(layer: usize, name: &str) -> String {
     format!("abstractor.blk.{layer}.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_the_tensor_names_without_weight() {
+        assert_eq!(TOKEN_EMBD, format!("{}.weight", role::TOKEN_EMBD));
+        assert_eq!(OUTPUT, format!("{}.weight", role::OUTPUT));
+        assert_eq!(blk(3, blk::ATTN_V, Modality::Text), "blk.3.attn_v.weight");
+        assert_eq!(
+            blk(0, blk::ATTN_K, Modality::Visual),
+            "blk.0.attn_k_vis.weight"
+        );
+    }
 }

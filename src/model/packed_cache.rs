@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::Mat;
-use crate::embed_cache::{sha256, Sha256};
+use crate::filecache::{self, sha256, Sha256};
 use crate::gguf::{Gguf, TensorInfo};
 use crate::kernels::{Kernels, Packing, TILE_ROWS};
 use crate::ops::matmul::{self, MatRef, PackedWeights};
@@ -136,7 +136,7 @@ pub struct LoadReport {
 /// The per-user default folder: `$XDG_CACHE_HOME/owlet/packed`, else `~/.cache/owlet/packed`;
 /// `None` when neither variable is set.
 pub fn default_dir() -> Option<PathBuf> {
-    crate::embed_cache::default_dir().and_then(|d| d.parent().map(|p| p.join("packed")))
+    filecache::user_dir().map(|d| d.join("packed"))
 }
 
 /// One matrix to pack (each tensor once, even if several [`Mat`]s share it).

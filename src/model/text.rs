@@ -1,27 +1,24 @@
 //! The LLaMA decoder with mPLUG-Owl2's Modality-Adaptive Module (MAM).
 //!
-//! Every position carries a modality (0 text, 1 image). The MAM keeps two copies of four things
-//! per layer — the pre-attention RMSNorm, K and V projections, and the pre-FFN RMSNorm — and
-//! routes each position through the copy of its modality; Q, O, the FFN and the final norm are
-//! shared. For a plain `llama` file both "copies" are the text weights.
+//! Every position carries a [`Modality`]. The MAM keeps two copies of four things per layer —
+//! the pre-attention RMSNorm, K and V projections, and the pre-FFN RMSNorm — and routes each
+//! position through the copy of its modality; Q, O, the FFN and the final norm are shared. For
+//! a plain `llama` file both "copies" are the text weights. The activations live in a
+//! [`TextScratch`].
 
 use crate::error::Result;
 use crate::kv_cache::{KvCache, StoreRows};
 use crate::model::config::{Arch, Config, TextConfig};
 use crate::model::names::{self, blk};
-use crate::model::{Loader, Mat, Model};
+use crate::model::{sized, Loader, Mat, Modality, Model, PerModality};
 use crate::ops::{self, attention::AttnShape};
 
-/// Modality of a position: index into the MAM copies.
-pub const TEXT: u8 = 0;
-pub const IMAGE: u8 = 1;
-
 pub(crate) struct TextLayer {
-    /// `[text, visual]` copies of the MAM tensors.
-    attn_norm: [Vec<f32>; 2],
-    ffn_norm: [Vec<f32>; 2],
-    wk: [Mat; 2],
-    wv: [Mat; 2],
+    /// The MAM tensors, one copy per modality.
+    attn_norm: PerModality<Vec<f32>>,
+    ffn_norm: PerModality<Vec<f32>>,
+    wk: PerModality<Mat>,
+    wv: PerModality<Mat>,
     wq: Mat,
     wo: Mat,
     gate: Mat,
@@ -42,14 +39,12 @@ impl TextWeights {
         self.layers
             .iter_mut()
             .flat_map(|l| {
-                let [k0, k1] = &mut l.wk;
-                let [v0, v1] = &mut l.wv;
                 [
                     &mut l.wq,
-                    k0,
-                    k1,
-                    v0,
-                    v1,
+                    &mut l.wk.text,
+                    &mut l.wk.visual,
+                    &mut l.wv.text,
+                    &mut l.wv.visual,
                     &mut l.wo,
                     &mut l.gate,
                     &mut l.up,
@@ -67,34 +62,34 @@ impl TextWeights {
         // loop stops at the first missing layer anyway.
         let mut layers = Vec::new();
         for i in 0..c.n_layer {
-            let both_vec = |name: &str| -> Result<[Vec<f32>; 2]> {
-                let t = ld.vec(&names::blk(i, name, false), d)?;
-                let v = if mam {
-                    ld.vec(&names::blk(i, name, true), d)?
+            // The visual copy of a MAM tensor (the text one again in a plain llama file).
+            fn both<T: Clone>(
+                mam: bool,
+                load: impl Fn(Modality) -> Result<T>,
+            ) -> Result<PerModality<T>> {
+                let text = load(Modality::Text)?;
+                let visual = if mam {
+                    load(Modality::Visual)?
                 } else {
-                    t.clone()
+                    text.clone()
                 };
-                Ok([t, v])
-            };
-            let both_mat = |name: &str| -> Result<[Mat; 2]> {
-                let t = ld.mat(&names::blk(i, name, false), kv, d)?;
-                let v = if mam {
-                    ld.mat(&names::blk(i, name, true), kv, d)?
-                } else {
-                    t.clone()
-                };
-                Ok([t, v])
+                Ok(PerModality { text, visual })
+            }
+            let both_vec = |name: &str| both(mam, |m| ld.vec(&names::blk(i, name, m), d));
+            let both_mat = |name: &str| both(mam, |m| ld.mat(&names::blk(i, name, m), kv, d));
+            let shared = |name: &str, rows: usize, cols: usize| {
+                ld.mat(&names::blk(i, name, Modality::Text), rows, cols)
             };
             layers.push(TextLayer {
                 attn_norm: both_vec(blk::ATTN_NORM)?,
                 ffn_norm: both_vec(blk::FFN_NORM)?,
                 wk: both_mat(blk::ATTN_K)?,
                 wv: both_mat(blk::ATTN_V)?,
-                wq: ld.mat(&names::blk(i, blk::ATTN_Q, false), d, d)?,
-                wo: ld.mat(&names::blk(i, blk::ATTN_OUTPUT, false), d, d)?,
-                gate: ld.mat(&names::blk(i, blk::FFN_GATE, false), ff, d)?,
-                up: ld.mat(&names::blk(i, blk::FFN_UP, false), ff, d)?,
-                down: ld.mat(&names::blk(i, blk::FFN_DOWN, false), d, ff)?,
+                wq: shared(blk::ATTN_Q, d, d)?,
+                wo: shared(blk::ATTN_OUTPUT, d, d)?,
+                gate: shared(blk::FFN_GATE, ff, d)?,
+                up: shared(blk::FFN_UP, ff, d)?,
+                down: shared(blk::FFN_DOWN, d, ff)?,
             });
         }
         // Some llama.cpp files tie the output to the embedding and omit output.weight; an
@@ -139,16 +134,8 @@ pub struct TextScratch {
     sin: Vec<f32>,
 }
 
-/// The first `n` elements of `buf`, grown (never shrunk) to hold them.
-fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
-    }
-    &mut buf[..n]
-}
-
 /// Maximal runs of equal modality: `(start, end, modality)`.
-fn modality_runs(modality: &[u8]) -> Vec<(usize, usize, u8)> {
+fn modality_runs(modality: &[Modality]) -> Vec<(usize, usize, Modality)> {
     let mut runs = Vec::new();
     let mut start = 0;
     for t in 1..=modality.len() {
@@ -183,7 +170,7 @@ impl Model {
     pub fn forward_text(
         &self,
         mut x: Vec<f32>,
-        modality: &[u8],
+        modality: &[Modality],
         pos0: usize,
         kv: &mut KvCache,
         scratch: &mut TextScratch,
@@ -225,7 +212,7 @@ impl Model {
             let h = sized(h, t_len * d);
             h.copy_from_slice(&x);
             for &(s, e, m) in &runs {
-                ops::rms_norm(&mut h[s * d..e * d], &l.attn_norm[m as usize], c.rms_eps);
+                ops::rms_norm(&mut h[s * d..e * d], l.attn_norm.get(m), c.rms_eps);
             }
             // q shared; k, v through the copy of each run's modality
             let q = sized(q, t_len * d);
@@ -233,8 +220,8 @@ impl Model {
             let (k, v) = (sized(k, t_len * kvd), sized(v, t_len * kvd));
             for &(s, e, m) in &runs {
                 let rows = &h[s * d..e * d];
-                self.linear_into(&l.wk[m as usize], rows, &mut k[s * kvd..e * kvd]);
-                self.linear_into(&l.wv[m as usize], rows, &mut v[s * kvd..e * kvd]);
+                self.linear_into(l.wk.get(m), rows, &mut k[s * kvd..e * kvd]);
+                self.linear_into(l.wv.get(m), rows, &mut v[s * kvd..e * kvd]);
             }
             for t in 0..t_len {
                 let (cs, sn) = (
@@ -253,13 +240,9 @@ impl Model {
             kv.v[li].write(pos0, layout, v);
             let attn = sized(attn, t_len * d);
             let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head_kv,
-                head_dim: hd,
-                n_keys: pos0 + t_len,
                 causal: true,
                 first_pos: pos0,
-                scale: 1.0 / (hd as f32).sqrt(),
+                ..AttnShape::new(c.n_head, c.n_head_kv, hd, pos0 + t_len)
             };
             ops::attention(
                 self.kernels(),
@@ -282,7 +265,7 @@ impl Model {
             // h = RMS(x; g_ffn[m]); x = x + down(SiLU(h Wgate) ⊙ h Wup)
             h.copy_from_slice(&x);
             for &(s, e, m) in &runs {
-                ops::rms_norm(&mut h[s * d..e * d], &l.ffn_norm[m as usize], c.rms_eps);
+                ops::rms_norm(&mut h[s * d..e * d], l.ffn_norm.get(m), c.rms_eps);
             }
             let (g, up) = (sized(g, t_len * ff), sized(up, t_len * ff));
             self.linear_into(&l.gate, h, g);
@@ -314,11 +297,12 @@ mod tests {
 
     #[test]
     fn runs_split_on_modality_changes() {
+        use Modality::{Text as T, Visual as V};
         assert_eq!(
-            modality_runs(&[0, 0, 1, 1, 1, 0]),
-            vec![(0, 2, 0), (2, 5, 1), (5, 6, 0)]
+            modality_runs(&[T, T, V, V, V, T]),
+            vec![(0, 2, T), (2, 5, V), (5, 6, T)]
         );
-        assert_eq!(modality_runs(&[1]), vec![(0, 1, 1)]);
+        assert_eq!(modality_runs(&[V]), vec![(0, 1, V)]);
         assert!(modality_runs(&[]).is_empty());
     }
 }

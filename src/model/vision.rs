@@ -1,11 +1,11 @@
 //! The ViT-L/14 image encoder ("MplugOwlVisionModel"): patch embedding, CLS + learned
 //! positions, pre-LayerNorm, pre-norm transformer blocks with QuickGELU, post-LayerNorm on all
-//! rows (CLS included). No attention mask.
+//! rows (CLS included). No attention mask. The activations live in a [`VisionScratch`].
 
 use crate::error::{bail_kind, Result};
 use crate::model::config::VisionConfig;
 use crate::model::names::{self, vblk, vblk_prefix};
-use crate::model::{Linear, Loader, Mat, Model, Norm};
+use crate::model::{sized, Linear, Loader, Mat, Model, Norm};
 use crate::ops::{self, attention::AttnShape};
 
 struct VisionLayer {
@@ -75,6 +75,20 @@ impl VisionWeights {
     }
 }
 
+/// Reusable activation buffers of [`Model::encode_image_with`] (kept by a session): the
+/// patches (`grid² × 3p²`), the block's `n × d` activations and its `n × n_ff` FFN hidden.
+#[derive(Default, Debug)]
+pub struct VisionScratch {
+    patches: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    a: Vec<f32>,
+    o: Vec<f32>,
+    f: Vec<f32>,
+}
+
 impl Model {
     /// The vision tower, or an error for a text-only model.
     fn vision_parts(&self) -> Result<(&VisionConfig, &VisionWeights)> {
@@ -89,8 +103,18 @@ impl Model {
 
     /// Encodes one preprocessed image (`[3, S, S]` CHW floats) into `[grid²+1, d_v]` features
     /// (CLS first), after the post-LayerNorm. Errors on a text-only model and on pixels of
-    /// another size.
+    /// another size. [`Model::encode_image_with`] with buffers made for this call.
     pub fn encode_image(&self, pixels: &[f32]) -> Result<Vec<f32>> {
+        self.encode_image_with(pixels, &mut VisionScratch::default())
+    }
+
+    /// [`Model::encode_image`] with its activations in `scratch`, which grows on first use
+    /// and is then reused (a session keeps one).
+    pub fn encode_image_with(
+        &self,
+        pixels: &[f32],
+        scratch: &mut VisionScratch,
+    ) -> Result<Vec<f32>> {
         let (c, w) = self.vision_parts()?;
         let (s, p, g, d) = (c.image_size, c.patch_size, c.grid(), c.n_embd);
         if pixels.len() != 3 * s * s {
@@ -101,9 +125,20 @@ impl Model {
                 3 * s * s
             );
         }
+        let n = g * g + 1;
+        let VisionScratch {
+            patches,
+            h,
+            q,
+            k,
+            v,
+            a,
+            o,
+            f,
+        } = scratch;
         // 1. Patches flattened in (channel, row, col) order, patch index = row·grid + col.
         let pp = 3 * p * p;
-        let mut patches = vec![0f32; g * g * pp];
+        let patches = sized(patches, g * g * pp);
         for (idx, patch) in patches.chunks_exact_mut(pp).enumerate() {
             let (gr, gc) = (idx / g, idx % g);
             for ch in 0..3 {
@@ -114,50 +149,43 @@ impl Model {
                 }
             }
         }
-        let xp = self.linear(&w.patch_embd, None, &patches);
-        // 2. X = [CLS; patches] + positions
-        let n = g * g + 1;
-        let mut x = Vec::with_capacity(n * d);
-        x.extend_from_slice(&w.class_embd);
-        x.extend_from_slice(&xp);
+        // 2. X = [CLS; patches Wᵀ] + positions
+        let mut x = vec![0f32; n * d];
+        x[..d].copy_from_slice(&w.class_embd);
+        self.linear_into(&w.patch_embd, patches, &mut x[d..]);
         ops::add_in_place(&mut x, &w.position_embd);
         // 3. pre-LayerNorm
-        ops::layer_norm(&mut x, &w.pre_ln.0, &w.pre_ln.1, c.ln_eps);
-        // 4. blocks. The activations (n × d, n × n_ff) live in buffers made once: fresh
-        // multi-megabyte allocations in every layer cost a page fault on each first touch.
+        w.pre_ln.apply(&mut x, c.ln_eps);
+        // 4. blocks
         let hd = d / c.n_head;
-        let buf = |len: usize| vec![0f32; len];
-        let (mut h, mut q, mut k, mut v) = (buf(n * d), buf(n * d), buf(n * d), buf(n * d));
-        let (mut a, mut o, mut f) = (buf(n * d), buf(n * d), buf(n * c.n_ff));
+        let (h, q, k, v) = (
+            sized(h, n * d),
+            sized(q, n * d),
+            sized(k, n * d),
+            sized(v, n * d),
+        );
+        let (a, o, f) = (sized(a, n * d), sized(o, n * d), sized(f, n * c.n_ff));
         for l in &w.layers {
             // x = x + Attn(LN1(x))
             h.copy_from_slice(&x);
-            ops::layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.ln_eps);
-            self.affine_into(&l.q, &h, &mut q);
-            self.affine_into(&l.k, &h, &mut k);
-            self.affine_into(&l.v, &h, &mut v);
-            let shape = AttnShape {
-                n_head: c.n_head,
-                n_head_kv: c.n_head,
-                head_dim: hd,
-                n_keys: n,
-                causal: false,
-                first_pos: 0,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
-            ops::attention_dense(self.kernels(), &q, &k, &v, shape, &mut a);
-            self.affine_into(&l.out, &a, &mut o);
-            ops::add_in_place(&mut x, &o);
+            l.ln1.apply(h, c.ln_eps);
+            self.affine_into(&l.q, h, q);
+            self.affine_into(&l.k, h, k);
+            self.affine_into(&l.v, h, v);
+            let shape = AttnShape::new(c.n_head, c.n_head, hd, n);
+            ops::attention_dense(self.kernels(), q, k, v, shape, a);
+            self.affine_into(&l.out, a, o);
+            ops::add_in_place(&mut x, o);
             // x = x + FFN(LN2(x)), FFN = down(QuickGELU(up(·)))
             h.copy_from_slice(&x);
-            ops::layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.ln_eps);
-            self.affine_into(&l.ffn_up, &h, &mut f);
-            ops::quick_gelu(self.kernels(), &mut f);
-            self.affine_into(&l.ffn_down, &f, &mut o);
-            ops::add_in_place(&mut x, &o);
+            l.ln2.apply(h, c.ln_eps);
+            self.affine_into(&l.ffn_up, h, f);
+            ops::quick_gelu(self.kernels(), f);
+            self.affine_into(&l.ffn_down, f, o);
+            ops::add_in_place(&mut x, o);
         }
         // 5. post-LayerNorm over all rows
-        ops::layer_norm(&mut x, &w.post_ln.0, &w.post_ln.1, c.ln_eps);
+        w.post_ln.apply(&mut x, c.ln_eps);
         Ok(x)
     }
 }

@@ -14,7 +14,7 @@ use crate::kernels::rows::{Gemm, RowOps};
 use crate::kernels::Kernels;
 
 /// Rows of keys or values: `row(i)` is one position's `n_kv_heads × head_dim` vector.
-/// Implemented for plain f32 matrices and for the f16/f32 KV cache. Every method computes with
+/// Implemented for the f16/f32 KV cache. Every method computes with
 /// the row primitives `ops` it is handed (the model's [`Kernels::rows`]).
 pub trait KvRows: Sync {
     /// `Σ_d q[d] · K[pos][off + d]`.
@@ -60,23 +60,6 @@ pub fn axpys_by_row<R: KvRows + ?Sized>(
     }
 }
 
-/// A row-major f32 matrix of `width`-wide rows.
-pub struct F32Rows<'a> {
-    pub data: &'a [f32],
-    pub width: usize,
-}
-
-impl KvRows for F32Rows<'_> {
-    fn dot(&self, ops: &RowOps, pos: usize, off: usize, q: &[f32]) -> f32 {
-        let s = pos * self.width + off;
-        (ops.dot_f32)(q, &self.data[s..s + q.len()])
-    }
-    fn axpy(&self, ops: &RowOps, pos: usize, off: usize, w: f32, out: &mut [f32]) {
-        let s = pos * self.width + off;
-        (ops.axpy_f32)(w, &self.data[s..s + out.len()], out)
-    }
-}
-
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -90,6 +73,22 @@ pub struct AttnShape {
     /// Absolute position of query row 0 (causal only).
     pub first_pos: usize,
     pub scale: f32,
+}
+
+impl AttnShape {
+    /// Non-causal attention of `n_head` query heads over `n_keys` keys in `n_head_kv` K/V
+    /// heads, scaled by `1/√head_dim` (set `causal` and `first_pos` for the decoder's).
+    pub fn new(n_head: usize, n_head_kv: usize, head_dim: usize, n_keys: usize) -> AttnShape {
+        AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_keys,
+            causal: false,
+            first_pos: 0,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        }
+    }
 }
 
 /// `out[i, h] = softmax_s(q[i,h] · K[s,h] · scale) V[s,h]` for every query row `i` and head `h`.
