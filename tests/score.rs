@@ -11,6 +11,9 @@ use owlet::model::Model;
 use owlet::score::{Aspect, ScoreOptions, Scorer, Subject};
 use owlet::session::{Session, SessionOptions};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -21,10 +24,7 @@ fn asset(name: &str) -> String {
 
 /// A scratch directory private to this test.
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("owlet-score-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-score", Some(name))
 }
 
 fn owlet(args: &[&str]) -> Output {

@@ -265,6 +265,9 @@ fn score_video_is_the_score_of_the_concatenated_frames() {
 
 use std::process::{Command, Output, Stdio};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn clip(name: &str) -> String {
     repo("tests/data/video").join(name).display().to_string()
 }
@@ -312,10 +315,7 @@ fn fails(o: Output, what: &str) -> String {
 
 /// A scratch directory private to this test.
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("owlet-video-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-video", Some(name))
 }
 
 /// `owlet frames` lines: (index, mean colour).

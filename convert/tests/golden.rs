@@ -16,6 +16,9 @@ use owlet::session::{ImageEmbedding, Session, SessionOptions};
 use owlet_convert::convert::convert_dir;
 use owlet_convert::plan::{Options, Preset};
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/data")
@@ -28,8 +31,7 @@ fn golden(name: &str) -> npy::NpyArray {
 
 /// Converts the f16 `.bin` checkpoint once per preset into a temporary directory.
 fn converted(preset: Preset, vision: GgmlType, text_only: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("owlet-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-golden", None);
     let out = dir.join(format!(
         "tiny-{}-{}-{}.gguf",
         preset.name(),

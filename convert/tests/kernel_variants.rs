@@ -14,6 +14,9 @@ use owlet::session::{Session, SessionOptions};
 use owlet_convert::convert::convert_dir;
 use owlet_convert::plan::{Options, Preset};
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/data")
@@ -25,8 +28,7 @@ fn golden(name: &str) -> npy::NpyArray {
 }
 
 fn converted(preset: Preset, vision: GgmlType) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("owlet-variants-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-variants", None);
     let out = dir.join(format!("tiny-{}-{}.gguf", preset.name(), vision.name()));
     if !out.exists() {
         let opts = Options {

@@ -25,6 +25,9 @@ use owlet::session::{Session, SessionOptions};
 use owlet_convert::convert::convert_dir;
 use owlet_convert::plan::{Options, Preset};
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+
 #[allow(dead_code)]
 #[path = "../../src/bin/owlet/eval_shapes.rs"]
 mod eval_shapes;
@@ -60,8 +63,7 @@ fn convert(preset: Preset, vision: GgmlType) -> PathBuf {
         "{}: no checkpoint (train one with models/owlet-shapes/train.py)",
         ck.display()
     );
-    let dir = std::env::temp_dir().join(format!("owlet-shapes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-shapes", None);
     let out = dir.join(format!("shapes-{}-{}.gguf", preset.name(), vision.name()));
     let opts = Options {
         preset,
