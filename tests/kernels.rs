@@ -755,13 +755,16 @@ fn available_lists_generic_last_and_names_resolve() {
         let names: Vec<&str> = v.iter().map(|k| k.name).collect();
         let vnni = is_x86_feature_detected!("avxvnni");
         let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl");
-        let mut want: Vec<&str> = Vec::new();
-        if vnni
-            && avx512
+        let avx512vnni = avx512
             && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-        {
+            && is_x86_feature_detected!("avx512vnni");
+        let mut want: Vec<&str> = Vec::new();
+        if vnni && avx512vnni {
             want.push("avx512vnni");
+        }
+        // AVX-512 VNNI without AVX-VNNI (Zen 4): the same 16-row tiles, AVX2's narrow ones.
+        if !vnni && avx512vnni {
+            want.push("avx512vnni-evex");
         }
         if vnni {
             want.push("avxvnni");

@@ -1,5 +1,8 @@
-//! x86-64 kernels for AVX-512 VNNI (with AVX-512 F/BW, and AVX-VNNI for the rest of the table):
-//! Sapphire Rapids and later, Zen 4 and later.
+//! x86-64 kernels for AVX-512 VNNI (with AVX-512 F/BW/VL): Sapphire Rapids and later, Zen 4 and
+//! later. Two tables share them: `avx512vnni` (CPUs that also have AVX-VNNI: its single dots and
+//! narrow tiles are the AVX-VNNI ones) and `avx512vnni-evex` (Zen 4, which has AVX-512 VNNI but
+//! not the VEX-encoded AVX-VNNI: single dots and narrow tiles are AVX2's). Nothing here uses a
+//! VEX-only instruction, so every body runs on both.
 //!
 //! Q4_0 · Q8_0 and Q8_0 · Q8_0 tiles take **16 weight rows** at a time, one row per f32 lane,
 //! so a block is scaled and accumulated for 16 rows by one `vfmadd` and no output ever needs a
@@ -16,7 +19,7 @@
 //!
 //! Step 4 is the 32-block formula of [`super::generic`] evaluated lane by lane, so the results
 //! equal the generic dot bitwise, like every other variant's. Single dots and tiles of at most
-//! four rows use the AVX-VNNI code (same numbers). Everything else is the AVX2 table's.
+//! four rows use the AVX-VNNI (or AVX2) code (same numbers). Everything else is the AVX2 table's.
 //!
 //! Every `unsafe fn` here requires the features in its `target_feature` list; the [`Kernels`]
 //! table holding the safe wrappers is only handed out by [`detect`] after run-time detection.
@@ -42,6 +45,29 @@ pub(super) fn detect() -> Option<&'static Kernels> {
         && is_x86_feature_detected!("avx512vnni");
     ok.then_some(&AVX512VNNI)
 }
+
+/// The AVX-512 VNNI table for CPUs without AVX-VNNI (Zen 4): AVX2, FMA, F16C and AVX-512
+/// F/BW/VL/VNNI. Only offered when [`detect`] turns the CPU away, so a CPU with both keeps
+/// `avx512vnni` first.
+pub(super) fn detect_evex() -> Option<&'static Kernels> {
+    let ok = avx2::detect().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    ok.then_some(&AVX512VNNI_EVEX)
+}
+
+/// [`AVX512VNNI_TABLE`] with AVX2's single dots and narrow tiles in place of AVX-VNNI's (the
+/// same numbers); only handed out by [`detect_evex`].
+static AVX512VNNI_EVEX: Kernels = Kernels {
+    name: "avx512vnni-evex",
+    q4_0_q8_0: avx2::AVX2_TABLE.q4_0_q8_0,
+    q8_0_q8_0: avx2::AVX2_TABLE.q8_0_q8_0,
+    q4_0_q8_0_tile: q4_0_q8_0_tile_evex,
+    q8_0_q8_0_tile: q8_0_q8_0_tile_evex,
+    ..AVX512VNNI_TABLE
+};
 
 static AVX512VNNI: Kernels = AVX512VNNI_TABLE;
 
@@ -112,7 +138,7 @@ pub(super) struct Q40;
 pub(super) struct Q80;
 
 /// Four 16-byte loads, one per 128-bit lane.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn load4x16(p: &[*const u8; 4], off: usize) -> __m512i {
     let z = _mm512_castsi128_si512(_mm_loadu_si128(p[0].add(off).cast()));
@@ -150,7 +176,7 @@ impl Format for Q80 {
 
 /// Per 128-bit lane, the sums of its four i32 of `p[k]`, as i32 `4·lane + k`: with `p[k]`
 /// holding rows `k, 4 + k, 8 + k, 12 + k` in its lanes, the result is in row order.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn reduce16(p: &[__m512i; 4]) -> __m512i {
     // Per lane: [p0₀+p0₂, p1₀+p1₂, p0₁+p0₃, p1₁+p1₃], and the same for p2, p3.
@@ -176,7 +202,7 @@ const PREFETCH_AHEAD: usize = 512;
 /// The 16-row tile body over `nb` blocks: `wp` the 16 weight rows (`idx[r]` = byte offset of
 /// row `r` from row 0), `ap` up to [`TILE`] activation rows; `res[c][r]` gets row `r` · column
 /// `c`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn body16<F: Format, const C: usize>(
     nb: usize,
     wp: &[*const u8; TILE_ROWS],
@@ -218,7 +244,7 @@ unsafe fn body16<F: Format, const C: usize>(
 /// One block of 16 rows (unsigned quants `lo`/`hi` in quads as `reduce16` expects, f32 scales
 /// `dw` in row order, offset byte `k8`) against block `b` of each activation row: steps 2–4 of
 /// the module comment, `acc[c] = fma(s, d_w·d_a, acc[c])`.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn accumulate<const C: usize>(
     lo: &[__m512i; 4],
@@ -339,7 +365,7 @@ impl Packed for Q80 {
 }
 
 /// The body over packed records ([`pack_q4_0`], [`pack_q8_0`]): 16 rows, `C` columns.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn packed_body<P: Packed, const C: usize>(
     nb: usize,
     g: *const u8,
@@ -433,7 +459,7 @@ fn run_packed(
         *p = row.as_ptr();
     }
     let mut res = [[0f32; TILE_ROWS]; TILE];
-    // SAFETY: AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C were detected before this table
+    // SAFETY: AVX-512 F/BW/VNNI, AVX2, FMA and F16C were detected before this table
     // could be obtained; `group` holds the nb records and every activation row the nb blocks
     // the bodies read.
     unsafe { bodies[na - 1](nb, group.as_ptr(), &ap, &mut res) };
@@ -489,7 +515,7 @@ pub(super) fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// row lane, the exact formula of [`super::tiles::q4_k_q8_k_exact`]: `isum = Σ_j sc_j·s_j` and
 /// `msum = Σ_j m_j·(bsum_2j + bsum_2j+1)` in i32, then `acc += (d·d_a)·isum` and
 /// `acc −= (dmin·d_a)·msum` with separate roundings, as the scalar code.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn q4_k_packed_body<const C: usize>(
     nb: usize,
     g: *const u8,
@@ -600,7 +626,7 @@ pub(super) fn pack_q6_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// row lane, the exact formula of [`super::tiles::q6_k_q8_k_exact`]: `isum = Σ_j sc_j·s_j` and
 /// `msum = Σ_j sc_j·bsum_j` in i32, then `acc += (d·d_a)·(isum − 32·msum)` with separate
 /// roundings, as the scalar code.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni,avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn q6_k_packed_body<const C: usize>(
     nb: usize,
     g: *const u8,
@@ -666,7 +692,7 @@ fn pick16<F: Format>(na: usize) -> Body16 {
 }
 
 /// A tile of up to [`TILE_ROWS`] weight rows: more than four go through the 16-row body (unused
-/// rows alias row 0 and their results are dropped), otherwise the AVX-VNNI tile. Slices are
+/// rows alias row 0 and their results are dropped), otherwise the table's `narrow` tile. Slices are
 /// checked like [`avx2::run_tile`]: blocks missing from a short slice are skipped, rows or
 /// columns beyond the limits ignored, outputs that do not fit `out` dropped.
 fn run16<F: Format>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32], narrow: super::QuantTile) {
@@ -713,8 +739,8 @@ fn run16<F: Format>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32], narrow:
     }
     let mut res = [[0f32; TILE_ROWS]; TILE];
     let body = pick16::<F>(na);
-    // SAFETY: the body needs AVX-512 F/BW/VNNI, AVX-VNNI, AVX2, FMA and F16C, which `detect`
-    // verified before this table could be obtained. Every row pointer starts a slice holding at
+    // SAFETY: the body needs AVX-512 F/BW/VNNI, AVX2, FMA and F16C, which `detect` (or
+    // `detect_evex`) verified before this table could be obtained. Every row pointer starts a slice holding at
     // least `nb` blocks (unused rows alias row 0), and each gathered dword lies inside its
     // row's block `b < nb` (offset `idx[r]` from row 0 is exactly row `r`'s start).
     unsafe {
@@ -730,6 +756,14 @@ fn q4_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
 
 fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
     run16::<Q80>(n, w, a, out, avxvnni::q8_0_q8_0_tile)
+}
+
+fn q4_0_q8_0_tile_evex(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run16::<Q40>(n, w, a, out, avx2::AVX2_TABLE.q4_0_q8_0_tile)
+}
+
+fn q8_0_q8_0_tile_evex(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
+    run16::<Q80>(n, w, a, out, avx2::AVX2_TABLE.q8_0_q8_0_tile)
 }
 
 /// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`], f16 dots and weighted

@@ -264,11 +264,16 @@ pub fn available() -> Vec<&'static Kernels> {
     #[allow(unused_mut)]
     let mut v: Vec<&'static Kernels> = Vec::new();
     // x86-64: AMX, AVX-512 VNNI, AVX-VNNI, AVX2 (each needs everything the next one needs);
-    // AVX-512 without AVX-VNNI (Zen 4) gets AVX2's table with AVX-512 float tiles.
+    // AVX-512 VNNI without AVX-VNNI (Zen 4) gets the AVX-512 VNNI tiles with AVX2's narrow
+    // ones; AVX-512 without VNNI gets AVX2's table with AVX-512 float tiles.
     #[cfg(target_arch = "x86_64")]
     v.extend(amx::detect());
     #[cfg(target_arch = "x86_64")]
     v.extend(avx512vnni::detect());
+    #[cfg(target_arch = "x86_64")]
+    if avxvnni::detect().is_none() {
+        v.extend(avx512vnni::detect_evex());
+    }
     #[cfg(target_arch = "x86_64")]
     v.extend(avxvnni::detect());
     #[cfg(target_arch = "x86_64")]
