@@ -44,15 +44,10 @@ pub fn dequantize_into(typ: GgmlType, src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The format activations are quantized to for a weight type (ggml's `vec_dot_type`), or
-/// `None` when the weights are multiplied in f32.
+/// The format activations are quantized to for a weight type ([`quant::vec_dot_type`], the one
+/// table of it), or `None` when the weights are multiplied in f32.
 pub fn activation_type(w: GgmlType) -> Option<GgmlType> {
-    match w {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => Some(GgmlType::Q8_0),
-        GgmlType::Q4_1 | GgmlType::Q5_1 => Some(GgmlType::Q8_1),
-        _ => Some(GgmlType::Q8_K),
-    }
+    Some(quant::vec_dot_type(w)).filter(|&at| at != GgmlType::F32)
 }
 
 /// Whether owlet can multiply by weights of this type.
@@ -528,6 +523,37 @@ mod tests {
         (0..n)
             .map(|i| ((i as f32 + seed as f32) * 0.37).sin() * (1.0 + (i % 7) as f32))
             .collect()
+    }
+
+    /// The supported weight types keep their activation partners (the quantized ones ggml's,
+    /// the float ones f32), and for every type `activation_type` is `vec_dot_type` with f32
+    /// meaning "not quantized".
+    #[test]
+    fn activation_types_of_supported_weights() {
+        use GgmlType::*;
+        let want = [
+            (F32, None),
+            (F16, None),
+            (BF16, None),
+            (Q4_0, Some(Q8_0)),
+            (Q5_0, Some(Q8_0)),
+            (Q8_0, Some(Q8_0)),
+            (Q4_1, Some(Q8_1)),
+            (Q5_1, Some(Q8_1)),
+            (Q4_K, Some(Q8_K)),
+            (Q5_K, Some(Q8_K)),
+            (Q6_K, Some(Q8_K)),
+        ];
+        for (w, at) in want {
+            assert!(supported(w), "{w}");
+            assert_eq!(activation_type(w), at, "{w}");
+        }
+        let all: Vec<GgmlType> = (0..64).filter_map(GgmlType::from_id).collect();
+        assert_eq!(all.iter().filter(|&&w| supported(w)).count(), want.len());
+        for w in all {
+            let vdt = quant::vec_dot_type(w);
+            assert_eq!(activation_type(w), (vdt != F32).then_some(vdt), "{w}");
+        }
     }
 
     /// Every output equals the single dot of its weight row and quantized activation row,
