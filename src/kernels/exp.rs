@@ -553,20 +553,7 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (xorshift), so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        /// Uniform in `[lo, hi)`.
-        fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-        }
-    }
+    use crate::kernels::test_rng::Rng;
 
     /// Ulps between `got` and the f64 truth, measured in ulps of the truth rounded to f32
     /// (in the subnormal range an ulp is 2^-149).
@@ -689,7 +676,7 @@ mod tests {
 
     /// Random values over `[-120, 100]` (beyond both clamps), then the edge values.
     fn test_inputs(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let edges = edge_inputs();
         (0..len)
             .map(|i| {
@@ -756,7 +743,7 @@ mod tests {
             assert_twins("silu", &x, false, |o| o.silu);
             assert_twins("quick_gelu", &x, false, |o| o.quick_gelu);
             // Softmax rows as attention produces them: scaled scores, some masked to -inf.
-            let mut rng = Rng(len as u64 + 1);
+            let mut rng = Rng::new(len as u64 + 1);
             let row: Vec<f32> = (0..len)
                 .map(|_| {
                     if rng.next().is_multiple_of(9) {
@@ -812,7 +799,7 @@ mod tests {
 
     #[test]
     fn softmax_matches_f64_and_handles_masks() {
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for k in crate::kernels::available() {
             let ops = &k.exp;
             for len in [1usize, 5, 16, 17, 100, 1025] {
