@@ -15,21 +15,10 @@ const QUANT_TYPES: [GgmlType; 8] = [
     GgmlType::Q6_K,
 ];
 
-/// xorshift64*
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+// xorshift64* (`Rng::star`).
+use rng::Rng;
 
 /// The kinds of rows the kernels are tried on.
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +108,7 @@ fn abs_scale(wt: GgmlType, w: &[u8], a: &[u8], n: usize) -> f64 {
 
 #[test]
 fn quantized_dots_match_generic() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::star(0x1234_5678_9abc_def1);
     for k in variants() {
         for wt in QUANT_TYPES {
             let at = vec_dot_type(wt);
@@ -172,7 +161,7 @@ fn random_blocks(wt: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn quantized_dots_match_generic_on_arbitrary_blocks() {
-    let mut rng = Rng(77);
+    let mut rng = Rng::star(77);
     for k in variants() {
         for wt in QUANT_TYPES {
             let at = vec_dot_type(wt);
@@ -198,7 +187,7 @@ fn quantized_dots_match_generic_on_arbitrary_blocks() {
 /// max-magnitude activations among the columns.
 #[test]
 fn tiles_equal_dots_bitwise() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::star(99);
     for k in variants() {
         for wt in QUANT_TYPES {
             let at = vec_dot_type(wt);
@@ -335,7 +324,7 @@ fn k_rows(wt: GgmlType, n: usize, rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<Vec<u8>>)
 /// generic one may only differ in rounding), on quantized, arbitrary and saturated blocks.
 #[test]
 fn k_quants_match_generic_within_rounding() {
-    let mut rng = Rng(0xC0FFEE);
+    let mut rng = Rng::star(0xC0FFEE);
     for k in variants() {
         for wt in K_QUANTS {
             for n in [256, 768, 4096] {
@@ -382,7 +371,7 @@ fn mins_scale(wt: GgmlType, w: &[u8], a: &[u8], n: usize) -> f64 {
 /// the CPU.
 #[test]
 fn x86_k_quants_equal_generic_bitwise() {
-    let mut rng = Rng(0xBEEF);
+    let mut rng = Rng::star(0xBEEF);
     for k in x86_simd_variants() {
         for wt in K_QUANTS {
             for n in [256, 768, 4096] {
@@ -406,7 +395,7 @@ fn x86_k_quants_equal_generic_bitwise() {
 #[test]
 fn x86_simd_equals_scalar_twins_bitwise() {
     for k in x86_simd_variants() {
-        let mut rng = Rng(5);
+        let mut rng = Rng::star(5);
         for (wt, twin) in TWINS {
             let at = vec_dot_type(wt);
             for n in lengths(wt) {
@@ -483,7 +472,7 @@ fn random_activations(at: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
 #[test]
 fn x86_simd_equals_twins_on_extreme_activations() {
     for k in x86_simd_variants() {
-        let mut rng = Rng(0xACE);
+        let mut rng = Rng::star(0xACE);
         for (wt, twin) in TWINS {
             let at = vec_dot_type(wt);
             for n in lengths(wt) {
@@ -504,9 +493,32 @@ fn x86_simd_equals_twins_on_extreme_activations() {
     }
 }
 
+/// A float product `got` of weight row `w` (type `wt`) and `x` is within the f32 dot tolerance
+/// of the generic dot `want`: 1e-6 of `Σ |w_i·x_i|`, summed in f64 over the dequantized row.
+fn assert_float_dot_close(
+    got: f32,
+    want: f32,
+    wt: GgmlType,
+    w: &[u8],
+    x: &[f32],
+    what: std::fmt::Arguments,
+) {
+    let mut dw = vec![0f32; x.len()];
+    owlet::quant::dequantize_row(wt, w, &mut dw).unwrap();
+    let scale: f64 = dw
+        .iter()
+        .zip(x)
+        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+        .sum();
+    assert!(
+        ((got - want) as f64).abs() <= 1e-6 * scale + 1e-30,
+        "{what}: {got} vs {want}"
+    );
+}
+
 #[test]
 fn float_dots_match_generic() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::star(3);
     for k in variants() {
         for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             for n in [0, 1, 7, 8, 9, 31, 32, 33, 63, 999, 4096] {
@@ -516,18 +528,8 @@ fn float_dots_match_generic() {
                     let (dot, reference) =
                         (k.float_dot(wt).unwrap(), GENERIC.float_dot(wt).unwrap());
                     let (got, want) = (dot(n, &w, &x), reference(n, &w, &x));
-                    let mut dw = vec![0f32; n];
-                    owlet::quant::dequantize_row(wt, &w, &mut dw).unwrap();
-                    let scale: f64 = dw
-                        .iter()
-                        .zip(&x)
-                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                        .sum();
-                    assert!(
-                        ((got - want) as f64).abs() <= 1e-6 * scale + 1e-30,
-                        "{}: {wt} n={n} {kind:?}: {got} vs {want}",
-                        k.name
-                    );
+                    let what = format_args!("{}: {wt} n={n} {kind:?}", k.name);
+                    assert_float_dot_close(got, want, wt, &w, &x, what);
                 }
             }
         }
@@ -598,7 +600,7 @@ fn float_twin(k: &Kernels, wt: GgmlType) -> fn(usize, &[u8], &[f32]) -> f32 {
 /// of the vector width, random rows and rows of infinities, NaNs and subnormals.
 #[test]
 fn float_tiles_equal_their_twins_bitwise() {
-    let mut rng = Rng(17);
+    let mut rng = Rng::star(17);
     for k in variants() {
         for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             let (tile, twin) = (k.float_tile(wt).unwrap(), float_twin(k, wt));
@@ -644,7 +646,7 @@ fn float_tiles_equal_their_twins_bitwise() {
 /// dots, on every kind of row.
 #[test]
 fn float_tiles_match_generic_dots() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::star(5);
     for k in variants() {
         for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             let tile = k.float_tile(wt).unwrap();
@@ -655,19 +657,8 @@ fn float_tiles_match_generic_dots() {
                     let mut got = [0f32];
                     tile(n, &[&w], &[&x], &mut got);
                     let want = GENERIC.float_dot(wt).unwrap()(n, &w, &x);
-                    let mut dw = vec![0f32; n];
-                    owlet::quant::dequantize_row(wt, &w, &mut dw).unwrap();
-                    let scale: f64 = dw
-                        .iter()
-                        .zip(&x)
-                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                        .sum();
-                    assert!(
-                        ((got[0] - want) as f64).abs() <= 1e-6 * scale + 1e-30,
-                        "{}: {wt} n={n} {kind:?}: {} vs {want}",
-                        k.name,
-                        got[0]
-                    );
+                    let what = format_args!("{}: {wt} n={n} {kind:?}", k.name);
+                    assert_float_dot_close(got[0], want, wt, &w, &x, what);
                 }
             }
         }
@@ -679,7 +670,7 @@ fn float_tiles_match_generic_dots() {
 /// assert full rows in debug builds, like the generic dots.)
 #[test]
 fn float_tiles_clamp_short_rows() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::star(9);
     for k in x86_simd_variants() {
         for wt in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
             let tile = k.float_tile(wt).unwrap();
@@ -798,7 +789,7 @@ fn row_ops_match_scalar() {
 fn row_ops_match_scalar_in(k: &Kernels) {
     use owlet::kernels::rows::SCALAR;
     let ops = &k.rows;
-    let mut rng = Rng(11);
+    let mut rng = Rng::star(11);
     for n in [0, 1, 7, 8, 9, 64, 127, 128, 1000] {
         let a = values(Kind::Heavy, n, &mut rng);
         let b = values(Kind::Random, n, &mut rng);
@@ -852,7 +843,7 @@ fn gemm_f32_equals_scalar_twin_bitwise() {
     use owlet::kernels::rows::{Gemm, SCALAR};
     for kn in kernels::available() {
         let ops = &kn.rows;
-        let mut rng = Rng(12);
+        let mut rng = Rng::star(12);
         for (m, n, k) in [
             (1, 1, 1),
             (3, 7, 5),
@@ -905,7 +896,7 @@ fn gemm_f32_equals_scalar_twin_bitwise() {
 #[test]
 fn q8_0_activation_quantizers_equal_reference_bytes() {
     use owlet::quant::quantize_row_q8_0;
-    let mut rng = Rng(13);
+    let mut rng = Rng::star(13);
     let mut rows: Vec<Vec<f32>> = KINDS.iter().map(|&k| values(k, 32 * 9, &mut rng)).collect();
     // Ties: amax 127 gives d = 1 (id = 1), so x = k + 0.5 lands exactly on a half step.
     rows.push(
@@ -946,7 +937,7 @@ fn q8_0_activation_quantizers_equal_reference_bytes() {
 #[test]
 fn q8_k_activation_quantizers_equal_reference_bytes() {
     use owlet::quant::quantize_row_q8_k;
-    let mut rng = Rng(17);
+    let mut rng = Rng::star(17);
     let mut rows: Vec<Vec<f32>> = KINDS
         .iter()
         .map(|&k| values(k, 256 * 3, &mut rng))
@@ -992,7 +983,7 @@ fn q8_k_activation_quantizers_equal_reference_bytes() {
 /// than the head, in every row variant; and `dot_f16` stays close to the scalar one.
 #[test]
 fn dots_f16_equals_dot_per_row_bitwise() {
-    let mut rng = Rng(15);
+    let mut rng = Rng::star(15);
     for kn in kernels::available() {
         let ops = &kn.rows;
         for (dim, rows, stride) in [
@@ -1034,7 +1025,7 @@ fn dots_f16_equals_dot_per_row_bitwise() {
 /// head, in every row variant.
 #[test]
 fn wsum_f16_equals_repeated_axpy_bitwise() {
-    let mut rng = Rng(14);
+    let mut rng = Rng::star(14);
     for k in kernels::available() {
         let ops = &k.rows;
         for (dim, rows, stride) in [

@@ -1,5 +1,5 @@
-//! A fast, deterministic f32 `exp` and the elementwise ops built on it: `exp`, SiLU, QuickGELU
-//! and softmax over a slice, in place.
+//! A fast, deterministic f32 `exp` and the elementwise ops built on it: SiLU, QuickGELU and
+//! softmax over a slice, in place.
 //!
 //! One algorithm, written twice: [`exp_f32`] (the scalar twin) and SIMD versions that apply the
 //! same IEEE operations lane by lane (same constants, same fused multiply-adds, same
@@ -37,8 +37,6 @@
 /// One implementation of the exp-based elementwise ops. Each function works in place on a
 /// slice of any length.
 pub struct ExpOps {
-    /// `x[i] = exp(x[i])`
-    pub exp: fn(&mut [f32]),
     /// SiLU: `x[i] = x[i] / (1 + exp(−x[i]))`
     pub silu: fn(&mut [f32]),
     /// QuickGELU: `x[i] = x[i] / (1 + exp(−1.702·x[i]))`
@@ -51,12 +49,13 @@ pub struct ExpOps {
 
 /// The scalar twin: the reference every SIMD variant equals bitwise (the `generic` table's).
 pub const SCALAR: ExpOps = ExpOps {
-    exp: scalar_exp,
     silu: scalar_silu,
     quick_gelu: scalar_quick_gelu,
     softmax: scalar_softmax,
 };
 
+#[cfg(all(test, target_arch = "x86_64"))]
+use x86::simd_exps;
 #[cfg(target_arch = "x86_64")]
 pub(super) use x86::{AVX2, AVX512};
 
@@ -189,12 +188,6 @@ pub(super) fn softmax_with(
     }
 }
 
-fn scalar_exp(x: &mut [f32]) {
-    for v in x {
-        *v = exp_f32(*v);
-    }
-}
-
 fn scalar_silu(x: &mut [f32]) {
     for v in x {
         *v = silu_f32(*v);
@@ -249,7 +242,6 @@ mod x86 {
     /// The AVX2+FMA ops: only for [`super::super::Kernels`] tables whose detection saw AVX2
     /// and FMA.
     pub(in crate::kernels) const AVX2: ExpOps = ExpOps {
-        exp: avx2_exp,
         silu: avx2_silu,
         quick_gelu: avx2_quick_gelu,
         softmax: avx2_softmax,
@@ -258,14 +250,14 @@ mod x86 {
     /// The AVX-512F ops: only for [`super::super::Kernels`] tables whose detection saw
     /// AVX-512F.
     pub(in crate::kernels) const AVX512: ExpOps = ExpOps {
-        exp: avx512_exp,
         silu: avx512_silu,
         quick_gelu: avx512_quick_gelu,
         softmax: avx512_softmax,
     };
 
     /// Which elementwise op a `map` kernel applies (a const parameter, so each is compiled
-    /// without a branch).
+    /// without a branch). `OP_EXP` (the bare exp) only the tests apply, to check the lanes'
+    /// exp on its own.
     const OP_EXP: u8 = 0;
     const OP_SILU: u8 = 1;
     const OP_QUICK_GELU: u8 = 2;
@@ -390,24 +382,19 @@ mod x86 {
         out
     }
 
-    fn avx2_exp(x: &mut [f32]) {
-        // SAFETY: this function is only reachable through `AVX2`, which only sits in kernel
-        // tables handed out after AVX2 and FMA were detected (likewise for the three below).
-        unsafe { map8::<OP_EXP>(x) }
-    }
-
     fn avx2_silu(x: &mut [f32]) {
-        // SAFETY: see `avx2_exp`.
+        // SAFETY: this function is only reachable through `AVX2`, which only sits in kernel
+        // tables handed out after AVX2 and FMA were detected (likewise for the two below).
         unsafe { map8::<OP_SILU>(x) }
     }
 
     fn avx2_quick_gelu(x: &mut [f32]) {
-        // SAFETY: see `avx2_exp`.
+        // SAFETY: see `avx2_silu`.
         unsafe { map8::<OP_QUICK_GELU>(x) }
     }
 
     fn avx2_softmax(x: &mut [f32]) {
-        // SAFETY: see `avx2_exp`.
+        // SAFETY: see `avx2_silu`.
         unsafe { softmax8(x) }
     }
 
@@ -520,25 +507,45 @@ mod x86 {
         out
     }
 
-    fn avx512_exp(x: &mut [f32]) {
-        // SAFETY: this function is only reachable through `AVX512`, which only sits in kernel
-        // tables handed out after AVX-512F was detected (likewise for the three below).
-        unsafe { map16::<OP_EXP>(x) }
-    }
-
     fn avx512_silu(x: &mut [f32]) {
-        // SAFETY: see `avx512_exp`.
+        // SAFETY: this function is only reachable through `AVX512`, which only sits in kernel
+        // tables handed out after AVX-512F was detected (likewise for the two below).
         unsafe { map16::<OP_SILU>(x) }
     }
 
     fn avx512_quick_gelu(x: &mut [f32]) {
-        // SAFETY: see `avx512_exp`.
+        // SAFETY: see `avx512_silu`.
         unsafe { map16::<OP_QUICK_GELU>(x) }
     }
 
     fn avx512_softmax(x: &mut [f32]) {
-        // SAFETY: see `avx512_exp`.
+        // SAFETY: see `avx512_silu`.
         unsafe { softmax16(x) }
+    }
+
+    /// An op in place on a slice.
+    #[cfg(test)]
+    type SliceOp = fn(&mut [f32]);
+
+    /// The bare exp of each lane width this CPU has (for the tests: no table carries it).
+    #[cfg(test)]
+    pub(super) fn simd_exps() -> Vec<(&'static str, SliceOp)> {
+        fn avx2_exp(x: &mut [f32]) {
+            // SAFETY: only handed out by `simd_exps` after AVX2 and FMA were detected.
+            unsafe { map8::<OP_EXP>(x) }
+        }
+        fn avx512_exp(x: &mut [f32]) {
+            // SAFETY: only handed out by `simd_exps` after AVX-512F was detected.
+            unsafe { map16::<OP_EXP>(x) }
+        }
+        let mut v: Vec<(&'static str, SliceOp)> = Vec::new();
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(("avx2", avx2_exp));
+        }
+        if is_x86_feature_detected!("avx512f") {
+            v.push(("avx512f", avx512_exp));
+        }
+        v
     }
 }
 
@@ -546,20 +553,7 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// A small deterministic generator (xorshift), so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        /// Uniform in `[lo, hi)`.
-        fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-        }
-    }
+    use crate::kernels::test_rng::Rng;
 
     /// Ulps between `got` and the f64 truth, measured in ulps of the truth rounded to f32
     /// (in the subnormal range an ulp is 2^-149).
@@ -682,7 +676,7 @@ mod tests {
 
     /// Random values over `[-120, 100]` (beyond both clamps), then the edge values.
     fn test_inputs(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let edges = edge_inputs();
         (0..len)
             .map(|i| {
@@ -716,6 +710,26 @@ mod tests {
         }
     }
 
+    /// The SIMD lanes' bare exp (which silu, QuickGELU and softmax apply inside) equals
+    /// [`exp_f32`] bitwise, NaN payloads included.
+    fn assert_exp_lanes_equal_twin(x: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        for (name, exp) in simd_exps() {
+            let mut got = x.to_vec();
+            exp(&mut got);
+            for (i, (&g, &v)) in got.iter().zip(x).enumerate() {
+                let w = exp_f32(v);
+                assert!(
+                    same_bits(g, w),
+                    "exp {name}: len {} [{i}] x={v:e}: {g:e} vs twin {w:e}",
+                    x.len()
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x; // the NEON lanes are checked in neon_rows.rs
+    }
+
     #[test]
     fn simd_variants_equal_the_scalar_twin_bitwise() {
         let edges = edge_inputs();
@@ -725,11 +739,11 @@ mod tests {
             } else {
                 test_inputs(len, 0x9e37_79b9 + len as u64)
             };
-            assert_twins("exp", &x, false, |o| o.exp);
+            assert_exp_lanes_equal_twin(&x);
             assert_twins("silu", &x, false, |o| o.silu);
             assert_twins("quick_gelu", &x, false, |o| o.quick_gelu);
             // Softmax rows as attention produces them: scaled scores, some masked to -inf.
-            let mut rng = Rng(len as u64 + 1);
+            let mut rng = Rng::new(len as u64 + 1);
             let row: Vec<f32> = (0..len)
                 .map(|_| {
                     if rng.next().is_multiple_of(9) {
@@ -785,7 +799,7 @@ mod tests {
 
     #[test]
     fn softmax_matches_f64_and_handles_masks() {
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for k in crate::kernels::available() {
             let ops = &k.exp;
             for len in [1usize, 5, 16, 17, 100, 1025] {

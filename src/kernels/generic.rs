@@ -392,21 +392,8 @@ mod tests {
         }
     }
 
-    /// xorshift64 bytes and floats for the block generators below.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        /// Uniform in [-1, 1).
-        fn f(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
+    // xorshift64 bytes and floats for the block generators below.
+    use crate::kernels::test_rng::Rng;
 
     /// A K-quant weight row of `n` values with arbitrary quant bytes (every nibble, fifth-bit
     /// and 6-bit scale/min pattern, high scale bits included) or, with `fill`, every quant and
@@ -459,7 +446,7 @@ mod tests {
     /// rows, arbitrary blocks, saturated blocks (every fill) against saturated and arbitrary
     /// activations, for 1, 3 and 16 super-blocks.
     fn k_cases(wt: GgmlType) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
-        let mut rng = Rng(0x5EED_0000 + wt as u64);
+        let mut rng = Rng::new(0x5EED_0000 + wt as u64);
         let mut cases = Vec::new();
         for n in [256, 768, 4096] {
             let seed = n as u64 + wt as u64;

@@ -48,6 +48,10 @@ pub mod neon_i8mm;
 #[cfg(target_arch = "aarch64")]
 mod neon_rows;
 pub mod rows;
+/// The kernel unit tests' generator, shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/common/rng.rs"]
+pub(crate) mod test_rng;
 pub mod tile16;
 pub mod tiles;
 

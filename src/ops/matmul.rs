@@ -44,15 +44,10 @@ pub fn dequantize_into(typ: GgmlType, src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The format activations are quantized to for a weight type (ggml's `vec_dot_type`), or
-/// `None` when the weights are multiplied in f32.
+/// The format activations are quantized to for a weight type ([`quant::vec_dot_type`], the one
+/// table of it), or `None` when the weights are multiplied in f32.
 pub fn activation_type(w: GgmlType) -> Option<GgmlType> {
-    match w {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => Some(GgmlType::Q8_0),
-        GgmlType::Q4_1 | GgmlType::Q5_1 => Some(GgmlType::Q8_1),
-        _ => Some(GgmlType::Q8_K),
-    }
+    Some(quant::vec_dot_type(w)).filter(|&at| at != GgmlType::F32)
 }
 
 /// Whether owlet can multiply by weights of this type.
@@ -530,6 +525,86 @@ mod tests {
             .collect()
     }
 
+    /// `n` rows of `kdim` values from [`values`] (`seed`), stored as `typ`.
+    fn weights(typ: GgmlType, n: usize, kdim: usize, seed: u32) -> Vec<u8> {
+        let mut data = vec![0u8; n * typ.row_bytes(kdim as u64).unwrap() as usize];
+        quant::quantize_row(typ, &values(n * kdim, seed), &mut data).unwrap();
+        data
+    }
+
+    /// `data` as an `n × kdim` matrix of `typ`, not repacked.
+    fn unpacked(typ: GgmlType, n: usize, kdim: usize, data: &[u8]) -> MatRef<'_> {
+        MatRef {
+            typ,
+            rows: n,
+            cols: kdim,
+            data,
+            packed: None,
+        }
+    }
+
+    /// Runs the product of `x` (`m × w.cols`) by `w` on 1 and on 3 threads: every output
+    /// `(i, j)` equals `want(i, j)` bitwise, and both thread counts give the same `y`.
+    fn assert_outputs_on_threads(
+        k: &Kernels,
+        w: MatRef,
+        x: &[f32],
+        want: impl Fn(usize, usize) -> f32,
+        what: std::fmt::Arguments,
+    ) {
+        let (n, m) = (w.rows, x.len() / w.cols);
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut y = vec![0f32; m * n];
+            pool.install(|| matmul(k, w, x, &mut y));
+            for i in 0..m {
+                for j in 0..n {
+                    let want = want(i, j);
+                    assert_eq!(y[i * n + j].to_bits(), want.to_bits(), "{what} ({i},{j})");
+                }
+            }
+            match &first {
+                None => first = Some(y),
+                Some(f) => assert_eq!(f, &y),
+            }
+        }
+    }
+
+    /// The supported weight types keep their activation partners (the quantized ones ggml's,
+    /// the float ones f32), and for every type `activation_type` is `vec_dot_type` with f32
+    /// meaning "not quantized".
+    #[test]
+    fn activation_types_of_supported_weights() {
+        use GgmlType::*;
+        let want = [
+            (F32, None),
+            (F16, None),
+            (BF16, None),
+            (Q4_0, Some(Q8_0)),
+            (Q5_0, Some(Q8_0)),
+            (Q8_0, Some(Q8_0)),
+            (Q4_1, Some(Q8_1)),
+            (Q5_1, Some(Q8_1)),
+            (Q4_K, Some(Q8_K)),
+            (Q5_K, Some(Q8_K)),
+            (Q6_K, Some(Q8_K)),
+        ];
+        for (w, at) in want {
+            assert!(supported(w), "{w}");
+            assert_eq!(activation_type(w), at, "{w}");
+        }
+        let all: Vec<GgmlType> = (0..64).filter_map(GgmlType::from_id).collect();
+        assert_eq!(all.iter().filter(|&&w| supported(w)).count(), want.len());
+        for w in all {
+            let vdt = quant::vec_dot_type(w);
+            assert_eq!(activation_type(w), (vdt != F32).then_some(vdt), "{w}");
+        }
+    }
+
     /// Every output equals the single dot of its weight row and quantized activation row,
     /// bitwise, for odd shapes (rows not a multiple of the tile, 1..9 activation rows), and the
     /// thread count changes nothing.
@@ -544,16 +619,8 @@ mod tests {
                 GgmlType::Q5_0,
             ] {
                 let (n, kdim) = (13, 512);
-                let wf = values(n * kdim, 1);
-                let mut data = vec![0u8; n * typ.row_bytes(kdim as u64).unwrap() as usize];
-                quant::quantize_row(typ, &wf, &mut data).unwrap();
-                let w = MatRef {
-                    typ,
-                    rows: n,
-                    cols: kdim,
-                    data: &data,
-                    packed: None,
-                };
+                let data = weights(typ, n, kdim, 1);
+                let w = unpacked(typ, n, kdim, &data);
                 let at = activation_type(typ).unwrap();
                 let arb = at.row_bytes(kdim as u64).unwrap() as usize;
                 for m in [1, 2, 3, 4, 5, 9, ROW_SPLIT_MIN, 70] {
@@ -563,30 +630,10 @@ mod tests {
                         quant::quantize_row(at, row, q).unwrap();
                     }
                     let dot = k.quant_dot(typ).unwrap();
-                    let mut first: Option<Vec<f32>> = None;
-                    for threads in [1, 3] {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .build()
-                            .unwrap();
-                        let mut y = vec![0f32; m * n];
-                        pool.install(|| matmul(k, w, &x, &mut y));
-                        for i in 0..m {
-                            for j in 0..n {
-                                let want = dot(kdim, w.row(j), &xq[i * arb..(i + 1) * arb]);
-                                assert_eq!(
-                                    y[i * n + j].to_bits(),
-                                    want.to_bits(),
-                                    "{} {typ} m={m} ({i},{j})",
-                                    k.name
-                                );
-                            }
-                        }
-                        match &first {
-                            None => first = Some(y),
-                            Some(f) => assert_eq!(f, &y),
-                        }
-                    }
+                    let want =
+                        |i: usize, j: usize| dot(kdim, w.row(j), &xq[i * arb..(i + 1) * arb]);
+                    let what = format_args!("{} {typ} m={m}", k.name);
+                    assert_outputs_on_threads(k, w, &x, want, what);
                 }
             }
         }
@@ -602,44 +649,18 @@ mod tests {
             for typ in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
                 let tile = k.float_tile(typ).unwrap();
                 for (n, kdim) in [(13, 37), (29, 64)] {
-                    let wf = values(n * kdim, 3);
-                    let mut data = vec![0u8; n * typ.row_bytes(kdim as u64).unwrap() as usize];
-                    quant::quantize_row(typ, &wf, &mut data).unwrap();
-                    let w = MatRef {
-                        typ,
-                        rows: n,
-                        cols: kdim,
-                        data: &data,
-                        packed: None,
-                    };
+                    let data = weights(typ, n, kdim, 3);
+                    let w = unpacked(typ, n, kdim, &data);
                     for m in [1, 2, 3, 4, 5, 9, ROW_SPLIT_MIN, 70] {
                         let x = values(m * kdim, 7 + m as u32);
-                        let mut first: Option<Vec<f32>> = None;
-                        for threads in [1, 3] {
-                            let pool = rayon::ThreadPoolBuilder::new()
-                                .num_threads(threads)
-                                .build()
-                                .unwrap();
-                            let mut y = vec![0f32; m * n];
-                            pool.install(|| matmul(k, w, &x, &mut y));
-                            for i in 0..m {
-                                for j in 0..n {
-                                    let mut want = [0f32];
-                                    let xi = &x[i * kdim..(i + 1) * kdim];
-                                    tile(kdim, &[w.row(j)], &[xi], &mut want);
-                                    assert_eq!(
-                                        y[i * n + j].to_bits(),
-                                        want[0].to_bits(),
-                                        "{} {typ} {n}x{kdim} m={m} ({i},{j})",
-                                        k.name
-                                    );
-                                }
-                            }
-                            match &first {
-                                None => first = Some(y),
-                                Some(f) => assert_eq!(f, &y),
-                            }
-                        }
+                        let want = |i: usize, j: usize| {
+                            let mut want = [0f32];
+                            let xi = &x[i * kdim..(i + 1) * kdim];
+                            tile(kdim, &[w.row(j)], &[xi], &mut want);
+                            want[0]
+                        };
+                        let what = format_args!("{} {typ} {n}x{kdim} m={m}", k.name);
+                        assert_outputs_on_threads(k, w, &x, want, what);
                     }
                 }
             }
@@ -677,13 +698,7 @@ mod tests {
                         quant::write_f16(block, at, v);
                     }
                 }
-                let mut w = MatRef {
-                    typ: p.typ,
-                    rows: n,
-                    cols: kdim,
-                    data: &data,
-                    packed: None,
-                };
+                let mut w = unpacked(p.typ, n, kdim, &data);
                 let bytes = pack(p, w).unwrap();
                 let m = ROW_SPLIT_MIN + 3;
                 let x: Vec<f32> = (0..m * kdim)
@@ -731,16 +746,8 @@ mod tests {
                 // An even and an odd block count (the AMX tiles take blocks in pairs).
                 let bs = p.typ.block_size();
                 for (n, kdim) in [(48, 10 * bs), (32, if bs == 256 { 3 } else { 11 } * bs)] {
-                    let wf = values(n * kdim, 4);
-                    let mut data = vec![0u8; n * p.typ.row_bytes(kdim as u64).unwrap() as usize];
-                    quant::quantize_row(p.typ, &wf, &mut data).unwrap();
-                    let mut w = MatRef {
-                        typ: p.typ,
-                        rows: n,
-                        cols: kdim,
-                        data: &data,
-                        packed: None,
-                    };
+                    let data = weights(p.typ, n, kdim, 4);
+                    let mut w = unpacked(p.typ, n, kdim, &data);
                     let bytes = pack(p, w).expect("the shape divides into groups");
                     assert!(pack(
                         p,

@@ -327,6 +327,10 @@ fn vec_dot_types() {
         (Q4_K, Q8_K),
         (Q5_K, Q8_K),
         (Q6_K, Q8_K),
+        (Q8_1, Q8_1),
+        (Q2_K, Q8_K),
+        (Q3_K, Q8_K),
+        (Q8_K, Q8_K),
     ] {
         assert_eq!(vec_dot_type(w), a, "{w}");
     }

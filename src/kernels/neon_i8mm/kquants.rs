@@ -624,20 +624,7 @@ mod tests {
     use crate::kernels::tiles::{q4_k_q8_k_exact, q6_k_q8_k_exact};
     use crate::quant::write_f16;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        /// Uniform in [-1, 1).
-        fn f(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
+    use crate::kernels::test_rng::Rng;
 
     /// Weight-row kinds: random bytes (every level, scale and min, negative Q6_K scales), all
     /// levels at their top with the largest scales and mins, all levels 0 with the largest
@@ -723,7 +710,7 @@ mod tests {
             eprintln!("no i8mm + dotprod on this CPU: skipped");
             return;
         }
-        let mut rng = Rng(if q6 { 0x6666 } else { 0x4444 });
+        let mut rng = Rng::star(if q6 { 0x6666 } else { 0x4444 });
         for nb in [1, 2, 3, 5] {
             let n = nb * QK_K;
             let kinds = [WKind::Random, WKind::Top, WKind::Random, WKind::Bottom];
@@ -822,7 +809,7 @@ mod tests {
     /// short slices make the tiles skip blocks rather than read out of bounds.
     #[test]
     fn bad_shapes_are_left_alone() {
-        let mut rng = Rng(9);
+        let mut rng = Rng::star(9);
         let w = weights(false, 2, WKind::Random, &mut rng);
         let rows: Vec<&[u8]> = vec![&w; TILE_ROWS];
         let mut out = vec![7u8; 2 * Q4_K_RECORD];
