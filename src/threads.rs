@@ -91,10 +91,27 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// A fake sysfs folder, deleted when dropped (tests use it as a temporary, so it lives
+    /// until the end of the statement that reads it).
+    struct FakeSysfs(PathBuf);
+
+    impl std::ops::Deref for FakeSysfs {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for FakeSysfs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A fake `/sys/devices/system/cpu` under the temp directory: one `cpuN` per entry, with
     /// `cpu_capacity` and/or `cpufreq/cpuinfo_max_freq` where given, plus the files real sysfs
     /// has next to them (`online`, `cpufreq/`, `cpuidle/`), which must be ignored.
-    fn tree(name: &str, cpus: &[(Option<&str>, Option<&str>)]) -> PathBuf {
+    fn tree(name: &str, cpus: &[(Option<&str>, Option<&str>)]) -> FakeSysfs {
         let dir = std::env::temp_dir().join(format!("owlet-sysfs-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
@@ -110,7 +127,7 @@ mod tests {
                 std::fs::write(c.join("cpufreq/cpuinfo_max_freq"), format!("{f}\n")).unwrap();
             }
         }
-        dir
+        FakeSysfs(dir)
     }
 
     #[test]

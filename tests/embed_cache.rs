@@ -11,15 +11,15 @@ use owlet::image::{self, AspectMode, ImageLimits, RgbImage};
 use owlet::model::Model;
 use owlet::session::{Session, SessionOptions};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("owlet-embcache-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch::run_dir(env!("CARGO_TARGET_TMPDIR"), "owlet-embcache", Some(name))
 }
 
 fn model() -> Model {
