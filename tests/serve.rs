@@ -258,6 +258,28 @@ fn image_tokens() -> usize {
         .image_tokens
 }
 
+/// Opens a connection holding a slot: a 4000-token answer about coffee.png that cannot end early
+/// (`ignore_eos`); a streamed one is returned once its 200 head has arrived.
+fn hold_slot(addr: &str, stream: bool) -> TcpStream {
+    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
+    long["stream"] = stream.into();
+    long["ignore_eos"] = true.into();
+    let mut held = connect(addr);
+    send(
+        &mut held,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        long.to_string().as_bytes(),
+    );
+    if stream {
+        let mut first = [0u8; 64];
+        let n = held.read(&mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    }
+    held
+}
+
 fn chat_body(image: &str, prompt: &str, max_tokens: usize) -> serde_json::Value {
     serde_json::json!({
         "model": "anything",
@@ -397,21 +419,8 @@ fn a_full_server_answers_429_and_a_client_that_leaves_frees_its_slot() {
     let prompt = "Describe the image.";
     let (want, _) = owlet_run("coffee.png", prompt, 12);
     let srv = serve(&["--slots", "1", "--queue", "2"]);
-    // Hold the only slot with a long streamed answer (it cannot end early: ignore_eos).
-    let mut long = chat_body("coffee.png", prompt, 4000);
-    long["stream"] = true.into();
-    long["ignore_eos"] = true.into();
-    let mut held = connect(&srv.addr);
-    send(
-        &mut held,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        long.to_string().as_bytes(),
-    );
-    let mut first = [0u8; 64];
-    let n = held.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // Hold the only slot with a long streamed answer.
+    let held = hold_slot(&srv.addr, true);
 
     // 12 more at once: two fit in the queue, the others get 429 now.
     let threads: Vec<_> = (0..12)
@@ -1020,16 +1029,7 @@ fn field(line: &str, key: &str) -> usize {
 #[test]
 fn a_whole_answer_stops_when_its_client_leaves() {
     let srv = serve(&["--slots", "1", "--queue", "1"]);
-    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
-    long["ignore_eos"] = true.into();
-    let mut held = connect(&srv.addr);
-    send(
-        &mut held,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        long.to_string().as_bytes(),
-    );
+    let held = hold_slot(&srv.addr, false);
     wait_health(&srv.addr, "slots_busy", 1);
     drop(held);
     let line = wait_log(&srv, &["POST", "stop=client_gone"]);
@@ -1051,20 +1051,7 @@ fn a_whole_answer_stops_when_its_client_leaves() {
 #[test]
 fn a_client_that_leaves_the_queue_is_dropped_and_never_runs() {
     let srv = serve(&["--slots", "1", "--queue", "2"]);
-    let mut long = chat_body("coffee.png", "Describe the image.", 4000);
-    long["stream"] = true.into();
-    long["ignore_eos"] = true.into();
-    let mut held = connect(&srv.addr);
-    send(
-        &mut held,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        long.to_string().as_bytes(),
-    );
-    let mut first = [0u8; 64];
-    let n = held.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let mut held = hold_slot(&srv.addr, true);
     let mut queued = connect(&srv.addr);
     let body = chat_body("chelsea.png", "Hi", 3).to_string();
     send(
@@ -1086,7 +1073,8 @@ fn a_client_that_leaves_the_queue_is_dropped_and_never_runs() {
     let h = request(&srv.addr, "GET", "/health", &[], b"").json();
     assert_eq!(h["slots_busy"], 1, "{h}");
     assert_eq!(h["requests_admitted"], 1, "{h}");
-    let n = held.read(&mut first).unwrap();
+    let mut more = [0u8; 64];
+    let n = held.read(&mut more).unwrap();
     assert!(n > 0, "the held stream goes on");
     drop(held);
     wait_health(&srv.addr, "slots_busy", 0);
