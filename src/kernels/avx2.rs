@@ -28,8 +28,8 @@
 use std::arch::x86_64::*;
 
 use super::rows::{Gemm, RowOps};
-use super::{generic, tiles, Kernels, TILE};
-use crate::quant::{read_bf16, read_f16, read_f32};
+use super::{Kernels, TILE};
+use crate::quant::{read_bf16, read_f16, read_f32, GgmlType};
 use half::f16;
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -61,29 +61,15 @@ static AVX2: Kernels = AVX2_TABLE;
 /// the static, it must only be handed out after [`detect`] has seen the features.
 pub(super) const AVX2_TABLE: Kernels = Kernels {
     name: "avx2",
-    q4_0_q8_0: q4_0_q8_0_dot,
-    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
-    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
-    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
-    q8_0_q8_0: q8_0_q8_0_dot,
-    q4_k_q8_k: q4_k_q8_k_dot,
-    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: q6_k_q8_k_dot,
-    f16_f32: f16_f32_dot,
-    bf16_f32: bf16_f32_dot,
-    f32_f32: f32_f32_dot,
-    f16_f32_tile: super::float_x86::f16_avx2,
-    bf16_f32_tile: super::float_x86::bf16_avx2,
-    f32_f32_tile: super::float_x86::f32_avx2,
-    q4_0_q8_0_tile,
-    q4_1_q8_1_tile: tiles::q4_1_q8_1,
-    q5_0_q8_0_tile: tiles::q5_0_q8_0,
-    q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile,
-    q4_k_q8_k_tile,
-    q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile,
-    wide: &[],
+    // Q4_1, Q5_0, Q5_1 and Q5_K keep the generic rows.
+    weights: super::GENERIC_WEIGHTS
+        .float(GgmlType::F32, f32_f32_dot, super::float_x86::f32_avx2)
+        .float(GgmlType::F16, f16_f32_dot, super::float_x86::f16_avx2)
+        .float(GgmlType::BF16, bf16_f32_dot, super::float_x86::bf16_avx2)
+        .quant(GgmlType::Q4_0, q4_0_q8_0_dot, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, q8_0_q8_0_dot, q8_0_q8_0_tile)
+        .quant(GgmlType::Q4_K, q4_k_q8_k_dot, q4_k_q8_k_tile)
+        .quant(GgmlType::Q6_K, q6_k_q8_k_dot, q6_k_q8_k_tile),
     packings: &[],
     rows: AVX2_ROWS,
     exp: super::exp::AVX2,
@@ -372,7 +358,7 @@ unsafe fn q8_0_body<const R: usize, const C: usize>(
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q4_K · Q8_K tile body; the formula of [`tiles::q4_k_q8_k_exact`].
+/// Q4_K · Q8_K tile body; the formula of [`super::tiles::q4_k_q8_k_exact`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_body<const R: usize, const C: usize>(
     nb: usize,
@@ -452,7 +438,7 @@ unsafe fn q4_k_body<const R: usize, const C: usize>(
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q6_K · Q8_K tile body; the formula of [`tiles::q6_k_q8_k_exact`].
+/// Q6_K · Q8_K tile body; the formula of [`super::tiles::q6_k_q8_k_exact`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_body<const R: usize, const C: usize>(
     nb: usize,

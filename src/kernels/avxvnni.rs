@@ -30,6 +30,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, f16x4, hsum1, hsum4, run_tile, store, tile_kernel, Inner};
 use super::{Kernels, TILE};
+use crate::quant::GgmlType;
 
 /// The AVX-VNNI table, if this CPU has AVX2, FMA, F16C and AVX-VNNI.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -39,11 +40,11 @@ pub(super) fn detect() -> Option<&'static Kernels> {
 
 static AVXVNNI: Kernels = Kernels {
     name: "avxvnni",
-    q4_0_q8_0: q4_0_q8_0_dot,
-    q8_0_q8_0: q8_0_q8_0_dot,
-    q4_0_q8_0_tile,
-    q8_0_q8_0_tile,
-    // Everything else, Q4_K/Q6_K included (VNNI measured no faster there), is AVX2's.
+    // Every other row, Q4_K/Q6_K included (VNNI measured no faster there), is AVX2's.
+    weights: avx2::AVX2_TABLE
+        .weights
+        .quant(GgmlType::Q4_0, q4_0_q8_0_dot, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, q8_0_q8_0_dot, q8_0_q8_0_tile),
     ..avx2::AVX2_TABLE
 };
 

@@ -6,8 +6,9 @@
 //! - Q4_0/Q8_0 and Q8_0/Q8_0: one exact integer sum per block, then the generic kernels' float
 //!   expression: **bit-identical** to [`super::generic`].
 //! - Q4_K/Q6_K: one exact integer sum per super-block, scaled once, as the x86 SIMD kernels:
-//!   bit-identical to [`tiles::q4_k_q8_k_exact`] / [`tiles::q6_k_q8_k_exact`], which differ
-//!   from the generic eight-lane sums only by f32 rounding.
+//!   bit-identical to [`super::tiles::q4_k_q8_k_exact`] /
+//!   [`super::tiles::q6_k_q8_k_exact`], which differ from the generic eight-lane sums only by
+//!   f32 rounding.
 //!
 //! Besides the single dots, the table has plain tiles ([`super::QuantTile`]) for these four
 //! types: up to 4 weight rows × 4 activation rows per call, each weight block unpacked once
@@ -30,7 +31,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{generic, tiles, Kernels, TILE};
+use super::{generic, Kernels, TILE};
 use crate::quant::{read_f16, read_f32, unpack_scale_min_k4, GgmlType, QK_K};
 
 /// The baseline NEON table.
@@ -39,32 +40,21 @@ pub static NEON: Kernels = NEON_TABLE;
 /// [`NEON`] as a constant, for tables that replace only some of its entries.
 pub(crate) const NEON_TABLE: Kernels = Kernels {
     name: "neon",
-    q4_0_q8_0: vec_dot_q4_0_q8_0,
-    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
-    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
-    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
-    q8_0_q8_0: vec_dot_q8_0_q8_0,
-    q4_k_q8_k: vec_dot_q4_k_q8_k,
-    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: vec_dot_q6_k_q8_k,
-    f16_f32: vec_dot_f16_f32,
-    bf16_f32: generic::vec_dot_bf16_f32,
-    f32_f32: vec_dot_f32,
-    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula).
-    f16_f32_tile: super::float_neon::f16_neon,
-    bf16_f32_tile: super::float_neon::bf16_neon,
-    f32_f32_tile: super::float_neon::f32_neon,
-    // Tiles: NEON for the four types of the shipped files (equal to the dots above bitwise),
-    // the portable ones (one generic dot per output) for the rest.
-    q4_0_q8_0_tile,
-    q4_1_q8_1_tile: tiles::q4_1_q8_1,
-    q5_0_q8_0_tile: tiles::q5_0_q8_0,
-    q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile,
-    q4_k_q8_k_tile,
-    q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile,
-    wide: &[],
+    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula). Quantized: NEON for the
+    // four types of the shipped files (tiles equal to the dots bitwise); Q4_1, Q5_0, Q5_1 and
+    // Q5_K keep the generic rows (one generic dot per tile output).
+    weights: super::GENERIC_WEIGHTS
+        .float(GgmlType::F32, vec_dot_f32, super::float_neon::f32_neon)
+        .float(GgmlType::F16, vec_dot_f16_f32, super::float_neon::f16_neon)
+        .float(
+            GgmlType::BF16,
+            generic::vec_dot_bf16_f32,
+            super::float_neon::bf16_neon,
+        )
+        .quant(GgmlType::Q4_0, vec_dot_q4_0_q8_0, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, vec_dot_q8_0_q8_0, q8_0_q8_0_tile)
+        .quant(GgmlType::Q4_K, vec_dot_q4_k_q8_k, q4_k_q8_k_tile)
+        .quant(GgmlType::Q6_K, vec_dot_q6_k_q8_k, q6_k_q8_k_tile),
     packings: &[],
     rows: super::neon_rows::ROWS,
     exp: super::neon_rows::EXP,
@@ -428,7 +418,7 @@ trait SuperBlock {
     /// `x` must point to a whole super-block.
     unsafe fn unpack(x: *const u8) -> Self::Unpacked;
     /// The super-block's contribution to `acc` against the Q8_K block at `y`: the exact
-    /// formula of [`tiles::q4_k_q8_k_exact`] / [`tiles::q6_k_q8_k_exact`].
+    /// formula of [`super::tiles::q4_k_q8_k_exact`] / [`super::tiles::q6_k_q8_k_exact`].
     ///
     /// # Safety
     /// `y` must point to a whole Q8_K block.

@@ -33,8 +33,11 @@ static NEON_DOTPROD: Kernels = NEON_DOTPROD_TABLE;
 /// (they must be handed out only where [`has_dotprod`] holds, too).
 pub(crate) const NEON_DOTPROD_TABLE: Kernels = Kernels {
     name: "neon-dotprod",
-    q4_0_q8_0: vec_dot_q4_0_q8_0,
-    q8_0_q8_0: vec_dot_q8_0_q8_0,
+    // The tiles stay NEON's: replace only the dots of Q4_0 and Q8_0.
+    weights: neon::NEON_TABLE
+        .weights
+        .quant(GgmlType::Q4_0, vec_dot_q4_0_q8_0, neon::q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, vec_dot_q8_0_q8_0, neon::q8_0_q8_0_tile),
     packings: PACKINGS,
     ..neon::NEON_TABLE
 };
@@ -124,14 +127,14 @@ unsafe fn q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q4_0 weights · Q8_0 activations with `sdot`.
-fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(crate) fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: this function is reachable only through NEON_DOTPROD, which `detected` hands
     // out only when the CPU has the extension.
     unsafe { q4_0_q8_0(n, w, a) }
 }
 
 /// Q8_0 weights · Q8_0 activations with `sdot`.
-fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(crate) fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: as for vec_dot_q4_0_q8_0.
     unsafe { q8_0_q8_0(n, w, a) }
 }

@@ -41,15 +41,31 @@ mod kquants;
 
 static NEON_I8MM: Kernels = Kernels {
     name: "neon-i8mm",
-    q4_0_q8_0_tile,
-    q8_0_q8_0_tile,
-    // The K-quants follow the exact-integer twins (`tiles::q*_k_q8_k_exact`); the single dots
-    // are 1×1 tiles so that every tile equals its dot bitwise.
-    q4_k_q8_k: kquants::q4_k_q8_k_dot,
-    q6_k_q8_k: kquants::q6_k_q8_k_dot,
-    q4_k_q8_k_tile: kquants::q4_k_q8_k_tile,
-    q6_k_q8_k_tile: kquants::q6_k_q8_k_tile,
-    wide: &[GgmlType::Q4_K, GgmlType::Q6_K],
+    // Q4_0/Q8_0 keep the dot-product dots. The K-quants follow the exact-integer twins
+    // (`tiles::q*_k_q8_k_exact`); their single dots are 1×1 tiles so that every tile equals
+    // its dot bitwise.
+    weights: neon_dotprod::NEON_DOTPROD_TABLE
+        .weights
+        .quant(
+            GgmlType::Q4_0,
+            neon_dotprod::vec_dot_q4_0_q8_0,
+            q4_0_q8_0_tile,
+        )
+        .quant(
+            GgmlType::Q8_0,
+            neon_dotprod::vec_dot_q8_0_q8_0,
+            q8_0_q8_0_tile,
+        )
+        .quant_wide(
+            GgmlType::Q4_K,
+            kquants::q4_k_q8_k_dot,
+            kquants::q4_k_q8_k_tile,
+        )
+        .quant_wide(
+            GgmlType::Q6_K,
+            kquants::q6_k_q8_k_dot,
+            kquants::q6_k_q8_k_tile,
+        ),
     packings: &[
         Packing {
             typ: GgmlType::Q4_0,
