@@ -32,6 +32,10 @@
 use std::arch::aarch64::*;
 
 use super::{generic, Kernels, TILE};
+use crate::quant::blocks::{
+    Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_DMIN, Q6_K_BYTES, Q6_K_D, Q6_K_SCALES, Q8_0_BYTES,
+    Q8_0_QS, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
 use crate::quant::{read_f16, read_f32, unpack_scale_min_k4, GgmlType, QK_K};
 
 /// The baseline NEON table.
@@ -123,13 +127,17 @@ fn hsum(v: int32x4_t) -> i32 {
 pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q4_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(nb) {
-        let (lo, hi) = q4_0_levels(&x[2..18]);
+    for (x, y) in w
+        .chunks_exact(Q4_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
+        let (lo, hi) = q4_0_levels(&x[Q4_0_QS..Q4_0_BYTES]);
         // SAFETY: register-only NEON operation.
         let acc = dot16(
-            dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, 2)),
+            dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, Q8_0_QS)),
             hi,
-            load_s8(y, 18),
+            load_s8(y, Q8_0_QS + 16),
         );
         sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
@@ -140,13 +148,17 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q8_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         // SAFETY: register-only NEON operation.
         let zero = unsafe { vdupq_n_s32(0) };
         let acc = dot16(
-            dot16(zero, load_s8(x, 2), load_s8(y, 2)),
-            load_s8(x, 18),
-            load_s8(y, 18),
+            dot16(zero, load_s8(x, Q8_0_QS), load_s8(y, Q8_0_QS)),
+            load_s8(x, Q8_0_QS + 16),
+            load_s8(y, Q8_0_QS + 16),
         );
         sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
@@ -253,7 +265,7 @@ trait Block32 {
 struct PlainQ4_0;
 
 impl Block32 for PlainQ4_0 {
-    const WSIZE: usize = 18;
+    const WSIZE: usize = Q4_0_BYTES;
     #[inline(always)]
     unsafe fn halves(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: the caller guarantees the block's 18 bytes.
@@ -277,11 +289,11 @@ impl Block32 for PlainQ4_0 {
 struct PlainQ8_0;
 
 impl Block32 for PlainQ8_0 {
-    const WSIZE: usize = 34;
+    const WSIZE: usize = Q8_0_BYTES;
     #[inline(always)]
     unsafe fn halves(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: the caller guarantees the block's 34 bytes.
-        unsafe { [ld(p.add(2)), ld(p.add(18))] }
+        unsafe { [ld(p.add(Q8_0_QS)), ld(p.add(Q8_0_QS + 16))] }
     }
     #[inline(always)]
     fn sum(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t {
@@ -318,9 +330,9 @@ unsafe fn tile32_body<F: Block32, const R: usize, const C: usize>(
             let mut ah = [[vdupq_n_s8(0); 2]; C];
             let mut ad = [0f32; TILE];
             for c in 0..C {
-                let y = a[c].add(b * 34);
+                let y = a[c].add(b * Q8_0_BYTES);
                 ad[c] = f16_at(y);
-                ah[c] = [ld(y.add(2)), ld(y.add(18))];
+                ah[c] = [ld(y.add(Q8_0_QS)), ld(y.add(Q8_0_QS + 16))];
             }
             let mut wd = [0f32; TILE];
             let mut s = [[z; TILE]; TILE];
@@ -370,7 +382,7 @@ fn run_tile32<F: Block32>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
         nb = nb.min(row.len() / F::WSIZE);
     }
     for row in &a[..na] {
-        nb = nb.min(row.len() / 34);
+        nb = nb.min(row.len() / Q8_0_BYTES);
     }
     let wp: [*const u8; TILE] = std::array::from_fn(|r| w[r.min(nw - 1)].as_ptr());
     let ap: [*const u8; TILE] = std::array::from_fn(|c| a[c.min(na - 1)].as_ptr());
@@ -438,7 +450,7 @@ struct Q4KBlock {
 struct PlainQ4K;
 
 impl SuperBlock for PlainQ4K {
-    const WSIZE: usize = 144;
+    const WSIZE: usize = Q4_K_BYTES;
     type Unpacked = Q4KBlock;
     #[inline(always)]
     unsafe fn unpack(x: *const u8) -> Q4KBlock {
@@ -467,7 +479,7 @@ impl SuperBlock for PlainQ4K {
                 sc,
                 mins: vld1q_s16(mins.as_ptr()),
                 d: f16_at(x),
-                dmin: f16_at(x.add(2)),
+                dmin: f16_at(x.add(Q4_K_DMIN)),
             }
         }
     }
@@ -479,7 +491,10 @@ impl SuperBlock for PlainQ4K {
         unsafe {
             let mut isum = vdupq_n_s32(0);
             for j in 0..8 {
-                let (a0, a1) = (ld(y.add(4 + 32 * j)), ld(y.add(20 + 32 * j)));
+                let (a0, a1) = (
+                    ld(y.add(Q8_K_QS + 32 * j)),
+                    ld(y.add(Q8_K_QS + 16 + 32 * j)),
+                );
                 let (l0, l1) = (x.lv[2 * j], x.lv[2 * j + 1]);
                 let p = vmull_s8(vget_low_s8(l0), vget_low_s8(a0));
                 let p = vmlal_high_s8(p, l0, a0);
@@ -490,7 +505,7 @@ impl SuperBlock for PlainQ4K {
             }
             // Σ_j m_j·(bsum_2j + bsum_2j+1), |pair| <= 4096.
             let pairs = vpaddq_s16(
-                vreinterpretq_s16_u8(vld1q_u8(y.add(260))),
+                vreinterpretq_s16_u8(vld1q_u8(y.add(Q8_K_BSUMS))),
                 vreinterpretq_s16_u8(vld1q_u8(y.add(276))),
             );
             let m = vmull_s16(vget_low_s16(x.mins), vget_low_s16(pairs));
@@ -513,7 +528,7 @@ struct Q6KBlock {
 struct PlainQ6K;
 
 impl SuperBlock for PlainQ6K {
-    const WSIZE: usize = 210;
+    const WSIZE: usize = Q6_K_BYTES;
     type Unpacked = Q6KBlock;
     /// Half `h` (128 values) uses ql[64h..64h + 64] and qh[32h..32h + 32]; value
     /// 128h + 32·quarter + l has low nibble `ql[l + 32·(quarter & 1)] >> (4·(quarter >> 1))`
@@ -524,7 +539,7 @@ impl SuperBlock for PlainQ6K {
         unsafe {
             let mut sc = [0i16; 16];
             for (j, s) in sc.iter_mut().enumerate() {
-                *s = *x.add(192 + j) as i8 as i16;
+                *s = *x.add(Q6_K_SCALES + j) as i8 as i16;
             }
             let m4 = vdupq_n_u8(0x0F);
             let m2 = vdupq_n_u8(0x03);
@@ -554,7 +569,7 @@ impl SuperBlock for PlainQ6K {
             Q6KBlock {
                 lv,
                 sc,
-                d: f16_at(x.add(208)),
+                d: f16_at(x.add(Q6_K_D)),
             }
         }
     }
@@ -589,7 +604,7 @@ fn run_tile_k<F: SuperBlock>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]
         nb = nb.min(row.len() / F::WSIZE);
     }
     for row in &a[..na] {
-        nb = nb.min(row.len() / 292);
+        nb = nb.min(row.len() / Q8_K_BYTES);
     }
     let mut acc = [[0f32; TILE]; TILE];
     for b in 0..nb {
@@ -598,7 +613,7 @@ fn run_tile_k<F: SuperBlock>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]
             unsafe {
                 let x = F::unpack(w[r].as_ptr().add(b * F::WSIZE));
                 for c in 0..na {
-                    acc[r][c] = F::add(acc[r][c], &x, a[c].as_ptr().add(b * 292));
+                    acc[r][c] = F::add(acc[r][c], &x, a[c].as_ptr().add(b * Q8_K_BYTES));
                 }
             }
         }

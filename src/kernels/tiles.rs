@@ -10,6 +10,10 @@
 //!   differ from the generic dots only by f32 rounding.
 
 use super::generic;
+use crate::quant::blocks::{
+    Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_BYTES, Q6_K_D, Q6_K_SCALES, Q8_K_BSUMS,
+    Q8_K_BYTES,
+};
 use crate::quant::{read_f16, read_f32, unpack_scale_min_k4, QK_K};
 
 /// A tile made of one `dot` call per output.
@@ -54,17 +58,22 @@ fn q8(y: &[u8], i: usize) -> i32 {
 /// Sum of the 16 Q8_K quants of group `g` (the stored bsum).
 #[inline]
 fn bsum(y: &[u8], g: usize) -> i32 {
-    i16::from_le_bytes([y[260 + 2 * g], y[261 + 2 * g]]) as i32
+    i16::from_le_bytes([y[Q8_K_BSUMS + 2 * g], y[Q8_K_BSUMS + 1 + 2 * g]]) as i32
 }
 
 /// Q4_K · Q8_K with one exact integer sum per super-block:
 /// `acc += (d_w·d_a)·Σ_j sc_j Σ_i q_i a_i;  acc −= (dmin_w·d_a)·Σ_g m_{g/2}·bsum_g`.
 pub fn q4_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = (n / QK_K).min(w.len() / 144).min(a.len() / 292);
+    let nb = (n / QK_K)
+        .min(w.len() / Q4_K_BYTES)
+        .min(a.len() / Q8_K_BYTES);
     let mut acc = 0f32;
     for b in 0..nb {
-        let (x, y) = (&w[b * 144..(b + 1) * 144], &a[b * 292..(b + 1) * 292]);
-        let packed = &x[4..16];
+        let (x, y) = (
+            &w[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES],
+            &a[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES],
+        );
+        let packed = &x[Q4_K_SCALES..Q4_K_QS];
         let mut isum = 0i32;
         for j in 0..8 {
             let (sc, _) = unpack_scale_min_k4(j, packed);
@@ -82,7 +91,7 @@ pub fn q4_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
             .sum();
         let yd = read_f32(y, 0);
         acc += (read_f16(x, 0) * yd) * isum as f32;
-        acc -= (read_f16(x, 2) * yd) * msum as f32;
+        acc -= (read_f16(x, Q4_K_DMIN) * yd) * msum as f32;
     }
     acc
 }
@@ -90,14 +99,19 @@ pub fn q4_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q6_K · Q8_K with one exact integer sum per super-block:
 /// `acc += (d_w·d_a)·(Σ_j sc_j Σ_i q_i a_i − 32·Σ_j sc_j·bsum_j)`, q unsigned 0..64.
 pub fn q6_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = (n / QK_K).min(w.len() / 210).min(a.len() / 292);
+    let nb = (n / QK_K)
+        .min(w.len() / Q6_K_BYTES)
+        .min(a.len() / Q8_K_BYTES);
     let mut acc = 0f32;
     for b in 0..nb {
-        let (x, y) = (&w[b * 210..(b + 1) * 210], &a[b * 292..(b + 1) * 292]);
+        let (x, y) = (
+            &w[b * Q6_K_BYTES..(b + 1) * Q6_K_BYTES],
+            &a[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES],
+        );
         let mut isum = 0i32;
         let mut msum = 0i32;
         for j in 0..16 {
-            let sc = x[192 + j] as i8 as i32;
+            let sc = x[Q6_K_SCALES + j] as i8 as i32;
             let mut s = 0i32;
             for i in 16 * j..16 * j + 16 {
                 let (h, quarter, l) = (i / 128, (i % 128) / 32, i % 32);
@@ -109,7 +123,7 @@ pub fn q6_k_q8_k_exact(n: usize, w: &[u8], a: &[u8]) -> f32 {
             isum += sc * s;
             msum += sc * bsum(y, j);
         }
-        acc += (read_f16(x, 208) * read_f32(y, 0)) * (isum - 32 * msum) as f32;
+        acc += (read_f16(x, Q6_K_D) * read_f32(y, 0)) * (isum - 32 * msum) as f32;
     }
     acc
 }

@@ -13,6 +13,7 @@
 //!
 //! Q2_K and Q3_K are known to the type table (sizes) but have no codec here.
 
+pub mod blocks;
 mod float;
 mod kquants;
 mod legacy;
@@ -100,6 +101,7 @@ pub struct TypeTraits {
 /// [`crate::kernels::generic::vec_dot_f16_f32`] expects.
 #[rustfmt::skip]
 const TYPES: [TypeTraits; GgmlType::COUNT] = {
+    use blocks as B;
     use GgmlType::*;
     /// A row; `codec` is the (quantize, dequantize) pair, absent for Q2_K/Q3_K.
     #[allow(clippy::too_many_arguments)] // one argument per column of the table below
@@ -114,22 +116,22 @@ const TYPES: [TypeTraits; GgmlType::COUNT] = {
         TypeTraits { typ, id, name, block_size, type_size, vec_dot_type, matmul, quantize, dequantize }
     }
     [
-        //  type  id  name    block  bytes  activations matmul codec
-        row(F32,   0, "f32",  1,     4,     F32,  true,  Some((quantize_row_f32, dequantize_row_f32))),
-        row(F16,   1, "f16",  1,     2,     F32,  true,  Some((quantize_row_f16, dequantize_row_f16))),
-        row(Q4_0,  2, "q4_0", 32,    18,    Q8_0, true,  Some((quantize_row_q4_0, dequantize_row_q4_0))),
-        row(Q4_1,  3, "q4_1", 32,    20,    Q8_1, true,  Some((quantize_row_q4_1, dequantize_row_q4_1))),
-        row(Q5_0,  6, "q5_0", 32,    22,    Q8_0, true,  Some((quantize_row_q5_0, dequantize_row_q5_0))),
-        row(Q5_1,  7, "q5_1", 32,    24,    Q8_1, true,  Some((quantize_row_q5_1, dequantize_row_q5_1))),
-        row(Q8_0,  8, "q8_0", 32,    34,    Q8_0, true,  Some((quantize_row_q8_0, dequantize_row_q8_0))),
-        row(Q8_1,  9, "q8_1", 32,    36,    Q8_1, false, Some((quantize_row_q8_1, dequantize_row_q8_1))),
-        row(Q2_K, 10, "q2_k", QK_K,  84,    Q8_K, false, None),
-        row(Q3_K, 11, "q3_k", QK_K,  110,   Q8_K, false, None),
-        row(Q4_K, 12, "q4_k", QK_K,  144,   Q8_K, true,  Some((quantize_row_q4_k, dequantize_row_q4_k))),
-        row(Q5_K, 13, "q5_k", QK_K,  176,   Q8_K, true,  Some((quantize_row_q5_k, dequantize_row_q5_k))),
-        row(Q6_K, 14, "q6_k", QK_K,  210,   Q8_K, true,  Some((quantize_row_q6_k, dequantize_row_q6_k))),
-        row(Q8_K, 15, "q8_k", QK_K,  292,   Q8_K, false, Some((quantize_row_q8_k, dequantize_row_q8_k))),
-        row(BF16, 30, "bf16", 1,     2,     F32,  true,  Some((quantize_row_bf16, dequantize_row_bf16))),
+        //  type  id  name    block bytes          act.  matmul codec
+        row(F32,   0, "f32",  1,    4,             F32,  true,  Some((quantize_row_f32, dequantize_row_f32))),
+        row(F16,   1, "f16",  1,    2,             F32,  true,  Some((quantize_row_f16, dequantize_row_f16))),
+        row(Q4_0,  2, "q4_0", 32,   B::Q4_0_BYTES, Q8_0, true,  Some((quantize_row_q4_0, dequantize_row_q4_0))),
+        row(Q4_1,  3, "q4_1", 32,   B::Q4_1_BYTES, Q8_1, true,  Some((quantize_row_q4_1, dequantize_row_q4_1))),
+        row(Q5_0,  6, "q5_0", 32,   B::Q5_0_BYTES, Q8_0, true,  Some((quantize_row_q5_0, dequantize_row_q5_0))),
+        row(Q5_1,  7, "q5_1", 32,   B::Q5_1_BYTES, Q8_1, true,  Some((quantize_row_q5_1, dequantize_row_q5_1))),
+        row(Q8_0,  8, "q8_0", 32,   B::Q8_0_BYTES, Q8_0, true,  Some((quantize_row_q8_0, dequantize_row_q8_0))),
+        row(Q8_1,  9, "q8_1", 32,   B::Q8_1_BYTES, Q8_1, false, Some((quantize_row_q8_1, dequantize_row_q8_1))),
+        row(Q2_K, 10, "q2_k", QK_K, B::Q2_K_BYTES, Q8_K, false, None),
+        row(Q3_K, 11, "q3_k", QK_K, B::Q3_K_BYTES, Q8_K, false, None),
+        row(Q4_K, 12, "q4_k", QK_K, B::Q4_K_BYTES, Q8_K, true,  Some((quantize_row_q4_k, dequantize_row_q4_k))),
+        row(Q5_K, 13, "q5_k", QK_K, B::Q5_K_BYTES, Q8_K, true,  Some((quantize_row_q5_k, dequantize_row_q5_k))),
+        row(Q6_K, 14, "q6_k", QK_K, B::Q6_K_BYTES, Q8_K, true,  Some((quantize_row_q6_k, dequantize_row_q6_k))),
+        row(Q8_K, 15, "q8_k", QK_K, B::Q8_K_BYTES, Q8_K, false, Some((quantize_row_q8_k, dequantize_row_q8_k))),
+        row(BF16, 30, "bf16", 1,    2,             F32,  true,  Some((quantize_row_bf16, dequantize_row_bf16))),
     ]
 };
 
