@@ -8,6 +8,8 @@
 //!   scale it once: `acc += (d_w·d_a)·Σ` (and `acc -= (dmin_w·d_a)·Σmins` for Q4_K). These
 //!   functions are that formula in scalar code; the SIMD kernels equal them bitwise, and they
 //!   differ from the generic dots only by f32 rounding.
+//! - `run_float_tile` (x86-64, aarch64): the driver of the SIMD float tiles, which differ
+//!   only in their register-tile bodies.
 
 use super::generic;
 use crate::quant::blocks::{
@@ -194,4 +196,65 @@ pub fn bf16_f32_lanes8(n: usize, w: &[u8], x: &[f32]) -> f32 {
 pub fn f32_f32_lanes8(n: usize, w: &[u8], x: &[f32]) -> f32 {
     let n = n.min(w.len() / 4).min(x.len());
     float_lanes8(n, w, x, |w, i| read_f32(w, 4 * i))
+}
+
+/// A SIMD float register-tile body: `(n, weight rows, activation rows, res)`, `res[r·C + c]`
+/// for its const shape of `R` weight rows × `C` activation rows.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) type FloatBody = unsafe fn(usize, &[*const u8], &[*const f32], &mut [f32]);
+
+/// The driver every SIMD float tile ([`super::FloatTile`]) shares: clamps `n` to the rows given
+/// (values missing from a too-short row are left out of every output), then runs the register
+/// tiles `pick(tall, na)` down the weight rows, `heights[na − 1]` rows at a time (`tall`) and
+/// the rest one row at a time, and copies the results to `out`. `width` is bytes per weight.
+///
+/// `pick` must return bodies this CPU can run (their table is handed out only after its
+/// detection has seen their features; NEON is baseline on aarch64) that read `n` weights from
+/// each weight row and `n` floats from each activation row, and write `R·C` results; each
+/// `heights` entry is at most [`super::FLOAT_TILE_ROWS`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(super) fn run_float_tile(
+    n: usize,
+    w: &[&[u8]],
+    a: &[&[f32]],
+    out: &mut [f32],
+    (width, heights): (usize, [usize; 4]),
+    pick: fn(bool, usize) -> FloatBody,
+) {
+    use super::{FLOAT_TILE_ROWS, TILE};
+    let (nw, na) = (w.len().min(FLOAT_TILE_ROWS), a.len().min(TILE));
+    if nw == 0 || na == 0 {
+        return;
+    }
+    let mut n = n;
+    for row in &w[..nw] {
+        n = n.min(row.len() / width);
+    }
+    for row in &a[..na] {
+        n = n.min(row.len());
+    }
+    let mut wp = [w[0].as_ptr(); FLOAT_TILE_ROWS];
+    for (p, row) in wp.iter_mut().zip(&w[..nw]) {
+        *p = row.as_ptr();
+    }
+    let mut ap = [a[0].as_ptr(); TILE];
+    for (p, row) in ap.iter_mut().zip(&a[..na]) {
+        *p = row.as_ptr();
+    }
+    let mut res = [0f32; FLOAT_TILE_ROWS * TILE];
+    let height = heights[na - 1];
+    let mut r0 = 0;
+    while r0 < nw {
+        let tall = nw - r0 >= height;
+        let body = pick(tall, na);
+        // SAFETY: `pick`'s bodies can run on this CPU (see above); each weight pointer starts a
+        // row of at least `n` weights and each activation pointer one of at least `n` floats,
+        // and the body reads no further; `res` holds the rows `r0..r0 + height`
+        // (≤ FLOAT_TILE_ROWS) of `na` outputs.
+        unsafe { body(n, &wp[r0..nw], &ap[..na], &mut res[r0 * na..]) };
+        r0 += if tall { height } else { 1 };
+    }
+    for (o, &v) in out.iter_mut().zip(&res[..nw * na]) {
+        *o = v;
+    }
 }
