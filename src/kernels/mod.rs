@@ -10,9 +10,16 @@
 //!   in the same order — so that results match ggml closely. They are the reference ("scalar
 //!   twins") that the SIMD variants are tested against.
 //!
+//! Blocks are indexed by the named sizes and offsets of [`crate::quant::blocks`], never by byte
+//! literals.
+//!
 //! A [`Kernels`] table bundles one implementation of every kernel: the weight dots and tiles
-//! above, the attention row primitives and activation quantizers ([`rows::RowOps`], its
-//! `rows`) and the exp family ([`exp::ExpOps`], its `exp`). The table is chosen once, when a
+//! as a [`WeightTable`], one [`WeightKernels`] row per weight type (so a new type is one row,
+//! and a variant replaces only the rows it speeds up, starting from [`GENERIC_WEIGHTS`]), the
+//! load-time repackings ([`Packing`]), the attention row primitives and activation quantizers
+//! ([`rows::RowOps`], its `rows`) and the exp family ([`exp::ExpOps`], its `exp`). Which types
+//! have rows follows the type table ([`crate::quant::TypeTraits::matmul`]; a test checks every
+//! variant). The table is chosen once, when a
 //! model is loaded ([`select`]): the best variant the CPU supports (run-time detection on
 //! Linux/Android, compile-time features where detection is unavailable), or the one named by
 //! `OWLET_KERNELS` (`generic`, `avx2`, `avxvnni`, ...) for tests and bug reports. Every op takes

@@ -1,6 +1,7 @@
 //! The K-quants: 256-element super-blocks with per-sub-block scales, as ggml lays them out.
 //!
-//! Byte layouts (all little-endian):
+//! Byte layouts (all little-endian; the structs and the offsets the code uses are in
+//! [`super::blocks`]):
 //! - Q4_K, 144 bytes: `d: f16 | dmin: f16 | scales: [u8; 12] | qs: [u8; 128]`. Eight sub-blocks
 //!   of 32; value = d·sc_j·q − dmin·m_j with 6-bit sc_j, m_j packed in `scales` and 4-bit q. In
 //!   each 64-value chunk, `qs[32c + l]` holds value `64c + l` in its low nibble and

@@ -1,6 +1,7 @@
 //! ggml's original 32-value block formats.
 //!
-//! Byte layouts (little-endian; `d`, `m`, `s` are IEEE halves):
+//! Byte layouts (little-endian; `d`, `m`, `s` are IEEE halves; the structs and the offsets the
+//! code uses are in [`super::blocks`]):
 //! - Q4_0, 18 bytes: `d | qs: [u8; 16]`; value = d·(q − 8); `qs[l]` holds value l in its low
 //!   nibble and value l + 16 in its high nibble.
 //! - Q4_1, 20 bytes: `d | m | qs: [u8; 16]`; value = d·q + m, nibbles as Q4_0.

@@ -4,9 +4,14 @@
 //! the type's block size. Layouts and rounding follow ggml's reference (`*_ref`) quantizers so
 //! that files written here are read by llama.cpp and the Python `gguf` package, and theirs by us.
 //!
-//! - [`quantize_row`] / [`dequantize_row`] dispatch on a [`GgmlType`]; the per-type functions
-//!   (`quantize_row_q4_0`, ...) are re-exported here too.
-//! - [`vec_dot_type`] names the activation type a weight type is multiplied with.
+//! - One row per type ([`TypeTraits`], [`GgmlType::traits`]): GGUF id, name, block size and
+//!   bytes, the activation type it is multiplied with ([`vec_dot_type`]), whether owlet
+//!   multiplies by it, and its codec. Everything per-type here reads that row; adding a type is
+//!   a row, a layout and a codec.
+//! - [`blocks`]: each block layout as a `#[repr(C)]` struct with compile-time checks against
+//!   ggml's sizes, and the named sizes and offsets the codecs and kernels index bytes with.
+//! - [`quantize_row`] / [`dequantize_row`] dispatch through the row's codec; the per-type
+//!   functions (`quantize_row_q4_0`, ...) are re-exported here too.
 //! - Submodules: `float` (F32/F16/BF16), `legacy` (the 32-element formats Q4_0 ... Q8_1),
 //!   `kquants` (Q4_K, Q5_K, Q6_K, Q8_K in 256-element super-blocks), `search` (ggml's rounding
 //!   and scale-search helpers shared by the K-quants).
