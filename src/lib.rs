@@ -2,8 +2,10 @@
 //! on CPUs, ARM boards and phones, from one self-contained GGUF file.
 //!
 //! Layers, bottom up (each depends only on the ones above it in this list):
-//! - [`quant`]: ggml block formats (Q4_0, Q8_0, Q4_K, Q6_K, ...), scalar quantize/dequantize.
-//! - [`kernels`]: dot products between weight blocks and activation blocks (scalar twins + SIMD).
+//! - [`quant`]: ggml types (one row each: id, sizes, activation type, codec) and block layouts,
+//!   scalar quantize/dequantize.
+//! - [`kernels`]: dot products between weight blocks and activation blocks, one table per
+//!   variant with a row per weight type (scalar twins + SIMD).
 //! - [`gguf`]: zero-copy GGUF reader over a memory map, validated; streaming writer.
 //! - [`ops`]: matmul, norms, attention, RoPE; the only place that spawns threads.
 //! - [`kv_cache`]: the keys and values of past positions (f32 or f16, head-major), which the

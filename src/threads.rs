@@ -86,34 +86,24 @@ pub fn performance_cores(dir: &Path) -> Option<usize> {
     )
 }
 
+/// The tests' scratch folders, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/scratch.rs"]
+mod test_scratch;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    /// A fake sysfs folder, deleted when dropped (tests use it as a temporary, so it lives
-    /// until the end of the statement that reads it).
-    struct FakeSysfs(PathBuf);
-
-    impl std::ops::Deref for FakeSysfs {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for FakeSysfs {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use test_scratch::TempDir;
 
     /// A fake `/sys/devices/system/cpu` under the temp directory: one `cpuN` per entry, with
     /// `cpu_capacity` and/or `cpufreq/cpuinfo_max_freq` where given, plus the files real sysfs
     /// has next to them (`online`, `cpufreq/`, `cpuidle/`), which must be ignored.
-    fn tree(name: &str, cpus: &[(Option<&str>, Option<&str>)]) -> FakeSysfs {
-        let dir = std::env::temp_dir().join(format!("owlet-sysfs-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    /// The folder is deleted when dropped (tests use it as a temporary, so it lives until the
+    /// end of the statement that reads it).
+    fn tree(name: &str, cpus: &[(Option<&str>, Option<&str>)]) -> TempDir {
+        let dir = TempDir::new(std::env::temp_dir(), "owlet-sysfs", name);
         std::fs::create_dir_all(dir.join("cpufreq")).unwrap();
         std::fs::create_dir_all(dir.join("cpuidle")).unwrap();
         std::fs::write(dir.join("online"), format!("0-{}\n", cpus.len().max(1) - 1)).unwrap();
@@ -127,7 +117,7 @@ mod tests {
                 std::fs::write(c.join("cpufreq/cpuinfo_max_freq"), format!("{f}\n")).unwrap();
             }
         }
-        FakeSysfs(dir)
+        dir
     }
 
     #[test]

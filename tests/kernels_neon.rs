@@ -262,9 +262,9 @@ fn tiles_match_own_dots_and_generic() {
 fn float_kernels_match_generic() {
     for k in kernels::available() {
         for (wt, get) in [
-            (GgmlType::F32, k.f32_f32),
-            (GgmlType::F16, k.f16_f32),
-            (GgmlType::BF16, k.bf16_f32),
+            (GgmlType::F32, k.float_dot(GgmlType::F32).unwrap()),
+            (GgmlType::F16, k.float_dot(GgmlType::F16).unwrap()),
+            (GgmlType::BF16, k.float_dot(GgmlType::BF16).unwrap()),
         ] {
             let generic = GENERIC.float_dot(wt).unwrap();
             for n in [0usize, 1, 3, 4, 7, 64, 999] {

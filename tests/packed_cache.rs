@@ -16,6 +16,10 @@ use owlet::model::packed_cache::{self, FORMAT_VERSION};
 use owlet::model::{CacheStatus, LoadOptions, Model, PackedCache};
 use owlet::session::{Session, SessionOptions};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
+
 fn data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/llamacpp-tiny")
@@ -26,21 +30,13 @@ fn data(file: &str) -> PathBuf {
 /// (Q4_K and Q6_K matrices, both packed), which tests touch and rewrite, and `cache`, the
 /// folder its tests give as [`PackedCache::Dir`].
 struct Scratch {
-    dir: PathBuf,
+    dir: TempDir,
     model: PathBuf,
     cache: PathBuf,
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("owlet-pcache-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(env!("CARGO_TARGET_TMPDIR"), "owlet-pcache", name);
     let model = dir.join("tiny-q4km.gguf");
     fs::copy(data("tiny-Q4_K_M.gguf"), &model).unwrap();
     let cache = dir.join("c");

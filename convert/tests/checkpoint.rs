@@ -5,7 +5,6 @@ use owlet_convert::checkpoint::{Checkpoint, DType};
 use owlet_convert::pickle;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn fixture(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,32 +12,13 @@ fn fixture(sub: &str) -> PathBuf {
         .join(sub)
 }
 
-/// A fresh empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
 
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A fresh folder for one test, deleted when dropped.
 fn temp_dir(tag: &str) -> TempDir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "owlet-ckpt-{}-{}-{tag}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new(env!("CARGO_TARGET_TMPDIR"), "owlet-ckpt", tag)
 }
 
 fn err_of<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {

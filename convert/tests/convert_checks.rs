@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use owlet::gguf::{Gguf, TensorInfo};
@@ -43,32 +42,13 @@ fn fixture(sub: &str) -> PathBuf {
     data("owl2-tiny-a").join(sub)
 }
 
-/// A fresh empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
 
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A fresh folder for one test, deleted when dropped.
 fn temp_dir(tag: &str) -> TempDir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "owlet-checks-{}-{}-{tag}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new(env!("CARGO_TARGET_TMPDIR"), "owlet-checks", tag)
 }
 
 /// Converts `ckpt` into `dir/<tag>.gguf` with the library entry point the CLI uses.

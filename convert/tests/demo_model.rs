@@ -9,6 +9,10 @@ use owlet::quant::GgmlType;
 use owlet_convert::convert::convert_dir;
 use owlet_convert::plan::{Options, Preset};
 
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
+
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
@@ -19,13 +23,12 @@ fn assert_fresh_conversion(checkpoint: &str, rel: &str, opts: &Options) {
     let want = std::fs::read(&committed)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_models.sh)", committed.display()));
 
-    let dir = std::env::temp_dir().join(format!("owlet-demo-model-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(env!("CARGO_TARGET_TMPDIR"), "owlet-demo-model", "out");
     let name = Path::new(rel).file_name().unwrap();
     let out = dir.join(name);
     convert_dir(&repo(checkpoint), &out, opts, true).unwrap();
     let got = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
+    drop(dir);
 
     assert_eq!(
         got.len(),

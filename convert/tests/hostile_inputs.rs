@@ -8,7 +8,7 @@
 //! same harness function the fuzzer runs.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use owlet_convert::checkpoint::Checkpoint;
@@ -28,30 +28,13 @@ const HEAP_SLACK: usize = 8 << 20;
 
 // ------------------------------------------------------------------ helpers
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
+use scratch::TempDir;
 
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A fresh folder for one test, deleted when dropped.
 fn temp_dir(tag: &str) -> TempDir {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("owlet-hostile-{}-{tag}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
+    TempDir::new(env!("CARGO_TARGET_TMPDIR"), "owlet-hostile", tag)
 }
 
 /// Runs `f` (which reads an input of `input_len` bytes), expects an error containing every

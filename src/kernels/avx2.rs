@@ -28,8 +28,12 @@
 use std::arch::x86_64::*;
 
 use super::rows::{Gemm, RowOps};
-use super::{generic, tiles, Kernels, TILE};
-use crate::quant::{read_bf16, read_f16, read_f32};
+use super::{Kernels, TILE};
+use crate::quant::blocks::{
+    Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_BYTES, Q6_K_D,
+    Q6_K_SCALES, Q8_0_BYTES, Q8_0_QS, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
+use crate::quant::{read_bf16, read_f16, read_f32, GgmlType};
 use half::f16;
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -61,29 +65,15 @@ static AVX2: Kernels = AVX2_TABLE;
 /// the static, it must only be handed out after [`detect`] has seen the features.
 pub(super) const AVX2_TABLE: Kernels = Kernels {
     name: "avx2",
-    q4_0_q8_0: q4_0_q8_0_dot,
-    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
-    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
-    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
-    q8_0_q8_0: q8_0_q8_0_dot,
-    q4_k_q8_k: q4_k_q8_k_dot,
-    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: q6_k_q8_k_dot,
-    f16_f32: f16_f32_dot,
-    bf16_f32: bf16_f32_dot,
-    f32_f32: f32_f32_dot,
-    f16_f32_tile: super::float_x86::f16_avx2,
-    bf16_f32_tile: super::float_x86::bf16_avx2,
-    f32_f32_tile: super::float_x86::f32_avx2,
-    q4_0_q8_0_tile,
-    q4_1_q8_1_tile: tiles::q4_1_q8_1,
-    q5_0_q8_0_tile: tiles::q5_0_q8_0,
-    q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile,
-    q4_k_q8_k_tile,
-    q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile,
-    wide: &[],
+    // Q4_1, Q5_0, Q5_1 and Q5_K keep the generic rows.
+    weights: super::GENERIC_WEIGHTS
+        .float(GgmlType::F32, f32_f32_dot, super::float_x86::f32_avx2)
+        .float(GgmlType::F16, f16_f32_dot, super::float_x86::f16_avx2)
+        .float(GgmlType::BF16, bf16_f32_dot, super::float_x86::bf16_avx2)
+        .quant(GgmlType::Q4_0, q4_0_q8_0_dot, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, q8_0_q8_0_dot, q8_0_q8_0_tile)
+        .quant(GgmlType::Q4_K, q4_k_q8_k_dot, q4_k_q8_k_tile)
+        .quant(GgmlType::Q6_K, q6_k_q8_k_dot, q6_k_q8_k_tile),
     packings: &[],
     rows: AVX2_ROWS,
     exp: super::exp::AVX2,
@@ -179,28 +169,28 @@ tile_kernel!(
     q4_0_q8_0_dot,
     pick_q4_0,
     q4_0_body,
-    (32, 18, 34)
+    (32, Q4_0_BYTES, Q8_0_BYTES)
 );
 tile_kernel!(
     q8_0_q8_0_tile,
     q8_0_q8_0_dot,
     pick_q8_0,
     q8_0_body,
-    (32, 34, 34)
+    (32, Q8_0_BYTES, Q8_0_BYTES)
 );
 tile_kernel!(
     q4_k_q8_k_tile,
     q4_k_q8_k_dot,
     pick_q4_k,
     q4_k_body,
-    (256, 144, 292)
+    (256, Q4_K_BYTES, Q8_K_BYTES)
 );
 tile_kernel!(
     q6_k_q8_k_tile,
     q6_k_q8_k_dot,
     pick_q6_k,
     q6_k_body,
-    (256, 210, 292)
+    (256, Q6_K_BYTES, Q8_K_BYTES)
 );
 
 /// How far ahead a one-column (decode) tile prefetches its weight rows, in bytes: decode
@@ -309,15 +299,15 @@ unsafe fn q4_0_body<const R: usize, const C: usize>(
         let mut wa = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
             // Byte i holds value i (low nibble) and value i + 16 (high nibble).
-            let q = _mm_loadu_si128(wp[r].add(b * 18 + 2).cast());
+            let q = _mm_loadu_si128(wp[r].add(b * Q4_0_BYTES + Q4_0_QS).cast());
             let lo = _mm_and_si128(q, mlo);
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mlo);
             wv[r] = _mm256_sub_epi8(_mm256_set_m128i(hi, lo), m8);
             wa[r] = _mm256_sign_epi8(wv[r], wv[r]);
         }
-        let dw = f16x4(wp, b * 18);
+        let dw = f16x4(wp, b * Q4_0_BYTES);
         for c in 0..C {
-            let y = ap[c].add(b * 34);
+            let y = ap[c].add(b * Q8_0_BYTES);
             let av = _mm256_loadu_si256(y.add(2).cast());
             let da = f16_at(y);
             let mut p = [_mm256_setzero_si256(); TILE];
@@ -349,12 +339,12 @@ unsafe fn q8_0_body<const R: usize, const C: usize>(
         let mut wv = [_mm256_setzero_si256(); TILE];
         let mut wa = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
-            wv[r] = _mm256_loadu_si256(wp[r].add(b * 34 + 2).cast());
+            wv[r] = _mm256_loadu_si256(wp[r].add(b * Q8_0_BYTES + Q8_0_QS).cast());
             wa[r] = _mm256_sign_epi8(wv[r], wv[r]);
         }
-        let dw = f16x4(wp, b * 34);
+        let dw = f16x4(wp, b * Q8_0_BYTES);
         for c in 0..C {
-            let y = ap[c].add(b * 34);
+            let y = ap[c].add(b * Q8_0_BYTES);
             let av = _mm256_loadu_si256(y.add(2).cast());
             let da = f16_at(y);
             let mut p = [_mm256_setzero_si256(); TILE];
@@ -372,7 +362,7 @@ unsafe fn q8_0_body<const R: usize, const C: usize>(
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q4_K · Q8_K tile body; the formula of [`tiles::q4_k_q8_k_exact`].
+/// Q4_K · Q8_K tile body; the formula of [`super::tiles::q4_k_q8_k_exact`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_body<const R: usize, const C: usize>(
     nb: usize,
@@ -385,12 +375,12 @@ unsafe fn q4_k_body<const R: usize, const C: usize>(
     let mut acc1 = [0f32; TILE];
     for b in 0..nb {
         if C == 1 {
-            prefetch_rows::<R>(wp, b * 144 + PREFETCH_AHEAD, 144);
+            prefetch_rows::<R>(wp, b * Q4_K_BYTES + PREFETCH_AHEAD, Q4_K_BYTES);
         }
         let mut sc = [[0i16; 8]; TILE];
         let mut mins = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
-            let packed = std::slice::from_raw_parts(wp[r].add(b * 144 + 4), 12);
+            let packed = std::slice::from_raw_parts(wp[r].add(b * Q4_K_BYTES + Q4_K_SCALES), 12);
             let mut mn = [0i16; 8];
             for j in 0..8 {
                 let (s, m) = crate::quant::unpack_scale_min_k4(j, packed);
@@ -409,14 +399,14 @@ unsafe fn q4_k_body<const R: usize, const C: usize>(
             let mut sc_lo = [_mm256_setzero_si256(); TILE];
             let mut sc_hi = [_mm256_setzero_si256(); TILE];
             for r in 0..R {
-                let q = _mm256_loadu_si256(wp[r].add(b * 144 + 16 + 32 * k).cast());
+                let q = _mm256_loadu_si256(wp[r].add(b * Q4_K_BYTES + Q4_K_QS + 32 * k).cast());
                 lo[r] = _mm256_and_si256(q, m4);
                 hi[r] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
                 sc_lo[r] = _mm256_set1_epi16(sc[r][2 * k]);
                 sc_hi[r] = _mm256_set1_epi16(sc[r][2 * k + 1]);
             }
             for c in 0..C {
-                let y = ap[c].add(b * 292 + 4 + 64 * k);
+                let y = ap[c].add(b * Q8_K_BYTES + Q8_K_QS + 64 * k);
                 let a_lo = _mm256_loadu_si256(y.cast());
                 let a_hi = _mm256_loadu_si256(y.add(32).cast());
                 for r in 0..R {
@@ -427,23 +417,23 @@ unsafe fn q4_k_body<const R: usize, const C: usize>(
             }
         }
         for c in 0..C {
-            let y = ap[c].add(b * 292);
-            let bsums = _mm256_loadu_si256(y.add(260).cast());
+            let y = ap[c].add(b * Q8_K_BYTES);
+            let bsums = _mm256_loadu_si256(y.add(Q8_K_BSUMS).cast());
             let yd = read_f32(std::slice::from_raw_parts(y, 4), 0);
             let mut msum = [_mm256_setzero_si256(); TILE];
             for r in 0..R {
                 msum[r] = _mm256_madd_epi16(bsums, mins[r]);
             }
             if R == 1 {
-                let x = wp[0].add(b * 144);
+                let x = wp[0].add(b * Q4_K_BYTES);
                 acc1[c] += (f16_at(x) * yd) * hsum1(isum[c][0]) as f32;
                 acc1[c] -= (f16_at(x.add(2)) * yd) * hsum1(msum[0]) as f32;
             } else {
                 let yd = _mm_set1_ps(yd);
                 let is = _mm_cvtepi32_ps(hsum4(&isum[c]));
                 let ms = _mm_cvtepi32_ps(hsum4(&msum));
-                let d = _mm_mul_ps(f16x4(wp, b * 144), yd);
-                let dmin = _mm_mul_ps(f16x4(wp, b * 144 + 2), yd);
+                let d = _mm_mul_ps(f16x4(wp, b * Q4_K_BYTES), yd);
+                let dmin = _mm_mul_ps(f16x4(wp, b * Q4_K_BYTES + Q4_K_DMIN), yd);
                 acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(d, is));
                 acc4[c] = _mm_sub_ps(acc4[c], _mm_mul_ps(dmin, ms));
             }
@@ -452,7 +442,7 @@ unsafe fn q4_k_body<const R: usize, const C: usize>(
     store::<R, C>(&acc4, &acc1, res);
 }
 
-/// Q6_K · Q8_K tile body; the formula of [`tiles::q6_k_q8_k_exact`].
+/// Q6_K · Q8_K tile body; the formula of [`super::tiles::q6_k_q8_k_exact`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_body<const R: usize, const C: usize>(
     nb: usize,
@@ -472,17 +462,19 @@ unsafe fn q6_k_body<const R: usize, const C: usize>(
     let mut acc1 = [0f32; TILE];
     for b in 0..nb {
         if C == 1 {
-            prefetch_rows::<R>(wp, b * 210 + PREFETCH_AHEAD, 210);
+            prefetch_rows::<R>(wp, b * Q6_K_BYTES + PREFETCH_AHEAD, Q6_K_BYTES);
         }
         let mut sc16 = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
-            sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp[r].add(b * 210 + 192).cast()));
+            sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                wp[r].add(b * Q6_K_BYTES + Q6_K_SCALES).cast(),
+            ));
         }
         let mut isum = [[_mm256_setzero_si256(); TILE]; TILE];
         for h in 0..2 {
             let mut q = [[_mm256_setzero_si256(); 4]; TILE];
             for r in 0..R {
-                let x = wp[r].add(b * 210);
+                let x = wp[r].add(b * Q6_K_BYTES);
                 let ql0 = _mm256_loadu_si256(x.add(64 * h).cast());
                 let ql1 = _mm256_loadu_si256(x.add(64 * h + 32).cast());
                 let qh = _mm256_loadu_si256(x.add(128 + 32 * h).cast());
@@ -514,7 +506,7 @@ unsafe fn q6_k_body<const R: usize, const C: usize>(
                     scv[r] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16[r], t), pair);
                 }
                 for c in 0..C {
-                    let y = ap[c].add(b * 292 + 4 + 128 * h + 32 * quarter);
+                    let y = ap[c].add(b * Q8_K_BYTES + Q8_K_QS + 128 * h + 32 * quarter);
                     let av = _mm256_loadu_si256(y.cast());
                     for r in 0..R {
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r][quarter], av), scv[r]);
@@ -524,8 +516,8 @@ unsafe fn q6_k_body<const R: usize, const C: usize>(
             }
         }
         for c in 0..C {
-            let y = ap[c].add(b * 292);
-            let bsums = _mm256_loadu_si256(y.add(260).cast());
+            let y = ap[c].add(b * Q8_K_BYTES);
+            let bsums = _mm256_loadu_si256(y.add(Q8_K_BSUMS).cast());
             let yd = read_f32(std::slice::from_raw_parts(y, 4), 0);
             // The −32 offset of the levels: Σ_j sc_j·(Σ_i q_i a_i − 32·bsum_j).
             let mut tot = [_mm256_setzero_si256(); TILE];
@@ -534,9 +526,9 @@ unsafe fn q6_k_body<const R: usize, const C: usize>(
                 tot[r] = _mm256_sub_epi32(isum[c][r], _mm256_slli_epi32::<5>(ms));
             }
             if R == 1 {
-                acc1[c] += (f16_at(wp[0].add(b * 210 + 208)) * yd) * hsum1(tot[0]) as f32;
+                acc1[c] += (f16_at(wp[0].add(b * Q6_K_BYTES + Q6_K_D)) * yd) * hsum1(tot[0]) as f32;
             } else {
-                let d = _mm_mul_ps(f16x4(wp, b * 210 + 208), _mm_set1_ps(yd));
+                let d = _mm_mul_ps(f16x4(wp, b * Q6_K_BYTES + Q6_K_D), _mm_set1_ps(yd));
                 acc4[c] = _mm_add_ps(acc4[c], _mm_mul_ps(d, _mm_cvtepi32_ps(hsum4(&tot))));
             }
         }

@@ -62,10 +62,10 @@ pub(super) fn detect_evex() -> Option<&'static Kernels> {
 /// same numbers); only handed out by [`detect_evex`].
 static AVX512VNNI_EVEX: Kernels = Kernels {
     name: "avx512vnni-evex",
-    q4_0_q8_0: avx2::AVX2_TABLE.q4_0_q8_0,
-    q8_0_q8_0: avx2::AVX2_TABLE.q8_0_q8_0,
-    q4_0_q8_0_tile: q4_0_q8_0_tile_evex,
-    q8_0_q8_0_tile: q8_0_q8_0_tile_evex,
+    weights: AVX512VNNI_TABLE
+        .weights
+        .quant_wide(GgmlType::Q4_0, avx2::q4_0_q8_0_dot, q4_0_q8_0_tile_evex)
+        .quant_wide(GgmlType::Q8_0, avx2::q8_0_q8_0_dot, q8_0_q8_0_tile_evex),
     ..AVX512VNNI_TABLE
 };
 
@@ -75,19 +75,13 @@ static AVX512VNNI: Kernels = AVX512VNNI_TABLE;
 /// Like the static, only to be handed out after [`detect`] has seen the features.
 pub(super) const AVX512VNNI_TABLE: Kernels = Kernels {
     name: "avx512vnni",
-    q4_0_q8_0: avxvnni::q4_0_q8_0_dot,
-    q8_0_q8_0: avxvnni::q8_0_q8_0_dot,
-    q4_0_q8_0_tile,
-    q8_0_q8_0_tile,
-    f16_f32_tile: super::float_x86::f16_avx512,
-    bf16_f32_tile: super::float_x86::bf16_avx512,
-    f32_f32_tile: super::float_x86::f32_avx512,
-    wide: &[GgmlType::Q4_0, GgmlType::Q8_0],
+    // Every other row is AVX-512's (AVX2's integer kernels, AVX-512 float tiles).
+    weights: super::avx512::AVX512_WEIGHTS
+        .quant_wide(GgmlType::Q4_0, avxvnni::q4_0_q8_0_dot, q4_0_q8_0_tile)
+        .quant_wide(GgmlType::Q8_0, avxvnni::q8_0_q8_0_dot, q8_0_q8_0_tile),
     packings: &[Q4_0_PACKING, Q8_0_PACKING, Q4_K_PACKING, Q6_K_PACKING],
     rows: AVX512_ROWS,
     exp: super::exp::AVX512,
-    // Everything else is AVX2's, as in the AVX-VNNI table.
-    ..avx2::AVX2_TABLE
 };
 
 /// The load-time repackings of this table (the AMX table adds 16×16 tiles to the first two).
@@ -759,11 +753,11 @@ fn q8_0_q8_0_tile(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
 }
 
 fn q4_0_q8_0_tile_evex(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
-    run16::<Q40>(n, w, a, out, avx2::AVX2_TABLE.q4_0_q8_0_tile)
+    run16::<Q40>(n, w, a, out, avx2::q4_0_q8_0_tile)
 }
 
 fn q8_0_q8_0_tile_evex(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
-    run16::<Q80>(n, w, a, out, avx2::AVX2_TABLE.q8_0_q8_0_tile)
+    run16::<Q80>(n, w, a, out, avx2::q8_0_q8_0_tile)
 }
 
 /// The AVX-512 row primitives (the AVX2 ones with a 512-bit [`Gemm`], f16 dots and weighted

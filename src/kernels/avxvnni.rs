@@ -30,6 +30,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{self, f16_at, f16x4, hsum1, hsum4, run_tile, store, tile_kernel, Inner};
 use super::{Kernels, TILE};
+use crate::quant::blocks::{Q4_0_BYTES, Q4_0_QS, Q8_0_BYTES, Q8_0_QS};
+use crate::quant::GgmlType;
 
 /// The AVX-VNNI table, if this CPU has AVX2, FMA, F16C and AVX-VNNI.
 pub(super) fn detect() -> Option<&'static Kernels> {
@@ -39,11 +41,11 @@ pub(super) fn detect() -> Option<&'static Kernels> {
 
 static AVXVNNI: Kernels = Kernels {
     name: "avxvnni",
-    q4_0_q8_0: q4_0_q8_0_dot,
-    q8_0_q8_0: q8_0_q8_0_dot,
-    q4_0_q8_0_tile,
-    q8_0_q8_0_tile,
-    // Everything else, Q4_K/Q6_K included (VNNI measured no faster there), is AVX2's.
+    // Every other row, Q4_K/Q6_K included (VNNI measured no faster there), is AVX2's.
+    weights: avx2::AVX2_TABLE
+        .weights
+        .quant(GgmlType::Q4_0, q4_0_q8_0_dot, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, q8_0_q8_0_dot, q8_0_q8_0_tile),
     ..avx2::AVX2_TABLE
 };
 
@@ -52,14 +54,14 @@ tile_kernel!(
     q4_0_q8_0_dot,
     pick_q4_0,
     q4_0_body,
-    (32, 18, 34)
+    (32, Q4_0_BYTES, Q8_0_BYTES)
 );
 tile_kernel!(
     q8_0_q8_0_tile,
     q8_0_q8_0_dot,
     pick_q8_0,
     q8_0_body,
-    (32, 34, 34)
+    (32, Q8_0_BYTES, Q8_0_BYTES)
 );
 
 /// `−k·Σa` over each i32 lane's four activations (`k` the byte in every lane of `k8`, taken as
@@ -88,14 +90,14 @@ pub(super) unsafe fn q4_0_body<const R: usize, const C: usize>(
         let mut wv = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
             // Byte i holds value i (low nibble) and value i + 16 (high nibble).
-            let q = _mm_loadu_si128(wp[r].add(b * 18 + 2).cast());
+            let q = _mm_loadu_si128(wp[r].add(b * Q4_0_BYTES + Q4_0_QS).cast());
             let lo = _mm_and_si128(q, mlo);
             let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mlo);
             wv[r] = _mm256_set_m128i(hi, lo);
         }
-        let dw = f16x4(wp, b * 18);
+        let dw = f16x4(wp, b * Q4_0_BYTES);
         for c in 0..C {
-            let y = ap[c].add(b * 34);
+            let y = ap[c].add(b * Q8_0_BYTES);
             let av = _mm256_loadu_si256(y.add(2).cast());
             let da = f16_at(y);
             let off = neg_offset(k8, av);
@@ -130,11 +132,14 @@ pub(super) unsafe fn q8_0_body<const R: usize, const C: usize>(
         let mut wu = [_mm256_setzero_si256(); TILE];
         for r in 0..R {
             // Flipping the top bit maps i8 w to the u8 w + 128.
-            wu[r] = _mm256_xor_si256(_mm256_loadu_si256(wp[r].add(b * 34 + 2).cast()), k128);
+            wu[r] = _mm256_xor_si256(
+                _mm256_loadu_si256(wp[r].add(b * Q8_0_BYTES + Q8_0_QS).cast()),
+                k128,
+            );
         }
-        let dw = f16x4(wp, b * 34);
+        let dw = f16x4(wp, b * Q8_0_BYTES);
         for c in 0..C {
-            let y = ap[c].add(b * 34);
+            let y = ap[c].add(b * Q8_0_BYTES);
             let av = _mm256_loadu_si256(y.add(2).cast());
             let da = f16_at(y);
             let off = neg_offset(k128, av);

@@ -10,6 +10,10 @@
 //! file: 16 ymm registers with AVX2 (`R·C ≤ 12`), 32 with AVX-512 VL (`R·C ≤ 24`; same 8-lane
 //! vectors, hence the same numbers, with twice the registers).
 //!
+//! The macro below makes each tile's body (a macro because the loads must inline with the
+//! body's target features); lengths and the walk down the rows are
+//! [`super::tiles::run_float_tile`]'s, shared with the NEON tiles.
+//!
 //! Every `unsafe fn` needs the target features named on it; the safe wrappers are only placed
 //! in tables that [`super::avx2`]'s (or [`super::avx512vnni`]'s) detection hands out after
 //! checking those features.
@@ -19,11 +23,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{FLOAT_TILE_ROWS, TILE};
+use super::tiles::{run_float_tile, FloatBody as Body};
 use crate::quant::{read_bf16, read_f16, read_f32};
-
-/// A register-tile body: `(n, weight rows, activation rows, res)`, `res[r·C + c]`.
-type Body = unsafe fn(usize, &[*const u8], &[*const f32], &mut [f32]);
 
 /// Defines the 8-lane fold for a set of target features: `((s0 + s4) + (s2 + s6)) + ((s1 +
 /// s5) + (s3 + s7))`, as in [`super::tiles::float_lanes8`].
@@ -45,7 +46,7 @@ fold!(fold_avx512, "avx2,fma,f16c,avx512f,avx512vl");
 /// Defines the safe tile `$name` for one weight type and set of target features: `$width`
 /// bytes per weight, `load(p)` 8 weights at `p` as f32 lanes, `scalar(row, i)` weight `i`,
 /// register-tile heights `[h1, h2, h3, h4]` for 1..4 activation rows (each dividing
-/// [`FLOAT_TILE_ROWS`]).
+/// [`super::FLOAT_TILE_ROWS`]).
 macro_rules! float_tile {
     (
         $name:ident, $body:ident, $pick:ident, $features:literal, $fold:ident, $width:expr,
@@ -111,43 +112,8 @@ macro_rules! float_tile {
         }
 
         pub(super) fn $name(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]) {
-            let (nw, na) = (w.len().min(FLOAT_TILE_ROWS), a.len().min(TILE));
-            if nw == 0 || na == 0 {
-                return;
-            }
-            // Values missing from a too-short row are left out of every output.
-            let mut n = n;
-            for row in &w[..nw] {
-                n = n.min(row.len() / $width);
-            }
-            for row in &a[..na] {
-                n = n.min(row.len());
-            }
-            let mut wp = [w[0].as_ptr(); FLOAT_TILE_ROWS];
-            for (p, row) in wp.iter_mut().zip(&w[..nw]) {
-                *p = row.as_ptr();
-            }
-            let mut ap = [a[0].as_ptr(); TILE];
-            for (p, row) in ap.iter_mut().zip(&a[..na]) {
-                *p = row.as_ptr();
-            }
-            let mut res = [0f32; FLOAT_TILE_ROWS * TILE];
-            let height = [$h1, $h2, $h3, $h4][na - 1];
-            let mut r0 = 0;
-            while r0 < nw {
-                let tall = nw - r0 >= height;
-                let body = $pick(tall, na);
-                // SAFETY: the bodies need the target features of this tile's table, which the
-                // table's detection verified before the table could be obtained; each weight
-                // pointer starts a row of at least `n` weights and each activation pointer one
-                // of at least `n` floats, and the body reads no further; `res` holds the rows
-                // `r0..r0 + height` (≤ FLOAT_TILE_ROWS) of `na` outputs.
-                unsafe { body(n, &wp[r0..nw], &ap[..na], &mut res[r0 * na..]) };
-                r0 += if tall { height } else { 1 };
-            }
-            for (o, &v) in out.iter_mut().zip(&res[..nw * na]) {
-                *o = v;
-            }
+            let geometry = ($width, [$h1, $h2, $h3, $h4]);
+            run_float_tile(n, w, a, out, geometry, $pick)
         }
     };
 }

@@ -14,6 +14,10 @@
 //! (or `n` f32). Extra bytes are ignored; the callers (matmul) guarantee the sizes, which debug
 //! builds assert. Too-short inputs never panic in release builds: missing blocks are skipped.
 
+use crate::quant::blocks::{
+    Q4_0_BYTES, Q4_0_QS, Q4_1_BYTES, Q4_1_QS, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q5_0_BYTES, Q5_0_QS,
+    Q5_1_BYTES, Q5_1_QS, Q6_K_D, Q6_K_SCALES, Q8_0_BYTES, Q8_0_QS, Q8_1_BYTES, Q8_1_QS, Q8_K_BSUMS,
+};
 use crate::quant::{read_bf16, read_f16, read_f32, unpack_scale_min_k4, GgmlType, QK_K};
 
 /// The (weight block, activation block) pairs of a row of `n` values.
@@ -59,7 +63,7 @@ fn i8_at(b: &[u8], i: usize) -> i32 {
 pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q4_0, w, GgmlType::Q8_0, a) {
-        let (qx, qy) = (&x[2..18], &y[2..34]);
+        let (qx, qy) = (&x[Q4_0_QS..Q4_0_BYTES], &y[Q8_0_QS..Q8_0_BYTES]);
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
         for (j, &q) in qx.iter().enumerate() {
@@ -76,7 +80,7 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub fn vec_dot_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q4_1, w, GgmlType::Q8_1, a) {
-        let (qx, qy) = (&x[4..20], &y[4..36]);
+        let (qx, qy) = (&x[Q4_1_QS..Q4_1_BYTES], &y[Q8_1_QS..Q8_1_BYTES]);
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
         for (j, &q) in qx.iter().enumerate() {
@@ -101,7 +105,7 @@ pub fn vec_dot_q5_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q5_0, w, GgmlType::Q8_0, a) {
         let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-        let (qs, qy) = (&x[6..22], &y[2..34]);
+        let (qs, qy) = (&x[Q5_0_QS..Q5_0_BYTES], &y[Q8_0_QS..Q8_0_BYTES]);
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
         for j in 0..16 {
@@ -118,7 +122,7 @@ pub fn vec_dot_q5_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in block_pairs(n, GgmlType::Q5_1, w, GgmlType::Q8_1, a) {
         let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
-        let (qs, qy) = (&x[8..24], &y[4..36]);
+        let (qs, qy) = (&x[Q5_1_QS..Q5_1_BYTES], &y[Q8_1_QS..Q8_1_BYTES]);
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
         for j in 0..16 {
@@ -156,7 +160,7 @@ impl Q8K<'_> {
     }
     #[inline]
     fn bsum(&self, g: usize) -> i32 {
-        i16::from_le_bytes([self.0[260 + 2 * g], self.0[261 + 2 * g]]) as i32
+        i16::from_le_bytes([self.0[Q8_K_BSUMS + 2 * g], self.0[Q8_K_BSUMS + 1 + 2 * g]]) as i32
     }
 }
 
@@ -205,7 +209,7 @@ fn vec_dot_k_asym(
     let mut acc = 0.0f32;
     for (x, y) in block_pairs(n, wt, w, GgmlType::Q8_K, a) {
         let y = Q8K(y);
-        let packed = &x[4..16];
+        let packed = &x[Q4_K_SCALES..Q4_K_QS];
         let isum = scaled_sum(
             32,
             |j| unpack_scale_min_k4(j, packed).0 as i32,
@@ -216,7 +220,7 @@ fn vec_dot_k_asym(
             .map(|g| y.bsum(g) * unpack_scale_min_k4(g / 2, packed).1 as i32)
             .sum();
         acc += (read_f16(x, 0) * y.d()) * isum as f32;
-        acc -= (read_f16(x, 2) * y.d()) * msum as f32;
+        acc -= (read_f16(x, Q4_K_DMIN) * y.d()) * msum as f32;
     }
     acc
 }
@@ -256,8 +260,8 @@ pub fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let qh = &x[128 + 32 * h..128 + 32 * h + 32];
             crate::quant::q6_k_quant(ql, qh, quarter, j) as i32
         };
-        let isum = scaled_sum(16, |j| x[192 + j] as i8 as i32, level, &y);
-        acc += (read_f16(x, 208) * y.d()) * isum as f32;
+        let isum = scaled_sum(16, |j| x[Q6_K_SCALES + j] as i8 as i32, level, &y);
+        acc += (read_f16(x, Q6_K_D) * y.d()) * isum as f32;
     }
     acc
 }
@@ -302,6 +306,7 @@ pub fn vec_dot_f32(n: usize, w: &[u8], x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::blocks::{Q4_K_BYTES, Q8_K_BYTES, Q8_K_QS};
     use crate::quant::{dequantize_row, quantize_row, vec_dot_type};
 
     /// Deterministic values with mixed magnitudes (xorshift; heavy-ish tails via cubing).
@@ -358,7 +363,9 @@ mod tests {
             if at == GgmlType::Q8_1 {
                 // ggml applies the weight's min m through the activation block's stored
                 // s = d·Σq (f32 d, rounded to f16), not through the dequantized activations.
-                let blocks = qw.chunks_exact(wt.type_size()).zip(qa.chunks_exact(36));
+                let blocks = qw
+                    .chunks_exact(wt.type_size())
+                    .zip(qa.chunks_exact(Q8_1_BYTES));
                 for ((bw, ba), da) in blocks.zip(da.chunks_exact(32)) {
                     let sum_a: f64 = da.iter().map(|&v| v as f64).sum();
                     want += read_f16(bw, 2) as f64 * (read_f16(ba, 2) as f64 - sum_a);
@@ -402,9 +409,9 @@ mod tests {
     fn k_weights(wt: GgmlType, n: usize, fill: Option<u8>, mag: f32, rng: &mut Rng) -> Vec<u8> {
         let mut w = vec![0u8; wt.row_bytes(n as u64).unwrap() as usize];
         let halves: &[usize] = if wt == GgmlType::Q6_K {
-            &[208]
+            &[Q6_K_D]
         } else {
-            &[0, 2]
+            &[0, Q4_K_DMIN]
         };
         for block in w.chunks_exact_mut(wt.type_size()) {
             for b in block.iter_mut() {
@@ -422,9 +429,9 @@ mod tests {
     /// consistent with them, and a random positive or negative scale.
     fn q8_k_row(n: usize, saturated: bool, rng: &mut Rng) -> Vec<u8> {
         let mut a = vec![0u8; GgmlType::Q8_K.row_bytes(n as u64).unwrap() as usize];
-        for block in a.chunks_exact_mut(292) {
+        for block in a.chunks_exact_mut(Q8_K_BYTES) {
             block[..4].copy_from_slice(&(rng.f() * 0.05).to_le_bytes());
-            for q in &mut block[4..260] {
+            for q in &mut block[Q8_K_QS..Q8_K_BSUMS] {
                 *q = if saturated || rng.next().is_multiple_of(4) {
                     0x80
                 } else {
@@ -432,11 +439,11 @@ mod tests {
                 };
             }
             for g in 0..16 {
-                let s: i16 = block[4 + 16 * g..20 + 16 * g]
+                let s: i16 = block[Q8_K_QS + 16 * g..Q8_K_QS + 16 + 16 * g]
                     .iter()
                     .map(|&q| q as i8 as i16)
                     .sum();
-                block[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
+                block[Q8_K_BSUMS + 2 * g..Q8_K_BSUMS + 2 + 2 * g].copy_from_slice(&s.to_le_bytes());
             }
         }
         a
@@ -491,7 +498,8 @@ mod tests {
                         return 0.0;
                     }
                     let x = &w[i / QK_K * wt.type_size()..];
-                    read_f16(x, 2) as f64 * unpack_scale_min_k4(i % QK_K / 32, &x[4..16]).1 as f64
+                    read_f16(x, Q4_K_DMIN) as f64
+                        * unpack_scale_min_k4(i % QK_K / 32, &x[Q4_K_SCALES..Q4_K_QS]).1 as f64
                 };
                 let terms: f64 = (0..n)
                     .map(|i| (dw[i].abs() as f64 + 2.0 * min_of(i)) * da[i].abs() as f64)
@@ -529,7 +537,7 @@ mod tests {
         }
         for (n, w4, a) in k_cases(GgmlType::Q4_K) {
             let mut w5 = Vec::new();
-            for b in w4.chunks_exact(144) {
+            for b in w4.chunks_exact(Q4_K_BYTES) {
                 w5.extend_from_slice(&b[..16]);
                 w5.extend_from_slice(&[0u8; 32]);
                 w5.extend_from_slice(&b[16..]);

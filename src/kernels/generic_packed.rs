@@ -10,6 +10,7 @@
 //! of the group, so its products equal [`GENERIC`](super::GENERIC)'s bitwise.
 
 use super::{tiles, Kernels, Packing, QuantTile, GENERIC, TILE, TILE_ROWS};
+use crate::quant::blocks::{Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES};
 use crate::quant::GgmlType;
 
 /// Copies the 16 rows one after another into `out` (`rows × row_bytes`); anything else leaves
@@ -73,7 +74,7 @@ macro_rules! packing {
 packing!(
     Q4_0,
     GgmlType::Q4_0,
-    18,
+    Q4_0_BYTES,
     tiles::q4_0_q8_0,
     pack_q4_0,
     tile_q4_0
@@ -81,7 +82,7 @@ packing!(
 packing!(
     Q8_0,
     GgmlType::Q8_0,
-    34,
+    Q8_0_BYTES,
     tiles::q8_0_q8_0,
     pack_q8_0,
     tile_q8_0
@@ -89,7 +90,7 @@ packing!(
 packing!(
     Q4_K,
     GgmlType::Q4_K,
-    144,
+    Q4_K_BYTES,
     tiles::q4_k_q8_k,
     pack_q4_k,
     tile_q4_k
@@ -97,7 +98,7 @@ packing!(
 packing!(
     Q6_K,
     GgmlType::Q6_K,
-    210,
+    Q6_K_BYTES,
     tiles::q6_k_q8_k,
     pack_q6_k,
     tile_q6_k

@@ -10,9 +10,16 @@
 //!   in the same order — so that results match ggml closely. They are the reference ("scalar
 //!   twins") that the SIMD variants are tested against.
 //!
+//! Blocks are indexed by the named sizes and offsets of [`crate::quant::blocks`], never by byte
+//! literals.
+//!
 //! A [`Kernels`] table bundles one implementation of every kernel: the weight dots and tiles
-//! above, the attention row primitives and activation quantizers ([`rows::RowOps`], its
-//! `rows`) and the exp family ([`exp::ExpOps`], its `exp`). The table is chosen once, when a
+//! as a [`WeightTable`], one [`WeightKernels`] row per weight type (so a new type is one row,
+//! and a variant replaces only the rows it speeds up, starting from [`GENERIC_WEIGHTS`]), the
+//! load-time repackings ([`Packing`]), the attention row primitives and activation quantizers
+//! ([`rows::RowOps`], its `rows`) and the exp family ([`exp::ExpOps`], its `exp`). Which types
+//! have rows follows the type table ([`crate::quant::TypeTraits::matmul`]; a test checks every
+//! variant). The table is chosen once, when a
 //! model is loaded ([`select`]): the best variant the CPU supports (run-time detection on
 //! Linux/Android, compile-time features where detection is unavailable), or the one named by
 //! `OWLET_KERNELS` (`generic`, `avx2`, `avxvnni`, ...) for tests and bug reports. Every op takes
@@ -84,46 +91,95 @@ pub type FloatTile = fn(n: usize, w: &[&[u8]], a: &[&[f32]], out: &mut [f32]);
 /// variants use (2, 3, 4, 6, 12), so full calls leave no odd rows.
 pub const FLOAT_TILE_ROWS: usize = 12;
 
-/// The most activation rows a [`QuantTile`] accepts, and the most weight rows unless the type
-/// is one of the table's [`Kernels::wide`] ones.
+/// The most activation rows a [`QuantTile`] accepts, and the most weight rows unless the
+/// type's row says [`TILE_ROWS`].
 pub const TILE: usize = 4;
 
-/// The most weight rows a [`QuantTile`] of a [`Kernels::wide`] type accepts.
+/// The most weight rows a wide [`QuantTile`] (one weight row per SIMD lane) accepts.
 pub const TILE_ROWS: usize = 16;
+
+/// One weight type's kernels in one variant: a row of a [`WeightTable`].
+#[derive(Clone, Copy)]
+pub enum WeightKernels {
+    /// No kernels: owlet does not multiply by weights of this type.
+    None,
+    /// A quantized weight type, multiplied with activations quantized to its
+    /// [`crate::quant::vec_dot_type`].
+    Quant {
+        dot: QuantDot,
+        /// Equal to `dot` bitwise, element by element.
+        tile: QuantTile,
+        /// The most weight rows one `tile` call takes: [`TILE`], or [`TILE_ROWS`] for tiles
+        /// with a weight row per SIMD lane.
+        tile_rows: usize,
+    },
+    /// A float weight type (f32, f16, bf16), multiplied with f32 activations.
+    Float {
+        dot: FloatDot,
+        /// What matrix products with float weights run, decode included.
+        tile: FloatTile,
+    },
+}
+
+/// A variant's kernels for every weight type, one row per [`GgmlType`] (indexed by it).
+/// Built in `const` by listing rows: `WeightTable::EMPTY.quant(Q4_0, dot, tile)...`, or by
+/// replacing some rows of another variant's table.
+#[derive(Clone, Copy)]
+pub struct WeightTable([WeightKernels; GgmlType::COUNT]);
+
+impl WeightTable {
+    /// No rows.
+    pub const EMPTY: WeightTable = WeightTable([WeightKernels::None; GgmlType::COUNT]);
+
+    /// With `w`'s row set to `row`.
+    pub const fn with(mut self, w: GgmlType, row: WeightKernels) -> Self {
+        self.0[w as usize] = row;
+        self
+    }
+
+    /// With the row of quantized type `w` set to a `dot` and a [`TILE`]-row `tile`.
+    pub const fn quant(self, w: GgmlType, dot: QuantDot, tile: QuantTile) -> Self {
+        let tile_rows = TILE;
+        self.with(
+            w,
+            WeightKernels::Quant {
+                dot,
+                tile,
+                tile_rows,
+            },
+        )
+    }
+
+    /// With the row of quantized type `w` set to a `dot` and a [`TILE_ROWS`]-row `tile`.
+    pub const fn quant_wide(self, w: GgmlType, dot: QuantDot, tile: QuantTile) -> Self {
+        let tile_rows = TILE_ROWS;
+        self.with(
+            w,
+            WeightKernels::Quant {
+                dot,
+                tile,
+                tile_rows,
+            },
+        )
+    }
+
+    /// With the row of float type `w` set to a `dot` and a `tile`.
+    pub const fn float(self, w: GgmlType, dot: FloatDot, tile: FloatTile) -> Self {
+        self.with(w, WeightKernels::Float { dot, tile })
+    }
+
+    /// `w`'s row.
+    pub const fn get(&self, w: GgmlType) -> WeightKernels {
+        self.0[w as usize]
+    }
+}
 
 /// One implementation of every kernel.
 pub struct Kernels {
     /// The name `OWLET_KERNELS` selects it by.
     pub name: &'static str,
-    pub q4_0_q8_0: QuantDot,
-    pub q4_1_q8_1: QuantDot,
-    pub q5_0_q8_0: QuantDot,
-    pub q5_1_q8_1: QuantDot,
-    pub q8_0_q8_0: QuantDot,
-    pub q4_k_q8_k: QuantDot,
-    pub q5_k_q8_k: QuantDot,
-    pub q6_k_q8_k: QuantDot,
-    pub f16_f32: FloatDot,
-    pub bf16_f32: FloatDot,
-    pub f32_f32: FloatDot,
-    /// Tiled float products (see [`FloatTile`]): what matrix products with float weights run,
-    /// decode included. The generic table makes them of one dot per output.
-    pub f16_f32_tile: FloatTile,
-    pub bf16_f32_tile: FloatTile,
-    pub f32_f32_tile: FloatTile,
-    /// Tiled forms of the quantized dots (see [`QuantTile`]); each equals its dot above
-    /// bitwise, element by element.
-    pub q4_0_q8_0_tile: QuantTile,
-    pub q4_1_q8_1_tile: QuantTile,
-    pub q5_0_q8_0_tile: QuantTile,
-    pub q5_1_q8_1_tile: QuantTile,
-    pub q8_0_q8_0_tile: QuantTile,
-    pub q4_k_q8_k_tile: QuantTile,
-    pub q5_k_q8_k_tile: QuantTile,
-    pub q6_k_q8_k_tile: QuantTile,
-    /// Weight types whose tiles take [`TILE_ROWS`] weight rows per call (one per SIMD lane)
-    /// rather than [`TILE`].
-    pub wide: &'static [GgmlType],
+    /// The weight dots and tiles, one row per weight type.
+    pub weights: WeightTable,
     /// Weight types this variant repacks at load (see [`Packing`]).
     pub packings: &'static [Packing],
     /// The attention row primitives and activation quantizers.
@@ -169,25 +225,41 @@ pub type PackedTile = fn(usize, &[u8], &[&[u8]], &mut [f32]);
 impl Kernels {
     /// The integer dot product for a quantized weight type.
     pub fn quant_dot(&self, w: GgmlType) -> Option<QuantDot> {
-        Some(match w {
-            GgmlType::Q4_0 => self.q4_0_q8_0,
-            GgmlType::Q4_1 => self.q4_1_q8_1,
-            GgmlType::Q5_0 => self.q5_0_q8_0,
-            GgmlType::Q5_1 => self.q5_1_q8_1,
-            GgmlType::Q8_0 => self.q8_0_q8_0,
-            GgmlType::Q4_K => self.q4_k_q8_k,
-            GgmlType::Q5_K => self.q5_k_q8_k,
-            GgmlType::Q6_K => self.q6_k_q8_k,
-            _ => return None,
-        })
+        match self.weights.get(w) {
+            WeightKernels::Quant { dot, .. } => Some(dot),
+            _ => None,
+        }
+    }
+
+    /// The tiled integer dot product for a quantized weight type.
+    pub fn quant_tile(&self, w: GgmlType) -> Option<QuantTile> {
+        match self.weights.get(w) {
+            WeightKernels::Quant { tile, .. } => Some(tile),
+            _ => None,
+        }
     }
 
     /// The most weight rows one [`QuantTile`] call for `w` takes.
     pub fn tile_rows(&self, w: GgmlType) -> usize {
-        if self.wide.contains(&w) {
-            TILE_ROWS
-        } else {
-            TILE
+        match self.weights.get(w) {
+            WeightKernels::Quant { tile_rows, .. } => tile_rows,
+            _ => TILE,
+        }
+    }
+
+    /// The float dot product for a float weight type.
+    pub fn float_dot(&self, w: GgmlType) -> Option<FloatDot> {
+        match self.weights.get(w) {
+            WeightKernels::Float { dot, .. } => Some(dot),
+            _ => None,
+        }
+    }
+
+    /// The tiled float product for a float weight type.
+    pub fn float_tile(&self, w: GgmlType) -> Option<FloatTile> {
+        match self.weights.get(w) {
+            WeightKernels::Float { tile, .. } => Some(tile),
+            _ => None,
         }
     }
 
@@ -195,72 +267,34 @@ impl Kernels {
     pub fn packing(&self, w: GgmlType) -> Option<&'static Packing> {
         self.packings.iter().find(|p| p.typ == w)
     }
-
-    /// The tiled integer dot product for a quantized weight type.
-    pub fn quant_tile(&self, w: GgmlType) -> Option<QuantTile> {
-        Some(match w {
-            GgmlType::Q4_0 => self.q4_0_q8_0_tile,
-            GgmlType::Q4_1 => self.q4_1_q8_1_tile,
-            GgmlType::Q5_0 => self.q5_0_q8_0_tile,
-            GgmlType::Q5_1 => self.q5_1_q8_1_tile,
-            GgmlType::Q8_0 => self.q8_0_q8_0_tile,
-            GgmlType::Q4_K => self.q4_k_q8_k_tile,
-            GgmlType::Q5_K => self.q5_k_q8_k_tile,
-            GgmlType::Q6_K => self.q6_k_q8_k_tile,
-            _ => return None,
-        })
-    }
-
-    /// The tiled float product for a float weight type.
-    pub fn float_tile(&self, w: GgmlType) -> Option<FloatTile> {
-        Some(match w {
-            GgmlType::F32 => self.f32_f32_tile,
-            GgmlType::F16 => self.f16_f32_tile,
-            GgmlType::BF16 => self.bf16_f32_tile,
-            _ => return None,
-        })
-    }
-
-    /// The float dot product for a float weight type.
-    pub fn float_dot(&self, w: GgmlType) -> Option<FloatDot> {
-        Some(match w {
-            GgmlType::F32 => self.f32_f32,
-            GgmlType::F16 => self.f16_f32,
-            GgmlType::BF16 => self.bf16_f32,
-            _ => return None,
-        })
-    }
 }
 
-/// The portable scalar kernels.
+/// The portable scalar kernels: one row per weight type owlet multiplies by (the types whose
+/// [`crate::quant::TypeTraits::matmul`] is set). Float tiles make one dot per output.
 pub static GENERIC: Kernels = Kernels {
     name: "generic",
-    q4_0_q8_0: generic::vec_dot_q4_0_q8_0,
-    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
-    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
-    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
-    q8_0_q8_0: generic::vec_dot_q8_0_q8_0,
-    q4_k_q8_k: generic::vec_dot_q4_k_q8_k,
-    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: generic::vec_dot_q6_k_q8_k,
-    f16_f32: generic::vec_dot_f16_f32,
-    bf16_f32: generic::vec_dot_bf16_f32,
-    f32_f32: generic::vec_dot_f32,
-    f16_f32_tile: tiles::f16_f32,
-    bf16_f32_tile: tiles::bf16_f32,
-    f32_f32_tile: tiles::f32_f32,
-    q4_0_q8_0_tile: tiles::q4_0_q8_0,
-    q4_1_q8_1_tile: tiles::q4_1_q8_1,
-    q5_0_q8_0_tile: tiles::q5_0_q8_0,
-    q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile: tiles::q8_0_q8_0,
-    q4_k_q8_k_tile: tiles::q4_k_q8_k,
-    q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile: tiles::q6_k_q8_k,
-    wide: &[],
+    weights: GENERIC_WEIGHTS,
     packings: &[],
     rows: rows::SCALAR,
     exp: exp::SCALAR,
+};
+
+/// [`GENERIC`]'s rows, which the SIMD variants start from.
+#[rustfmt::skip]
+pub const GENERIC_WEIGHTS: WeightTable = {
+    use GgmlType::*;
+    WeightTable::EMPTY
+        .float(F32, generic::vec_dot_f32, tiles::f32_f32)
+        .float(F16, generic::vec_dot_f16_f32, tiles::f16_f32)
+        .float(BF16, generic::vec_dot_bf16_f32, tiles::bf16_f32)
+        .quant(Q4_0, generic::vec_dot_q4_0_q8_0, tiles::q4_0_q8_0)
+        .quant(Q4_1, generic::vec_dot_q4_1_q8_1, tiles::q4_1_q8_1)
+        .quant(Q5_0, generic::vec_dot_q5_0_q8_0, tiles::q5_0_q8_0)
+        .quant(Q5_1, generic::vec_dot_q5_1_q8_1, tiles::q5_1_q8_1)
+        .quant(Q8_0, generic::vec_dot_q8_0_q8_0, tiles::q8_0_q8_0)
+        .quant(Q4_K, generic::vec_dot_q4_k_q8_k, tiles::q4_k_q8_k)
+        .quant(Q5_K, generic::vec_dot_q5_k_q8_k, tiles::q5_k_q8_k)
+        .quant(Q6_K, generic::vec_dot_q6_k_q8_k, tiles::q6_k_q8_k)
 };
 
 /// Every variant this CPU can run, best first (the generic one last).
@@ -316,5 +350,27 @@ pub fn select() -> Result<&'static Kernels, String> {
             )
         }),
         _ => Ok(available()[0]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant has a row for exactly the types the type table says owlet multiplies by,
+    /// of the kind (quantized or float) its activation type says.
+    #[test]
+    fn rows_cover_the_multiplied_types() {
+        for k in available()
+            .into_iter()
+            .chain([&generic_packed::GENERIC_PACKED])
+        {
+            for w in GgmlType::ALL {
+                let float = crate::quant::vec_dot_type(w) == GgmlType::F32;
+                let (quant, flt) = (k.quant_dot(w).is_some(), k.float_dot(w).is_some());
+                assert_eq!(quant, w.traits().matmul && !float, "{} {w}", k.name);
+                assert_eq!(flt, w.traits().matmul && float, "{} {w}", k.name);
+            }
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! - Q4_0/Q8_0 and Q8_0/Q8_0: one exact integer sum per block, then the generic kernels' float
 //!   expression: **bit-identical** to [`super::generic`].
 //! - Q4_K/Q6_K: one exact integer sum per super-block, scaled once, as the x86 SIMD kernels:
-//!   bit-identical to [`tiles::q4_k_q8_k_exact`] / [`tiles::q6_k_q8_k_exact`], which differ
-//!   from the generic eight-lane sums only by f32 rounding.
+//!   bit-identical to [`super::tiles::q4_k_q8_k_exact`] /
+//!   [`super::tiles::q6_k_q8_k_exact`], which differ from the generic eight-lane sums only by
+//!   f32 rounding.
 //!
 //! Besides the single dots, the table has plain tiles ([`super::QuantTile`]) for these four
 //! types: up to 4 weight rows × 4 activation rows per call, each weight block unpacked once
@@ -30,7 +31,11 @@
 
 use std::arch::aarch64::*;
 
-use super::{generic, tiles, Kernels, TILE};
+use super::{generic, Kernels, TILE};
+use crate::quant::blocks::{
+    Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_DMIN, Q6_K_BYTES, Q6_K_D, Q6_K_SCALES, Q8_0_BYTES,
+    Q8_0_QS, Q8_K_BSUMS, Q8_K_BYTES, Q8_K_QS,
+};
 use crate::quant::{read_f16, read_f32, unpack_scale_min_k4, GgmlType, QK_K};
 
 /// The baseline NEON table.
@@ -39,32 +44,21 @@ pub static NEON: Kernels = NEON_TABLE;
 /// [`NEON`] as a constant, for tables that replace only some of its entries.
 pub(crate) const NEON_TABLE: Kernels = Kernels {
     name: "neon",
-    q4_0_q8_0: vec_dot_q4_0_q8_0,
-    q4_1_q8_1: generic::vec_dot_q4_1_q8_1,
-    q5_0_q8_0: generic::vec_dot_q5_0_q8_0,
-    q5_1_q8_1: generic::vec_dot_q5_1_q8_1,
-    q8_0_q8_0: vec_dot_q8_0_q8_0,
-    q4_k_q8_k: vec_dot_q4_k_q8_k,
-    q5_k_q8_k: generic::vec_dot_q5_k_q8_k,
-    q6_k_q8_k: vec_dot_q6_k_q8_k,
-    f16_f32: vec_dot_f16_f32,
-    bf16_f32: generic::vec_dot_bf16_f32,
-    f32_f32: vec_dot_f32,
-    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula).
-    f16_f32_tile: super::float_neon::f16_neon,
-    bf16_f32_tile: super::float_neon::bf16_neon,
-    f32_f32_tile: super::float_neon::f32_neon,
-    // Tiles: NEON for the four types of the shipped files (equal to the dots above bitwise),
-    // the portable ones (one generic dot per output) for the rest.
-    q4_0_q8_0_tile,
-    q4_1_q8_1_tile: tiles::q4_1_q8_1,
-    q5_0_q8_0_tile: tiles::q5_0_q8_0,
-    q5_1_q8_1_tile: tiles::q5_1_q8_1,
-    q8_0_q8_0_tile,
-    q4_k_q8_k_tile,
-    q5_k_q8_k_tile: tiles::q5_k_q8_k,
-    q6_k_q8_k_tile,
-    wide: &[],
+    // Float tiles: 8-lane FMA register tiles (the x86 tiles' formula). Quantized: NEON for the
+    // four types of the shipped files (tiles equal to the dots bitwise); Q4_1, Q5_0, Q5_1 and
+    // Q5_K keep the generic rows (one generic dot per tile output).
+    weights: super::GENERIC_WEIGHTS
+        .float(GgmlType::F32, vec_dot_f32, super::float_neon::f32_neon)
+        .float(GgmlType::F16, vec_dot_f16_f32, super::float_neon::f16_neon)
+        .float(
+            GgmlType::BF16,
+            generic::vec_dot_bf16_f32,
+            super::float_neon::bf16_neon,
+        )
+        .quant(GgmlType::Q4_0, vec_dot_q4_0_q8_0, q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, vec_dot_q8_0_q8_0, q8_0_q8_0_tile)
+        .quant(GgmlType::Q4_K, vec_dot_q4_k_q8_k, q4_k_q8_k_tile)
+        .quant(GgmlType::Q6_K, vec_dot_q6_k_q8_k, q6_k_q8_k_tile),
     packings: &[],
     rows: super::neon_rows::ROWS,
     exp: super::neon_rows::EXP,
@@ -133,13 +127,17 @@ fn hsum(v: int32x4_t) -> i32 {
 pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q4_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(nb) {
-        let (lo, hi) = q4_0_levels(&x[2..18]);
+    for (x, y) in w
+        .chunks_exact(Q4_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
+        let (lo, hi) = q4_0_levels(&x[Q4_0_QS..Q4_0_BYTES]);
         // SAFETY: register-only NEON operation.
         let acc = dot16(
-            dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, 2)),
+            dot16(unsafe { vdupq_n_s32(0) }, lo, load_s8(y, Q8_0_QS)),
             hi,
-            load_s8(y, 18),
+            load_s8(y, Q8_0_QS + 16),
         );
         sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
@@ -150,13 +148,17 @@ pub fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q8_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         // SAFETY: register-only NEON operation.
         let zero = unsafe { vdupq_n_s32(0) };
         let acc = dot16(
-            dot16(zero, load_s8(x, 2), load_s8(y, 2)),
-            load_s8(x, 18),
-            load_s8(y, 18),
+            dot16(zero, load_s8(x, Q8_0_QS), load_s8(y, Q8_0_QS)),
+            load_s8(x, Q8_0_QS + 16),
+            load_s8(y, Q8_0_QS + 16),
         );
         sumf = (hsum(acc) as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
@@ -263,7 +265,7 @@ trait Block32 {
 struct PlainQ4_0;
 
 impl Block32 for PlainQ4_0 {
-    const WSIZE: usize = 18;
+    const WSIZE: usize = Q4_0_BYTES;
     #[inline(always)]
     unsafe fn halves(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: the caller guarantees the block's 18 bytes.
@@ -287,11 +289,11 @@ impl Block32 for PlainQ4_0 {
 struct PlainQ8_0;
 
 impl Block32 for PlainQ8_0 {
-    const WSIZE: usize = 34;
+    const WSIZE: usize = Q8_0_BYTES;
     #[inline(always)]
     unsafe fn halves(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: the caller guarantees the block's 34 bytes.
-        unsafe { [ld(p.add(2)), ld(p.add(18))] }
+        unsafe { [ld(p.add(Q8_0_QS)), ld(p.add(Q8_0_QS + 16))] }
     }
     #[inline(always)]
     fn sum(w: &[int8x16_t; 2], a: &[int8x16_t; 2]) -> int32x4_t {
@@ -328,9 +330,9 @@ unsafe fn tile32_body<F: Block32, const R: usize, const C: usize>(
             let mut ah = [[vdupq_n_s8(0); 2]; C];
             let mut ad = [0f32; TILE];
             for c in 0..C {
-                let y = a[c].add(b * 34);
+                let y = a[c].add(b * Q8_0_BYTES);
                 ad[c] = f16_at(y);
-                ah[c] = [ld(y.add(2)), ld(y.add(18))];
+                ah[c] = [ld(y.add(Q8_0_QS)), ld(y.add(Q8_0_QS + 16))];
             }
             let mut wd = [0f32; TILE];
             let mut s = [[z; TILE]; TILE];
@@ -380,7 +382,7 @@ fn run_tile32<F: Block32>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]) {
         nb = nb.min(row.len() / F::WSIZE);
     }
     for row in &a[..na] {
-        nb = nb.min(row.len() / 34);
+        nb = nb.min(row.len() / Q8_0_BYTES);
     }
     let wp: [*const u8; TILE] = std::array::from_fn(|r| w[r.min(nw - 1)].as_ptr());
     let ap: [*const u8; TILE] = std::array::from_fn(|c| a[c.min(na - 1)].as_ptr());
@@ -428,7 +430,7 @@ trait SuperBlock {
     /// `x` must point to a whole super-block.
     unsafe fn unpack(x: *const u8) -> Self::Unpacked;
     /// The super-block's contribution to `acc` against the Q8_K block at `y`: the exact
-    /// formula of [`tiles::q4_k_q8_k_exact`] / [`tiles::q6_k_q8_k_exact`].
+    /// formula of [`super::tiles::q4_k_q8_k_exact`] / [`super::tiles::q6_k_q8_k_exact`].
     ///
     /// # Safety
     /// `y` must point to a whole Q8_K block.
@@ -448,7 +450,7 @@ struct Q4KBlock {
 struct PlainQ4K;
 
 impl SuperBlock for PlainQ4K {
-    const WSIZE: usize = 144;
+    const WSIZE: usize = Q4_K_BYTES;
     type Unpacked = Q4KBlock;
     #[inline(always)]
     unsafe fn unpack(x: *const u8) -> Q4KBlock {
@@ -477,7 +479,7 @@ impl SuperBlock for PlainQ4K {
                 sc,
                 mins: vld1q_s16(mins.as_ptr()),
                 d: f16_at(x),
-                dmin: f16_at(x.add(2)),
+                dmin: f16_at(x.add(Q4_K_DMIN)),
             }
         }
     }
@@ -489,7 +491,10 @@ impl SuperBlock for PlainQ4K {
         unsafe {
             let mut isum = vdupq_n_s32(0);
             for j in 0..8 {
-                let (a0, a1) = (ld(y.add(4 + 32 * j)), ld(y.add(20 + 32 * j)));
+                let (a0, a1) = (
+                    ld(y.add(Q8_K_QS + 32 * j)),
+                    ld(y.add(Q8_K_QS + 16 + 32 * j)),
+                );
                 let (l0, l1) = (x.lv[2 * j], x.lv[2 * j + 1]);
                 let p = vmull_s8(vget_low_s8(l0), vget_low_s8(a0));
                 let p = vmlal_high_s8(p, l0, a0);
@@ -500,7 +505,7 @@ impl SuperBlock for PlainQ4K {
             }
             // Σ_j m_j·(bsum_2j + bsum_2j+1), |pair| <= 4096.
             let pairs = vpaddq_s16(
-                vreinterpretq_s16_u8(vld1q_u8(y.add(260))),
+                vreinterpretq_s16_u8(vld1q_u8(y.add(Q8_K_BSUMS))),
                 vreinterpretq_s16_u8(vld1q_u8(y.add(276))),
             );
             let m = vmull_s16(vget_low_s16(x.mins), vget_low_s16(pairs));
@@ -523,7 +528,7 @@ struct Q6KBlock {
 struct PlainQ6K;
 
 impl SuperBlock for PlainQ6K {
-    const WSIZE: usize = 210;
+    const WSIZE: usize = Q6_K_BYTES;
     type Unpacked = Q6KBlock;
     /// Half `h` (128 values) uses ql[64h..64h + 64] and qh[32h..32h + 32]; value
     /// 128h + 32·quarter + l has low nibble `ql[l + 32·(quarter & 1)] >> (4·(quarter >> 1))`
@@ -534,7 +539,7 @@ impl SuperBlock for PlainQ6K {
         unsafe {
             let mut sc = [0i16; 16];
             for (j, s) in sc.iter_mut().enumerate() {
-                *s = *x.add(192 + j) as i8 as i16;
+                *s = *x.add(Q6_K_SCALES + j) as i8 as i16;
             }
             let m4 = vdupq_n_u8(0x0F);
             let m2 = vdupq_n_u8(0x03);
@@ -564,7 +569,7 @@ impl SuperBlock for PlainQ6K {
             Q6KBlock {
                 lv,
                 sc,
-                d: f16_at(x.add(208)),
+                d: f16_at(x.add(Q6_K_D)),
             }
         }
     }
@@ -599,7 +604,7 @@ fn run_tile_k<F: SuperBlock>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]
         nb = nb.min(row.len() / F::WSIZE);
     }
     for row in &a[..na] {
-        nb = nb.min(row.len() / 292);
+        nb = nb.min(row.len() / Q8_K_BYTES);
     }
     let mut acc = [[0f32; TILE]; TILE];
     for b in 0..nb {
@@ -608,7 +613,7 @@ fn run_tile_k<F: SuperBlock>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut [f32]
             unsafe {
                 let x = F::unpack(w[r].as_ptr().add(b * F::WSIZE));
                 for c in 0..na {
-                    acc[r][c] = F::add(acc[r][c], &x, a[c].as_ptr().add(b * 292));
+                    acc[r][c] = F::add(acc[r][c], &x, a[c].as_ptr().add(b * Q8_K_BYTES));
                 }
             }
         }

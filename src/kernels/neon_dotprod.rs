@@ -25,6 +25,10 @@ use std::arch::aarch64::*;
 
 use super::neon::{self, f16_at, f16x4, f32_at, ld, load_s8, n_blocks, q4_0_levels};
 use super::{Kernels, Packing, TILE, TILE_ROWS};
+use crate::quant::blocks::{
+    Q4_0_BYTES, Q4_0_QS, Q4_K_BYTES, Q4_K_DMIN, Q4_K_QS, Q4_K_SCALES, Q6_K_BYTES, Q6_K_D,
+    Q6_K_SCALES, Q8_0_BYTES, Q8_0_QS, Q8_K_BSUMS, Q8_K_BYTES,
+};
 use crate::quant::{read_f16, unpack_scale_min_k4, GgmlType};
 
 static NEON_DOTPROD: Kernels = NEON_DOTPROD_TABLE;
@@ -33,8 +37,11 @@ static NEON_DOTPROD: Kernels = NEON_DOTPROD_TABLE;
 /// (they must be handed out only where [`has_dotprod`] holds, too).
 pub(crate) const NEON_DOTPROD_TABLE: Kernels = Kernels {
     name: "neon-dotprod",
-    q4_0_q8_0: vec_dot_q4_0_q8_0,
-    q8_0_q8_0: vec_dot_q8_0_q8_0,
+    // The tiles stay NEON's: replace only the dots of Q4_0 and Q8_0.
+    weights: neon::NEON_TABLE
+        .weights
+        .quant(GgmlType::Q4_0, vec_dot_q4_0_q8_0, neon::q4_0_q8_0_tile)
+        .quant(GgmlType::Q8_0, vec_dot_q8_0_q8_0, neon::q8_0_q8_0_tile),
     packings: PACKINGS,
     ..neon::NEON_TABLE
 };
@@ -94,11 +101,19 @@ unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 unsafe fn q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q4_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(nb) {
-        let (lo, hi) = q4_0_levels(&x[2..18]);
+    for (x, y) in w
+        .chunks_exact(Q4_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
+        let (lo, hi) = q4_0_levels(&x[Q4_0_QS..Q4_0_BYTES]);
         // SAFETY: the caller guarantees dotprod; the rest is baseline NEON on registers.
         let sumi = unsafe {
-            let acc = sdot(sdot(vdupq_n_s32(0), lo, load_s8(y, 2)), hi, load_s8(y, 18));
+            let acc = sdot(
+                sdot(vdupq_n_s32(0), lo, load_s8(y, Q8_0_QS)),
+                hi,
+                load_s8(y, Q8_0_QS + 16),
+            );
             vaddvq_s32(acc)
         };
         sumf = (sumi as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
@@ -112,11 +127,19 @@ unsafe fn q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n_blocks(n, GgmlType::Q8_0, w, GgmlType::Q8_0, a);
     let mut sumf = 0.0f32;
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(nb) {
+    for (x, y) in w
+        .chunks_exact(Q8_0_BYTES)
+        .zip(a.chunks_exact(Q8_0_BYTES))
+        .take(nb)
+    {
         // SAFETY: the caller guarantees dotprod; the rest is baseline NEON on registers.
         let sumi = unsafe {
-            let acc = sdot(vdupq_n_s32(0), load_s8(x, 2), load_s8(y, 2));
-            vaddvq_s32(sdot(acc, load_s8(x, 18), load_s8(y, 18)))
+            let acc = sdot(vdupq_n_s32(0), load_s8(x, Q8_0_QS), load_s8(y, Q8_0_QS));
+            vaddvq_s32(sdot(
+                acc,
+                load_s8(x, Q8_0_QS + 16),
+                load_s8(y, Q8_0_QS + 16),
+            ))
         };
         sumf = (sumi as f32).mul_add(read_f16(x, 0) * read_f16(y, 0), sumf);
     }
@@ -124,14 +147,14 @@ unsafe fn q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Q4_0 weights · Q8_0 activations with `sdot`.
-fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(crate) fn vec_dot_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: this function is reachable only through NEON_DOTPROD, which `detected` hands
     // out only when the CPU has the extension.
     unsafe { q4_0_q8_0(n, w, a) }
 }
 
 /// Q8_0 weights · Q8_0 activations with `sdot`.
-fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+pub(crate) fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: as for vec_dot_q4_0_q8_0.
     unsafe { q8_0_q8_0(n, w, a) }
 }
@@ -243,12 +266,12 @@ fn pack_ok(rows: &[&[u8]], out: &[u8], nb: usize, block: usize, record: usize) -
 /// level minus 8 (see [`q4_0_packed_tile`]). Anything but 16 rows and `n / 32` records is left.
 fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 32;
-    if !pack_ok(rows, out, nb, 18, Q4_0_RECORD) {
+    if !pack_ok(rows, out, nb, Q4_0_BYTES, Q4_0_RECORD) {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(Q4_0_RECORD).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 18..(b + 1) * 18];
+            let x = &row[b * Q4_0_BYTES..(b + 1) * Q4_0_BYTES];
             rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
             let (k, i) = (r / 4, r % 4);
             for g in 0..4 {
@@ -266,12 +289,12 @@ fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// `4i..4i + 4`). Anything but 16 rows and `n / 32` records is left.
 fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 32;
-    if !pack_ok(rows, out, nb, 34, Q8_0_RECORD) {
+    if !pack_ok(rows, out, nb, Q8_0_BYTES, Q8_0_RECORD) {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(Q8_0_RECORD).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 34..(b + 1) * 34];
+            let x = &row[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
             rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
             let (k, i) = (r / 4, r % 4);
             for g in 0..8 {
@@ -294,17 +317,17 @@ fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// Anything but 16 rows and `n / 256` records is left.
 fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 256;
-    if !pack_ok(rows, out, nb, 144, Q4_K_RECORD) {
+    if !pack_ok(rows, out, nb, Q4_K_BYTES, Q4_K_RECORD) {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(Q4_K_RECORD).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 144..(b + 1) * 144];
+            let x = &row[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES];
             rec[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
-            rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[2..4]);
+            rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[Q4_K_DMIN..Q4_K_SCALES]);
             let (k, i) = (r / 4, r % 4);
             for j in 0..8 {
-                let (sc, m) = unpack_scale_min_k4(j, &x[4..16]);
+                let (sc, m) = unpack_scale_min_k4(j, &x[Q4_K_SCALES..Q4_K_QS]);
                 rec[64 + 32 * k + 4 * j + i] = sc;
                 rec[192 + 32 * k + 16 * (j / 4) + 4 * i + j % 4] = m;
             }
@@ -328,16 +351,16 @@ fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
 /// `n / 256` records is left.
 fn pack_q6_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     let nb = n / 256;
-    if !pack_ok(rows, out, nb, 210, Q6_K_RECORD) {
+    if !pack_ok(rows, out, nb, Q6_K_BYTES, Q6_K_RECORD) {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(Q6_K_RECORD).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let x = &row[b * 210..(b + 1) * 210];
-            rec[2 * r..2 * r + 2].copy_from_slice(&x[208..210]);
+            let x = &row[b * Q6_K_BYTES..(b + 1) * Q6_K_BYTES];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[Q6_K_D..Q6_K_BYTES]);
             let (k, i) = (r / 4, r % 4);
             for j in 0..16 {
-                rec[32 + 64 * k + 4 * j + i] = x[192 + j];
+                rec[32 + 64 * k + 4 * j + i] = x[Q6_K_SCALES + j];
             }
             for v in 0..256 {
                 let (h, quarter, l) = (v / 128, (v % 128) / 32, v % 32);
@@ -413,9 +436,9 @@ unsafe fn q4_0_body<const C: usize>(
             let mut ah = [[vdupq_n_s8(0); 2]; C];
             let mut ad = [0f32; C];
             for c in 0..C {
-                let y = ap[c].add(b * 34);
+                let y = ap[c].add(b * Q8_0_BYTES);
                 ad[c] = f16_at(y);
-                ah[c] = [ld(y.add(2)), ld(y.add(18))];
+                ah[c] = [ld(y.add(Q8_0_QS)), ld(y.add(Q8_0_QS + 16))];
             }
             for k in 0..4 {
                 let q = rec.add(32 + 64 * k);
@@ -457,9 +480,9 @@ unsafe fn q8_0_body<const C: usize>(
             let mut ah = [[vdupq_n_s8(0); 2]; C];
             let mut ad = [0f32; C];
             for c in 0..C {
-                let y = ap[c].add(b * 34);
+                let y = ap[c].add(b * Q8_0_BYTES);
                 ad[c] = f16_at(y);
-                ah[c] = [ld(y.add(2)), ld(y.add(18))];
+                ah[c] = [ld(y.add(Q8_0_QS)), ld(y.add(Q8_0_QS + 16))];
             }
             for k in 0..4 {
                 let q = rec.add(32 + 128 * k);
@@ -517,7 +540,7 @@ unsafe fn mins_dot(mv: [int8x16_t; 2], hl: int8x16_t) -> int32x4_t {
 unsafe fn q8_k_pair_sums(y: *const u8) -> int8x16_t {
     // SAFETY: bytes 260..292 of the block; register operations after.
     unsafe {
-        let s0 = vreinterpretq_s16_u8(vld1q_u8(y.add(260)));
+        let s0 = vreinterpretq_s16_u8(vld1q_u8(y.add(Q8_K_BSUMS)));
         let s1 = vreinterpretq_s16_u8(vld1q_u8(y.add(276)));
         let pairs = vpaddq_s16(s0, s1);
         let h = vmovn_s16(vshrq_n_s16::<7>(pairs));
@@ -550,7 +573,7 @@ unsafe fn q4_k_body<const C: usize>(
             let mut yd = [0f32; C];
             let mut hl = [vdupq_n_s8(0); C];
             for c in 0..C {
-                yp[c] = ap[c].add(b * 292);
+                yp[c] = ap[c].add(b * Q8_K_BYTES);
                 yd[c] = f32_at(yp[c]);
                 hl[c] = q8_k_pair_sums(yp[c]);
             }
@@ -629,7 +652,7 @@ unsafe fn q6_k_body<const C: usize>(
             let mut yp = [ap[0]; C];
             let mut yd = [0f32; C];
             for c in 0..C {
-                yp[c] = ap[c].add(b * 292);
+                yp[c] = ap[c].add(b * Q8_K_BYTES);
                 yd[c] = f32_at(yp[c]);
             }
             for k in 0..4 {
@@ -677,7 +700,7 @@ fn q4_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
         q4_0_body::<3>,
         q4_0_body::<4>,
     ];
-    run_packed(n, group, a, out, (32, Q4_0_RECORD, 34), bodies)
+    run_packed(n, group, a, out, (32, Q4_0_RECORD, Q8_0_BYTES), bodies)
 }
 
 /// Q8_0 weights packed by [`pack_q8_0`] · Q8_0 activations (see [`Packing::tile`]).
@@ -688,7 +711,7 @@ fn q8_0_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
         q8_0_body::<3>,
         q8_0_body::<4>,
     ];
-    run_packed(n, group, a, out, (32, Q8_0_RECORD, 34), bodies)
+    run_packed(n, group, a, out, (32, Q8_0_RECORD, Q8_0_BYTES), bodies)
 }
 
 /// Q4_K weights packed by [`pack_q4_k`] · Q8_K activations (see [`Packing::tile`]).
@@ -699,7 +722,7 @@ fn q4_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
         q4_k_body::<3>,
         q4_k_body::<4>,
     ];
-    run_packed(n, group, a, out, (256, Q4_K_RECORD, 292), bodies)
+    run_packed(n, group, a, out, (256, Q4_K_RECORD, Q8_K_BYTES), bodies)
 }
 
 /// Q6_K weights packed by [`pack_q6_k`] · Q8_K activations (see [`Packing::tile`]).
@@ -710,5 +733,5 @@ fn q6_k_packed_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
         q6_k_body::<3>,
         q6_k_body::<4>,
     ];
-    run_packed(n, group, a, out, (256, Q6_K_RECORD, 292), bodies)
+    run_packed(n, group, a, out, (256, Q6_K_RECORD, Q8_K_BYTES), bodies)
 }

@@ -35,21 +35,38 @@ use std::arch::aarch64::*;
 use super::neon::{load_s8, q4_0_levels};
 use super::neon_dotprod::{self, has_dotprod};
 use super::{Kernels, Packing, TILE, TILE_ROWS};
+use crate::quant::blocks::{Q4_0_BYTES, Q4_0_QS, Q8_0_BYTES, Q8_0_QS};
 use crate::quant::{read_f16, GgmlType};
 
 mod kquants;
 
 static NEON_I8MM: Kernels = Kernels {
     name: "neon-i8mm",
-    q4_0_q8_0_tile,
-    q8_0_q8_0_tile,
-    // The K-quants follow the exact-integer twins (`tiles::q*_k_q8_k_exact`); the single dots
-    // are 1×1 tiles so that every tile equals its dot bitwise.
-    q4_k_q8_k: kquants::q4_k_q8_k_dot,
-    q6_k_q8_k: kquants::q6_k_q8_k_dot,
-    q4_k_q8_k_tile: kquants::q4_k_q8_k_tile,
-    q6_k_q8_k_tile: kquants::q6_k_q8_k_tile,
-    wide: &[GgmlType::Q4_K, GgmlType::Q6_K],
+    // Q4_0/Q8_0 keep the dot-product dots. The K-quants follow the exact-integer twins
+    // (`tiles::q*_k_q8_k_exact`); their single dots are 1×1 tiles so that every tile equals
+    // its dot bitwise.
+    weights: neon_dotprod::NEON_DOTPROD_TABLE
+        .weights
+        .quant(
+            GgmlType::Q4_0,
+            neon_dotprod::vec_dot_q4_0_q8_0,
+            q4_0_q8_0_tile,
+        )
+        .quant(
+            GgmlType::Q8_0,
+            neon_dotprod::vec_dot_q8_0_q8_0,
+            q8_0_q8_0_tile,
+        )
+        .quant_wide(
+            GgmlType::Q4_K,
+            kquants::q4_k_q8_k_dot,
+            kquants::q4_k_q8_k_tile,
+        )
+        .quant_wide(
+            GgmlType::Q6_K,
+            kquants::q6_k_q8_k_dot,
+            kquants::q6_k_q8_k_tile,
+        ),
     packings: &[
         Packing {
             typ: GgmlType::Q4_0,
@@ -161,7 +178,7 @@ fn pair_operands(
 /// The 32 signed quants of a Q8_0 block (weights or activations).
 #[inline]
 fn q8_0_halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
-    (load_s8(x, 2), load_s8(x, 18))
+    (load_s8(x, Q8_0_QS), load_s8(x, Q8_0_QS + 16))
 }
 
 /// The exact block sums `[w0·a0, w0·a1, w1·a0, w1·a1]` of a weight pair and an activation pair
@@ -185,7 +202,7 @@ unsafe fn block_sums(w: &[int8x16_t; 4], a: &[int8x16_t; 4]) -> int32x4_t {
 /// Values per block of both weight types and of the Q8_0 activations.
 const QK: usize = 32;
 /// Bytes per Q8_0 activation block.
-const ASIZE: usize = 34;
+const ASIZE: usize = Q8_0_BYTES;
 
 /// A 32-value weight block format the tiles handle (activations are always Q8_0).
 trait WeightFormat {
@@ -199,10 +216,10 @@ trait WeightFormat {
 struct Q4_0;
 
 impl WeightFormat for Q4_0 {
-    const WSIZE: usize = 18;
+    const WSIZE: usize = Q4_0_BYTES;
     #[inline]
     fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
-        q4_0_levels(&x[2..18])
+        q4_0_levels(&x[Q4_0_QS..Q4_0_BYTES])
     }
 }
 
@@ -210,7 +227,7 @@ impl WeightFormat for Q4_0 {
 struct Q8_0;
 
 impl WeightFormat for Q8_0 {
-    const WSIZE: usize = 34;
+    const WSIZE: usize = Q8_0_BYTES;
     #[inline]
     fn halves(x: &[u8]) -> (int8x16_t, int8x16_t) {
         q8_0_halves(x)
@@ -334,14 +351,14 @@ const Q8_0_RECORD: usize = 32 + 8 * 64;
 /// their high nibbles values 16..24 (operand 2); the second 16 bytes give values 8..16 and
 /// 24..32 (operands 1 and 3). Anything but 16 rows and an `out` of `n / 32` records is left.
 fn pack_q4_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
-    pack_pairs(n, rows, out, 18, Q4_0_RECORD)
+    pack_pairs(n, rows, out, Q4_0_BYTES, Q4_0_RECORD)
 }
 
 /// Packs 16 Q8_0 rows of `n` values: per block one record of the 16 `d` (f16, row order),
 /// then per row pair `p` its four `smmla` operands (16 bytes each: row `2p` values 8k..8k+8,
 /// then row `2p + 1`'s). Anything but 16 rows and an `out` of `n / 32` records is left.
 fn pack_q8_0(n: usize, rows: &[&[u8]], out: &mut [u8]) {
-    pack_pairs(n, rows, out, 34, Q8_0_RECORD)
+    pack_pairs(n, rows, out, Q8_0_BYTES, Q8_0_RECORD)
 }
 
 /// The records of [`pack_q4_0`] and [`pack_q8_0`], for blocks of `block` bytes (an f16 `d`,

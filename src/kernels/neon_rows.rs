@@ -33,6 +33,7 @@ use half::f16;
 
 use super::exp::{self, ExpOps, SOFTMAX_LANES};
 use super::rows::{self, Gemm, RowOps};
+use crate::quant::blocks::{Q8_0_BYTES, Q8_K_BSUMS, Q8_K_BYTES};
 
 /// The NEON row primitives.
 pub(crate) const ROWS: RowOps = RowOps {
@@ -357,7 +358,13 @@ unsafe fn q8_0_block(x: *const f32, y: *mut u8) -> Option<()> {
 }
 
 fn quantize_q8_0(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError> {
-    rows::quantize_blocks(x, y, (32, 34), q8_0_block, crate::quant::quantize_row_q8_0)
+    rows::quantize_blocks(
+        x,
+        y,
+        (32, Q8_0_BYTES),
+        q8_0_block,
+        crate::quant::quantize_row_q8_0,
+    )
 }
 
 /// Q8_K quantization of one 256-value super-block, the reference's arithmetic lane by lane:
@@ -377,7 +384,7 @@ unsafe fn q8_k_block(x: *const f32, y: *mut u8) -> Option<()> {
         return None;
     }
     if amax == 0.0 {
-        std::ptr::write_bytes(y, 0, 292);
+        std::ptr::write_bytes(y, 0, Q8_K_BYTES);
         return Some(());
     }
     // The first value whose magnitude is amax, with its sign.
@@ -417,7 +424,7 @@ unsafe fn q8_k_block(x: *const f32, y: *mut u8) -> Option<()> {
     }
     std::ptr::copy_nonoverlapping((1.0 / iscale).to_le_bytes().as_ptr(), y, 4);
     for (g, s) in sums.iter().enumerate() {
-        std::ptr::copy_nonoverlapping(s.to_le_bytes().as_ptr(), y.add(260 + 2 * g), 2);
+        std::ptr::copy_nonoverlapping(s.to_le_bytes().as_ptr(), y.add(Q8_K_BSUMS + 2 * g), 2);
     }
     Some(())
 }
@@ -426,7 +433,7 @@ fn quantize_q8_k(x: &[f32], y: &mut [u8]) -> Result<(), crate::quant::QuantError
     rows::quantize_blocks(
         x,
         y,
-        (256, 292),
+        (256, Q8_K_BYTES),
         q8_k_block,
         crate::quant::quantize_row_q8_k,
     )
@@ -869,14 +876,14 @@ mod tests {
     fn quantizers_equal_reference_bytes() {
         let mut rng = Rng::new(5);
         for x in quant_rows(&mut rng, 32) {
-            let mut got = vec![0u8; x.len() / 32 * 34];
+            let mut got = vec![0u8; x.len() / 32 * Q8_0_BYTES];
             let mut want = got.clone();
             (ROWS.quantize_q8_0)(&x, &mut got).unwrap();
             crate::quant::quantize_row_q8_0(&x, &mut want).unwrap();
             assert_eq!(got, want, "q8_0 row of {}: {:?}", x.len(), &x[..4]);
         }
         for x in quant_rows(&mut rng, 256) {
-            let mut got = vec![0u8; x.len() / 256 * 292];
+            let mut got = vec![0u8; x.len() / 256 * Q8_K_BYTES];
             let mut want = got.clone();
             (ROWS.quantize_q8_k)(&x, &mut got).unwrap();
             crate::quant::quantize_row_q8_k(&x, &mut want).unwrap();
@@ -884,9 +891,9 @@ mod tests {
         }
         // Lengths the reference rejects are rejected.
         assert!((ROWS.quantize_q8_0)(&[0.0; 32], &mut [0u8; 33]).is_err());
-        assert!((ROWS.quantize_q8_0)(&[0.0; 31], &mut [0u8; 34]).is_err());
+        assert!((ROWS.quantize_q8_0)(&[0.0; 31], &mut [0u8; Q8_0_BYTES]).is_err());
         assert!((ROWS.quantize_q8_k)(&[0.0; 256], &mut [0u8; 291]).is_err());
-        assert!((ROWS.quantize_q8_k)(&[0.0; 255], &mut [0u8; 292]).is_err());
+        assert!((ROWS.quantize_q8_k)(&[0.0; 255], &mut [0u8; Q8_K_BYTES]).is_err());
         (ROWS.quantize_q8_0)(&[], &mut []).unwrap();
     }
 

@@ -3,6 +3,7 @@
 //! its second operand, with each column's sums and scale next to it. Plain byte shuffling, done
 //! once per product.
 
+use crate::quant::blocks::{Q8_0_BYTES, Q8_0_QS, Q8_K_BSUMS, Q8_K_BYTES};
 use crate::quant::{read_f16, read_f32, GgmlType};
 
 /// Columns (activation rows) per tile.
@@ -52,14 +53,17 @@ fn operand(q: &[u8], c: usize, b: &mut [u8]) {
 /// Columns beyond `rows` are zero (their results are zero and dropped). Does nothing when
 /// `out` has the wrong size or a row is too short.
 pub fn layout_q8_0(nb: usize, rows: &[&[u8]], out: &mut [u8]) {
-    if out.len() != nb * ACT_RECORD || rows.len() > COLS || rows.iter().any(|r| r.len() < nb * 34) {
+    if out.len() != nb * ACT_RECORD
+        || rows.len() > COLS
+        || rows.iter().any(|r| r.len() < nb * Q8_0_BYTES)
+    {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(ACT_RECORD).enumerate() {
         rec.fill(0);
         for (c, row) in rows.iter().enumerate() {
-            let block = &row[b * 34..(b + 1) * 34];
-            operand(&block[2..], c, &mut rec[..512]);
+            let block = &row[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
+            operand(&block[Q8_0_QS..], c, &mut rec[..512]);
             rec[512 + 4 * c..516 + 4 * c].copy_from_slice(&read_f16(block, 0).to_le_bytes());
         }
     }
@@ -76,15 +80,17 @@ pub fn layout_q8_0(nb: usize, rows: &[&[u8]], out: &mut [u8]) {
 pub fn layout_q8_k(nb: usize, rows: &[&[u8]], out: &mut [u8]) {
     if out.len() != nb * ACT_RECORD_K
         || rows.len() > COLS
-        || rows.iter().any(|r| r.len() < nb * 292)
+        || rows.iter().any(|r| r.len() < nb * Q8_K_BYTES)
     {
         return;
     }
     for (b, rec) in out.chunks_exact_mut(ACT_RECORD_K).enumerate() {
         rec.fill(0);
         for (c, row) in rows.iter().enumerate() {
-            let block = &row[b * 292..(b + 1) * 292];
-            let bsum16 = |g: usize| i16::from_le_bytes([block[260 + 2 * g], block[261 + 2 * g]]);
+            let block = &row[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+            let bsum16 = |g: usize| {
+                i16::from_le_bytes([block[Q8_K_BSUMS + 2 * g], block[Q8_K_BSUMS + 1 + 2 * g]])
+            };
             for j in 0..8 {
                 operand(&block[4 + 32 * j..], c, &mut rec[512 * j..512 * (j + 1)]);
                 // |Σ| ≤ 32·128: fits an i16.

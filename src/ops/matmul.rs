@@ -44,28 +44,15 @@ pub fn dequantize_into(typ: GgmlType, src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// The format activations are quantized to for a weight type ([`quant::vec_dot_type`], the one
-/// table of it), or `None` when the weights are multiplied in f32.
+/// The format activations are quantized to for a weight type (its row of the type table,
+/// [`quant::TypeTraits::vec_dot_type`]), or `None` when the weights are multiplied in f32.
 pub fn activation_type(w: GgmlType) -> Option<GgmlType> {
     Some(quant::vec_dot_type(w)).filter(|&at| at != GgmlType::F32)
 }
 
-/// Whether owlet can multiply by weights of this type.
+/// Whether owlet can multiply by weights of this type ([`quant::TypeTraits::matmul`]).
 pub fn supported(w: GgmlType) -> bool {
-    matches!(
-        w,
-        GgmlType::F32
-            | GgmlType::F16
-            | GgmlType::BF16
-            | GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-    )
+    w.traits().matmul
 }
 
 /// Reusable per-thread buffers: quantized activations and the transposed output of a

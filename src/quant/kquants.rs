@@ -1,6 +1,7 @@
 //! The K-quants: 256-element super-blocks with per-sub-block scales, as ggml lays them out.
 //!
-//! Byte layouts (all little-endian):
+//! Byte layouts (all little-endian; the structs and the offsets the code uses are in
+//! [`super::blocks`]):
 //! - Q4_K, 144 bytes: `d: f16 | dmin: f16 | scales: [u8; 12] | qs: [u8; 128]`. Eight sub-blocks
 //!   of 32; value = d·sc_j·q − dmin·m_j with 6-bit sc_j, m_j packed in `scales` and 4-bit q. In
 //!   each 64-value chunk, `qs[32c + l]` holds value `64c + l` in its low nibble and
@@ -13,6 +14,9 @@
 //! - Q8_K, 292 bytes: `d: f32 | qs: [i8; 256] | bsums: [i16; 16]` (sums of each 16 quants);
 //!   the activation format for K-quant dot products, never stored in files.
 
+use super::blocks::{
+    Q4_K_BYTES, Q4_K_QS, Q5_K_BYTES, Q5_K_QH, Q5_K_QS, Q6_K_D, Q6_K_SCALES, Q8_K_BSUMS, Q8_K_QS,
+};
 use super::float::{read_f16, read_f32, write_f16};
 use super::search::{
     make_qkx2_quants, make_qx_quants_rmse1, nearest_int, Qkx2Search, GROUP_MAX_EPS,
@@ -143,7 +147,7 @@ const Q5_K_SEARCH: Qkx2Search = Qkx2Search {
 /// Quantizes 256 values into one 144-byte Q4_K block (ggml's `quantize_row_q4_K_ref`).
 fn quantize_block_q4_k(x: &[f32], y: &mut [u8]) {
     let levels = quantize_superblock_asym(&Q4_K_SEARCH, x, y);
-    let qs = &mut y[16..144];
+    let qs = &mut y[Q4_K_QS..Q4_K_BYTES];
     for c in 0..QK_K / 64 {
         for l in 0..32 {
             qs[32 * c + l] = levels[64 * c + l] | (levels[64 * c + 32 + l] << 4);
@@ -154,7 +158,7 @@ fn quantize_block_q4_k(x: &[f32], y: &mut [u8]) {
 /// Quantizes 256 values into one 176-byte Q5_K block (ggml's `quantize_row_q5_K_ref`).
 fn quantize_block_q5_k(x: &[f32], y: &mut [u8]) {
     let levels = quantize_superblock_asym(&Q5_K_SEARCH, x, y);
-    let (qh, qs) = y[16..176].split_at_mut(32);
+    let (qh, qs) = y[Q5_K_QH..Q5_K_BYTES].split_at_mut(Q5_K_QS - Q5_K_QH);
     qh.fill(0);
     for c in 0..QK_K / 64 {
         let (lo_bit, hi_bit) = (1u8 << (2 * c), 2u8 << (2 * c));
@@ -222,13 +226,13 @@ fn quantize_block_q6_k(x: &[f32], y: &mut [u8]) {
     }
 
     let iscale = -128.0 / max_scale;
-    write_f16(y, 208, 1.0 / iscale);
+    write_f16(y, Q6_K_D, 1.0 / iscale);
     for (ib, &scale) in scales.iter().enumerate() {
-        y[192 + ib] = nearest_int(iscale * scale).min(127) as i8 as u8;
+        y[Q6_K_SCALES + ib] = nearest_int(iscale * scale).min(127) as i8 as u8;
     }
-    let d_all = read_f16(y, 208);
+    let d_all = read_f16(y, Q6_K_D);
     for j in 0..QK_K / 16 {
-        let d = d_all * (y[192 + j] as i8) as f32;
+        let d = d_all * (y[Q6_K_SCALES + j] as i8) as f32;
         // A zero scale keeps the levels from the search (ggml's `if (!d) continue;`).
         if d == 0.0 {
             continue;
@@ -270,14 +274,14 @@ pub(crate) fn q6_k_quant(ql: &[u8], qh: &[u8], quarter: usize, l: usize) -> i8 {
 
 /// Expands one Q6_K block to 256 values.
 fn dequantize_block_q6_k(x: &[u8], y: &mut [f32]) {
-    let d = read_f16(x, 208);
+    let d = read_f16(x, Q6_K_D);
     for h in 0..QK_K / 128 {
         let ql = &x[64 * h..64 * h + 64];
         let qh = &x[128 + 32 * h..128 + 32 * h + 32];
         for quarter in 0..4 {
             for l in 0..32 {
                 let i = 128 * h + 32 * quarter + l;
-                let sc = x[192 + i / 16] as i8;
+                let sc = x[Q6_K_SCALES + i / 16] as i8;
                 y[i] = d * sc as f32 * q6_k_quant(ql, qh, quarter, l) as f32;
             }
         }
@@ -302,7 +306,7 @@ fn quantize_block_q8_k(x: &[f32], y: &mut [u8]) {
         return;
     }
     let iscale = -127.0 / max;
-    let (qs, bsums) = y[4..].split_at_mut(QK_K);
+    let (qs, bsums) = y[Q8_K_QS..].split_at_mut(QK_K);
     for (q, &v) in qs.iter_mut().zip(x) {
         *q = nearest_int(iscale * v).min(127) as i8 as u8;
     }
@@ -319,7 +323,7 @@ fn quantize_block_q8_k(x: &[f32], y: &mut [u8]) {
 /// Expands one Q8_K block to 256 values.
 fn dequantize_block_q8_k(x: &[u8], y: &mut [f32]) {
     let d = read_f32(x, 0);
-    for (v, &q) in y.iter_mut().zip(&x[4..4 + QK_K]) {
+    for (v, &q) in y.iter_mut().zip(&x[Q8_K_QS..Q8_K_BSUMS]) {
         *v = d * (q as i8) as f32;
     }
 }
@@ -333,7 +337,7 @@ pub fn quantize_row_q4_k(src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> 
 /// Expands a Q4_K row; `dst.len()` is the number of values.
 pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     for_each_block_mut(GgmlType::Q4_K, src, dst, |x, y| {
-        dequantize_superblock_asym(x, None, &x[16..144], y)
+        dequantize_superblock_asym(x, None, &x[Q4_K_QS..Q4_K_BYTES], y)
     })
 }
 
@@ -346,7 +350,7 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> 
 /// Expands a Q5_K row; `dst.len()` is the number of values.
 pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     for_each_block_mut(GgmlType::Q5_K, src, dst, |x, y| {
-        dequantize_superblock_asym(x, Some(&x[16..48]), &x[48..176], y)
+        dequantize_superblock_asym(x, Some(&x[Q5_K_QH..Q5_K_QS]), &x[Q5_K_QS..Q5_K_BYTES], y)
     })
 }
 

@@ -1,6 +1,7 @@
 //! ggml's original 32-value block formats.
 //!
-//! Byte layouts (little-endian; `d`, `m`, `s` are IEEE halves):
+//! Byte layouts (little-endian; `d`, `m`, `s` are IEEE halves; the structs and the offsets the
+//! code uses are in [`super::blocks`]):
 //! - Q4_0, 18 bytes: `d | qs: [u8; 16]`; value = d·(q − 8); `qs[l]` holds value l in its low
 //!   nibble and value l + 16 in its high nibble.
 //! - Q4_1, 20 bytes: `d | m | qs: [u8; 16]`; value = d·q + m, nibbles as Q4_0.
@@ -11,6 +12,10 @@
 //! - Q8_1, 36 bytes: `d | s | qs: [i8; 32]`; value = d·q, s = d·Σq (rounded to f16), used by
 //!   dot products with Q4_1/Q5_1 weights to apply their min.
 
+use super::blocks::{
+    Q4_0_QS, Q4_1_QS, Q5_0_BYTES, Q5_0_QH, Q5_0_QS, Q5_1_BYTES, Q5_1_QH, Q5_1_QS, Q8_0_BYTES,
+    Q8_0_QS, Q8_1_BYTES, Q8_1_QS,
+};
 use super::float::{read_f16, write_f16};
 use super::{for_each_block, for_each_block_mut, GgmlType, QuantError};
 
@@ -79,14 +84,14 @@ fn quantize_block_q4_0(x: &[f32], y: &mut [u8]) {
     for j in 0..QK / 2 {
         let lo = trunc_i8(x[j] * id + 8.5).min(15) as u8;
         let hi = trunc_i8(x[j + QK / 2] * id + 8.5).min(15) as u8;
-        y[2 + j] = lo | (hi << 4);
+        y[Q4_0_QS + j] = lo | (hi << 4);
     }
 }
 
 fn dequantize_block_q4_0(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
     for j in 0..QK / 2 {
-        let q = x[2 + j];
+        let q = x[Q4_0_QS + j];
         y[j] = ((q & 0xF) as i32 - 8) as f32 * d;
         y[j + QK / 2] = ((q >> 4) as i32 - 8) as f32 * d;
     }
@@ -102,7 +107,7 @@ fn quantize_block_q4_1(x: &[f32], y: &mut [u8]) {
     for j in 0..QK / 2 {
         let lo = trunc_i8((x[j] - min) * id + 0.5).min(15) as u8;
         let hi = trunc_i8((x[j + QK / 2] - min) * id + 0.5).min(15) as u8;
-        y[4 + j] = lo | (hi << 4);
+        y[Q4_1_QS + j] = lo | (hi << 4);
     }
 }
 
@@ -110,7 +115,7 @@ fn dequantize_block_q4_1(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
     let m = read_f16(x, 2);
     for j in 0..QK / 2 {
-        let q = x[4 + j];
+        let q = x[Q4_1_QS + j];
         y[j] = (q & 0xF) as f32 * d + m;
         y[j + QK / 2] = (q >> 4) as f32 * d + m;
     }
@@ -148,13 +153,13 @@ fn quantize_block_q5_0(x: &[f32], y: &mut [u8]) {
     for (l, &v) in levels.iter_mut().zip(x) {
         *l = trunc_i8(v * id + 16.5).min(31) as u8;
     }
-    let (qh, qs) = y[2..22].split_at_mut(4);
+    let (qh, qs) = y[Q5_0_QH..Q5_0_BYTES].split_at_mut(Q5_0_QS - Q5_0_QH);
     pack_q5(&levels, qh, qs);
 }
 
 fn dequantize_block_q5_0(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
-    let levels = unpack_q5(&x[2..6], &x[6..22]);
+    let levels = unpack_q5(&x[Q5_0_QH..Q5_0_QS], &x[Q5_0_QS..Q5_0_BYTES]);
     for (v, &q) in y.iter_mut().zip(&levels) {
         *v = (q as i32 - 16) as f32 * d;
     }
@@ -172,14 +177,14 @@ fn quantize_block_q5_1(x: &[f32], y: &mut [u8]) {
     for (l, &v) in levels.iter_mut().zip(x) {
         *l = ((v - min) * id + 0.5) as i32 as u8;
     }
-    let (qh, qs) = y[4..24].split_at_mut(4);
+    let (qh, qs) = y[Q5_1_QH..Q5_1_BYTES].split_at_mut(Q5_1_QS - Q5_1_QH);
     pack_q5(&levels, qh, qs);
 }
 
 fn dequantize_block_q5_1(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
     let m = read_f16(x, 2);
-    let levels = unpack_q5(&x[4..8], &x[8..24]);
+    let levels = unpack_q5(&x[Q5_1_QH..Q5_1_QS], &x[Q5_1_QS..Q5_1_BYTES]);
     for (v, &q) in y.iter_mut().zip(&levels) {
         *v = q as f32 * d + m;
     }
@@ -198,28 +203,31 @@ fn quantize_q8_values(x: &[f32], qs: &mut [u8]) -> f32 {
 
 /// Q8_0: d = amax / 127, q = round(x / d).
 fn quantize_block_q8_0(x: &[f32], y: &mut [u8]) {
-    let d = quantize_q8_values(x, &mut y[2..34]);
+    let d = quantize_q8_values(x, &mut y[Q8_0_QS..Q8_0_BYTES]);
     write_f16(y, 0, d);
 }
 
 fn dequantize_block_q8_0(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
-    for (v, &q) in y.iter_mut().zip(&x[2..34]) {
+    for (v, &q) in y.iter_mut().zip(&x[Q8_0_QS..Q8_0_BYTES]) {
         *v = (q as i8) as f32 * d;
     }
 }
 
 /// Q8_1: as Q8_0, plus s = d·Σq (the sum computed in integers, the product in f32).
 fn quantize_block_q8_1(x: &[f32], y: &mut [u8]) {
-    let d = quantize_q8_values(x, &mut y[4..36]);
-    let sum: i32 = y[4..36].iter().map(|&q| (q as i8) as i32).sum();
+    let d = quantize_q8_values(x, &mut y[Q8_1_QS..Q8_1_BYTES]);
+    let sum: i32 = y[Q8_1_QS..Q8_1_BYTES]
+        .iter()
+        .map(|&q| (q as i8) as i32)
+        .sum();
     write_f16(y, 0, d);
     write_f16(y, 2, sum as f32 * d);
 }
 
 fn dequantize_block_q8_1(x: &[u8], y: &mut [f32]) {
     let d = read_f16(x, 0);
-    for (v, &q) in y.iter_mut().zip(&x[4..36]) {
+    for (v, &q) in y.iter_mut().zip(&x[Q8_1_QS..Q8_1_BYTES]) {
         *v = (q as i8) as f32 * d;
     }
 }

@@ -1,11 +1,56 @@
-//! Scratch folders for tests that write files, under cargo's per-target scratch folder
-//! (`CARGO_TARGET_TMPDIR`, removed with `target/`) rather than the system's temporary folder.
-//! Each test process gets its own folder, so every run writes its files afresh; the folders of
-//! earlier runs whose process has ended are deleted first, so runs do not pile up (the golden
-//! conversions alone are 70 MB a run). Include it with
-//! `#[path = ".../tests/common/scratch.rs"] mod scratch;`.
+//! Scratch folders for tests that write files, preferably under cargo's per-target scratch
+//! folder (`CARGO_TARGET_TMPDIR`, removed with `target/`) rather than the system's temporary
+//! folder.
+//! - [`run_dir`]: one folder per test process (and name), kept after the run so that its files
+//!   can be looked at; the next run deletes it.
+//! - [`TempDir`]: a fresh folder per call, deleted when dropped.
+//!
+//! Either way the folders of earlier runs whose process has ended (killed before a drop ran)
+//! are deleted first, so runs do not pile up (the golden conversions alone are 70 MB a run).
+//! One file for the integration tests of both packages (include it with
+//! `#[path = ".../tests/common/scratch.rs"] mod scratch;`) and the library's unit tests; each
+//! uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh empty folder `ROOT/PREFIX-PID-N-TAG` (`N` counts the process's calls, so tags may
+/// repeat), deleted with its contents when dropped. Derefs to its path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates the folder under `root` (`env!("CARGO_TARGET_TMPDIR")` in integration tests).
+    pub fn new(root: impl AsRef<Path>, prefix: &str, tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let root = root.as_ref();
+        remove_ended(root, prefix);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("{prefix}-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// `CARGO_TARGET_TMPDIR/PREFIX-PID[-NAME]`, created empty (a `name` folder is emptied first; the
 /// process folder without a name is shared by the process's tests and kept).

@@ -39,12 +39,13 @@ use std::arch::aarch64::*;
 use super::super::neon::load_s8;
 use super::super::{TILE, TILE_ROWS};
 use super::{interleave, smmla};
+use crate::quant::blocks::{Q4_K_BYTES, Q6_K_BYTES, Q6_K_D, Q6_K_SCALES, Q8_K_BSUMS, Q8_K_BYTES};
 use crate::quant::{read_f32, unpack_scale_min_k4};
 
 /// Values per super-block.
 const QK_K: usize = 256;
 /// Bytes per Q8_K activation block: f32 d, 256 i8 quants, 16 i16 sums of 16 quants.
-const ASIZE: usize = 292;
+const ASIZE: usize = Q8_K_BYTES;
 /// Row pairs per 16-row group.
 const PAIRS: usize = TILE_ROWS / 2;
 
@@ -106,7 +107,7 @@ fn pieces16(v: int16x8_t) -> [int8x8_t; 3] {
 #[inline]
 fn bsums(y: &[u8], g0: usize) -> int16x8_t {
     // SAFETY: register reinterpretation only.
-    unsafe { vreinterpretq_s16_s8(load_s8(y, 260 + 2 * g0)) }
+    unsafe { vreinterpretq_s16_s8(load_s8(y, Q8_K_BSUMS + 2 * g0)) }
 }
 
 /// Pairs two rows' i8 pieces into operands (`c0`'s eight, then `c1`'s).
@@ -257,7 +258,7 @@ fn pack_q4_k_pair(x0: &[u8], x1: &[u8], out: &mut [u8]) {
 }
 
 impl KQuant for Q4K {
-    const WSIZE: usize = 144;
+    const WSIZE: usize = Q4_K_BYTES;
     const PAIR: usize = Q4_K_PAIR;
 
     fn pack_pair(x0: &[u8], x1: &[u8], out: &mut [u8]) {
@@ -327,11 +328,11 @@ struct Q6K;
 /// `[296..424)` per half `h` and piece `k` the high-bit bytes `qh[32h + 8k..]` likewise.
 fn pack_q6_k_pair(x0: &[u8], x1: &[u8], out: &mut [u8]) {
     for (r, x) in [x0, x1].into_iter().enumerate() {
-        out[4 * r..4 * r + 2].copy_from_slice(&x[208..210]);
-        out[4 * r + 2..4 * r + 4].copy_from_slice(&x[208..210]);
+        out[4 * r..4 * r + 2].copy_from_slice(&x[Q6_K_D..Q6_K_BYTES]);
+        out[4 * r + 2..4 * r + 4].copy_from_slice(&x[Q6_K_D..Q6_K_BYTES]);
         for i in 0..2 {
             let at = 8 + 16 * i + 8 * r;
-            out[at..at + 8].copy_from_slice(&x[192 + 8 * i..200 + 8 * i]);
+            out[at..at + 8].copy_from_slice(&x[Q6_K_SCALES + 8 * i..Q6_K_SCALES + 8 + 8 * i]);
         }
         for h in 0..2 {
             for k in 0..4 {
@@ -349,7 +350,7 @@ fn pack_q6_k_pair(x0: &[u8], x1: &[u8], out: &mut [u8]) {
 }
 
 impl KQuant for Q6K {
-    const WSIZE: usize = 210;
+    const WSIZE: usize = Q6_K_BYTES;
     const PAIR: usize = Q6_K_PAIR;
 
     fn pack_pair(x0: &[u8], x1: &[u8], out: &mut [u8]) {
@@ -622,6 +623,7 @@ mod tests {
 
     use super::*;
     use crate::kernels::tiles::{q4_k_q8_k_exact, q6_k_q8_k_exact};
+    use crate::quant::blocks::Q8_K_QS;
     use crate::quant::write_f16;
 
     use crate::kernels::test_rng::Rng;
@@ -638,7 +640,7 @@ mod tests {
 
     /// `nb` Q4_K (`q6 = false`) or Q6_K super-blocks of `kind` with finite scales.
     fn weights(q6: bool, nb: usize, kind: WKind, rng: &mut Rng) -> Vec<u8> {
-        let size = if q6 { 210 } else { 144 };
+        let size = if q6 { Q6_K_BYTES } else { Q4_K_BYTES };
         let mut w: Vec<u8> = (0..nb * size).map(|_| rng.next() as u8).collect();
         for x in w.chunks_exact_mut(size) {
             match (q6, kind) {
@@ -649,16 +651,16 @@ mod tests {
                     x[16..].fill(0);
                 }
                 (true, WKind::Top) => {
-                    x[..192].fill(0xFF);
-                    x[192..208].fill(0x7F);
+                    x[..Q6_K_SCALES].fill(0xFF);
+                    x[Q6_K_SCALES..Q6_K_D].fill(0x7F);
                 }
                 (true, WKind::Bottom) => {
-                    x[..192].fill(0);
-                    x[192..208].fill(0x80);
+                    x[..Q6_K_SCALES].fill(0);
+                    x[Q6_K_SCALES..Q6_K_D].fill(0x80);
                 }
             }
             if q6 {
-                write_f16(x, 208, rng.f() * 0.01);
+                write_f16(x, Q6_K_D, rng.f() * 0.01);
             } else {
                 write_f16(x, 0, rng.f() * 0.01);
                 write_f16(x, 2, rng.f() * 0.01);
@@ -682,8 +684,8 @@ mod tests {
         for y in a.chunks_exact_mut(ASIZE) {
             y[..4].copy_from_slice(&(rng.f() * 0.01).to_le_bytes());
             match kind {
-                AKind::Plus => y[4..260].fill(0x7F),
-                AKind::Minus => y[4..260].fill(0x80),
+                AKind::Plus => y[Q8_K_QS..Q8_K_BSUMS].fill(0x7F),
+                AKind::Minus => y[Q8_K_QS..Q8_K_BSUMS].fill(0x80),
                 _ => {}
             }
             if !matches!(kind, AKind::ArbitrarySums) {
@@ -692,7 +694,7 @@ mod tests {
                         .iter()
                         .map(|&q| q as i8 as i16)
                         .sum();
-                    y[260 + 2 * g..262 + 2 * g].copy_from_slice(&s.to_le_bytes());
+                    y[Q8_K_BSUMS + 2 * g..Q8_K_BSUMS + 2 + 2 * g].copy_from_slice(&s.to_le_bytes());
                 }
             }
         }
@@ -822,7 +824,7 @@ mod tests {
         }
         let a = activations(2, AKind::Random, &mut rng);
         let mut o = [0f32; 1];
-        q4_k_q8_k_tile(512, &[&w[..144]], &[&a], &mut o);
+        q4_k_q8_k_tile(512, &[&w[..Q4_K_BYTES]], &[&a], &mut o);
         assert_eq!(o[0].to_bits(), q4_k_q8_k_exact(256, &w, &a).to_bits());
         let mut o16 = [0f32; TILE_ROWS];
         q4_k_packed_tile(512, &out[..Q4_K_RECORD + 5], &[&a], &mut o16);
