@@ -43,6 +43,7 @@ exe() { # exe PACKAGE_DIR TARGET_NAME KIND -> path of that test executable
 TESTS=(
     "$(exe "$PWD" owlet rlib)"                # unit tests: quant codecs, generic kernels, gguf, tokenizer, ...
     "$(exe "$PWD" kernels_neon test)"         # NEON twins + the selected-variant check
+    "$(exe "$PWD" kernels test)"              # every available variant against the scalar twins
     "$(exe "$PWD" tokenizer test)"            # LLaMA-2 vocab reference cases
     "$(exe "$PWD" gguf_read test)"            # GGUF reader
     "$(exe "$PWD" quant_llamacpp test)"       # quantizers = llama.cpp bytes

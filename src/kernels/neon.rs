@@ -73,11 +73,8 @@ pub(crate) fn n_blocks(n: usize, wt: GgmlType, w: &[u8], at: GgmlType, a: &[u8])
         0,
         "{wt}: {n} values is not a whole number of blocks"
     );
-    debug_assert!(w.len() >= nb * wt.type_size(), "{wt}: weight row too short");
-    debug_assert!(
-        a.len() >= nb * at.type_size(),
-        "{at}: activation row too short"
-    );
+    // Short rows are not an error here: like the x86 wrappers, the blocks missing from either
+    // row are skipped, never read (tests/kernels.rs `short_rows_are_skipped_not_read`).
     nb.min(w.len() / wt.type_size())
         .min(a.len() / at.type_size())
 }
