@@ -9,10 +9,9 @@
 //! - at q4_k_m (vision q8_0), `owlet eval-shapes`' own evaluation (the same source file) scores
 //!   at least [`ACCURACY_FLOOR`] on the committed held-out set.
 //!
-//! Both are ignored until the checkpoint is committed. To run them on another checkpoint
-//! (a training run in progress), point `OWLET_SHAPES_CHECKPOINT` at its folder and
-//! `OWLET_SHAPES_GOLDENS` at the goldens written for it, then `cargo test -p owlet-convert
-//! --test owlet_shapes -- --ignored`.
+//! To run them on another checkpoint (a training run in progress), point
+//! `OWLET_SHAPES_CHECKPOINT` at its folder and `OWLET_SHAPES_GOLDENS` at the goldens written
+//! for it, then `cargo test -p owlet-convert --test owlet_shapes`.
 
 use std::path::{Path, PathBuf};
 

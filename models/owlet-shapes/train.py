@@ -40,6 +40,9 @@ def render_fast(w, h, bg, objs):
 
 VIT_LAYERS = 2
 LLM_LAYERS = 2
+# Abstractor queries: 0-4 regions, 5 the scene, 6-8 the objects from left to right, and with
+# --keyed-slots 9-12 one per shape and 13-18 one per colour (see SceneProbe); else 9-11 unused.
+N_QUERIES = 12
 
 
 def make_config(vocab):
@@ -87,7 +90,7 @@ def make_config(vocab):
                 "num_hidden_layers": 2,
                 "num_attention_heads": 4,
                 "intermediate_size": 256,
-                "num_learnable_queries": 12,
+                "num_learnable_queries": N_QUERIES,
                 "layer_norm_eps": 1e-6,
                 "grid_size": SIZE // 14,
                 "use_cls_token": True,
@@ -123,7 +126,7 @@ def batch(rng, tok, n_img, q_per):
     for _ in range(n_img):
         w, h, bg, objs = gen.scene(rng)
         pxs.append(preprocess(render_fast(w, h, bg, objs), SIZE))
-        labs.append(scene_labels(bg, objs, w) + (dense_labels(w, h, objs),))
+        labs.append(scene_labels(bg, objs, w) + (dense_labels(w, h, objs), keyed_labels(objs)))
         for _ in range(q_per):
             qt = rng.choices(gen.QTYPES, [MIX.get(t, 1.0) for t in gen.QTYPES])[0] if MIX else None
             _t, q, a = gen.question(rng, objs, qt)
@@ -137,10 +140,11 @@ def batch(rng, tok, n_img, q_per):
     for i, (r, s) in enumerate(zip(rows, tgts)):
         ids[i, : len(r)] = torch.tensor(r)
         lab[i, s : len(r)] = torch.tensor(r[s:])
-    ints = torch.tensor([li for li, _, _ in labs])
-    xs = torch.tensor([lx for _, lx, _ in labs])
-    ds = torch.tensor([d for _, _, d in labs])
-    return torch.stack(pxs), ids, lab, (ints, xs, ds)
+    ints = torch.tensor([li for li, _, _, _ in labs])
+    xs = torch.tensor([lx for _, lx, _, _ in labs])
+    ds = torch.tensor([d for _, _, d, _ in labs])
+    ks = torch.tensor([k for _, _, _, k in labs])
+    return torch.stack(pxs), ids, lab, (ints, xs, ds, ks)
 
 
 # ---------------------------------------------------------------- stage 1: vision pretraining
@@ -192,14 +196,37 @@ def dense_labels(w, h, objs):
     return [shp, col]
 
 
+def keyed_labels(objs):
+    """Multi-hot targets of the keyed queries: per shape, which colours and regions it has in
+    the image; per colour, which shapes and regions. 4 x (6 + 5) + 6 x (4 + 5) = 98 values."""
+    out = []
+    for sh in gen.SHAPES:
+        out += [float(any(o[0] == sh and o[1] == c for o in objs)) for c in gen.COLORS]
+        out += [float(any(o[0] == sh and o[2] == r for o in objs)) for r in gen.REGIONS]
+    for c in gen.COLORS:
+        out += [float(any(o[1] == c and o[0] == sh for o in objs)) for sh in gen.SHAPES]
+        out += [float(any(o[1] == c and o[2] == r for o in objs)) for r in gen.REGIONS]
+    return out
+
+
 N_REGION = len(gen.REGIONS) + 1
 RANK0 = 2 * len(gen.REGIONS) + 2  # first ranked-slot label
 SLOT0 = len(gen.REGIONS) + 1  # first query that holds a ranked slot
+KEY0 = SLOT0 + 3  # first keyed query (--keyed-slots)
+BY_SHAPE = len(gen.COLORS) + len(gen.REGIONS)  # targets of a shape's query
+BY_COLOR = len(gen.SHAPES) + len(gen.REGIONS)  # targets of a colour's query
 
 
 class SceneProbe(torch.nn.Module):
     """Per-query scene readout: queries 0-4 (one head shared by the regions: shape, colour, x),
-    query 5 (count, background), queries 6-8 (one head: the i-th object from the left)."""
+    query 5 (count, background), queries 6-8 (one head: the i-th object from the left) and, with
+    --keyed-slots, queries 9-12 (one head: which colours and regions the shape has) and 13-18
+    (one head: which shapes and regions the colour has).
+
+    The keyed queries are for the LLM's binding questions. With only region and ranked slots,
+    "What color is the star?" needs an attention hop keyed on a *perceived* shape, which the
+    2-layer LLM learned only to 0.78; a query that is the star's own slot turns it into a
+    lookup keyed on the query's learned identity, which every image shares."""
 
     def __init__(s, d, d_vit):
         super().__init__()
@@ -207,13 +234,16 @@ class SceneProbe(torch.nn.Module):
         s.scene = torch.nn.Linear(d, 3 + len(gen.BACKGROUNDS))
         s.slot = torch.nn.Linear(d, N_SHAPE + N_COLOR + N_REGION)
         s.patch = torch.nn.Linear(d_vit, N_SHAPE + N_COLOR)
+        if N_QUERIES >= KEY0 + len(gen.SHAPES) + len(gen.COLORS):
+            s.by_shape = torch.nn.Linear(d, BY_SHAPE)
+            s.by_color = torch.nn.Linear(d, BY_COLOR)
 
 
 def probe_loss(probe, feats, labs, report=False, vit=None):
     """Mean loss over the scene labels (cross-entropy; squared error of 10 x for the x centres)
     and, with report, accuracies per group. feats [B, Q+1, d]; labs = (ints, xs, dense); with
     vit [B, 1 + N, d_vit] also each patch's shape and colour (weight 1)."""
-    ints, xs, dense = labs
+    ints, xs, dense, keyed = labs
     parts, groups = [], {}
     xl = []
     for r in range(len(gen.REGIONS)):
@@ -235,6 +265,16 @@ def probe_loss(probe, feats, labs, report=False, vit=None):
     loss = sum(w * F.cross_entropy(zi, li) for w, (zi, li, _) in zip(wt, parts)) / sum(wt)
     if xl:
         loss = loss + 0.5 * sum(xl) / len(xl)
+    kparts = []
+    if hasattr(probe, "by_shape"):
+        for i in range(len(gen.SHAPES)):
+            kparts.append((probe.by_shape(feats[:, KEY0 + i]), keyed[:, i * BY_SHAPE : (i + 1) * BY_SHAPE], "by_shape"))
+        o = len(gen.SHAPES) * BY_SHAPE
+        for j in range(len(gen.COLORS)):
+            q = KEY0 + len(gen.SHAPES) + j
+            kparts.append((probe.by_color(feats[:, q]), keyed[:, o + j * BY_COLOR : o + (j + 1) * BY_COLOR], "by_color"))
+        # Mean binary cross-entropy per target, weighted like the shape terms above.
+        loss = loss + 3.0 * sum(F.binary_cross_entropy_with_logits(z, t) for z, t, _ in kparts) / len(kparts)
     if vit is not None:
         z = probe.patch(vit[:, 1:])  # [B, N, classes]
         ls = F.cross_entropy(z[..., :N_SHAPE].reshape(-1, N_SHAPE), dense[:, 0].reshape(-1))
@@ -251,6 +291,11 @@ def probe_loss(probe, feats, labs, report=False, vit=None):
         a = groups.setdefault(g, [0, 0])
         a[0] += int((zi.argmax(1) == li)[keep].sum())
         a[1] += int(keep.sum())
+    for z, t, g in kparts:
+        # Exact-set accuracy: every target of the query right.
+        a = groups.setdefault(g, [0, 0])
+        a[0] += int(((z > 0).float() == t).all(1).sum())
+        a[1] += t.shape[0]
     acc = {g: round(a[0] / max(1, a[1]), 3) for g, a in groups.items()}
     if vit is not None:
         acc["patch_shape"] = round(parts_acc, 3)
@@ -259,7 +304,7 @@ def probe_loss(probe, feats, labs, report=False, vit=None):
 
 
 def vision_batch(rng, n):
-    pxs, ints, xs, ds = [], [], [], []
+    pxs, ints, xs, ds, ks = [], [], [], [], []
     for _ in range(n):
         w, h, bg, objs = gen.scene(rng)
         pxs.append(preprocess(render_fast(w, h, bg, objs), SIZE))
@@ -267,7 +312,8 @@ def vision_batch(rng, n):
         ints.append(li)
         xs.append(lx)
         ds.append(dense_labels(w, h, objs))
-    return torch.stack(pxs), (torch.tensor(ints), torch.tensor(xs), torch.tensor(ds))
+        ks.append(keyed_labels(objs))
+    return torch.stack(pxs), (torch.tensor(ints), torch.tensor(xs), torch.tensor(ds), torch.tensor(ks))
 
 
 def _producer(q, make, seed, start):
@@ -418,7 +464,7 @@ def save(m, cfg, pieces, scores, types, out):
 
 
 def main():
-    global SIZE, VIT_LAYERS, LLM_LAYERS
+    global SIZE, VIT_LAYERS, LLM_LAYERS, N_QUERIES
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="checkpoint")
     ap.add_argument("--steps", type=int, default=3000)
@@ -445,9 +491,12 @@ def main():
     ap.add_argument("--size", type=int, default=SIZE, help="image side (multiple of 14)")
     ap.add_argument("--vision-only", action="store_true", help="stop after stage 1 (diagnostics)")
     ap.add_argument("--freeze-vision", type=int, default=0, help="stage 2: vision + abstractor frozen for this many steps")
+    ap.add_argument("--keyed-slots", action="store_true", help="19 queries: add one per shape and one per colour (SceneProbe)")
     ap.add_argument("--probe-weight", type=float, default=0.0, help="stage 2: keep the scene probe's loss at this weight")
     args = ap.parse_args()
     SIZE, VIT_LAYERS, LLM_LAYERS = args.size, args.vit_layers, args.llm_layers
+    if args.keyed_slots:
+        N_QUERIES = KEY0 + len(gen.SHAPES) + len(gen.COLORS)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     pieces, scores, types = build_vocab()
