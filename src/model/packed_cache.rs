@@ -59,8 +59,9 @@ use crate::kernels::{Kernels, Packing, TILE_ROWS};
 use crate::ops::matmul::{self, MatRef, PackedWeights};
 
 const MAGIC: &[u8; 8] = b"OWLPACK\0";
-/// Bumped whenever the layout or a packing routine's output changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout or a packing routine's output changes (2: the Zen 4 table's
+/// one-row-per-lane Q4_0, Q4_K and Q6_K records).
+pub const FORMAT_VERSION: u32 = 2;
 /// Alignment of every tensor's data in the file (and so in the mapping): a page, so each
 /// tensor starts on its own page and vector loads never straddle one at its start.
 pub const ALIGN: u64 = 4096;
