@@ -219,33 +219,9 @@ fn post(addr: &str, path: &str, body: &serde_json::Value) -> Reply {
 
 /// `owlet run --temp 0` on the demo model: the answer's text and its ids (without a final EOS).
 fn owlet_run(image: &str, prompt: &str, n: usize) -> (String, Vec<u32>) {
-    let o = Command::new(env!("CARGO_BIN_EXE_owlet"))
-        .args([
-            "run",
-            "--no-embed-cache",
-            "--temp",
-            "0",
-            "--print-ids",
-            "-n",
-        ])
-        .arg(n.to_string())
-        .args([
-            "--image",
-            &repo(&format!("tests/data/assets/{image}"))
-                .display()
-                .to_string(),
-        ])
-        .args(["-p", prompt])
-        .args(model_unless_named(&[]))
-        .current_dir(repo(""))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8(o.stdout).unwrap();
-    let out = out.strip_suffix('\n').unwrap();
-    let (text, ids) = out.rsplit_once('\n').unwrap();
-    let ids: Vec<u32> = ids.split(',').map(|i| i.parse().unwrap()).collect();
-    (text.to_string(), ids)
+    let demo = repo("models/owl2-tiny-a-f16.gguf").display().to_string();
+    let image = repo(&format!("tests/data/assets/{image}"));
+    owlet_run_with(&demo, &image, prompt, n)
 }
 
 const EOS: u32 = 2;
@@ -821,33 +797,23 @@ fn thirty_two_concurrent_requests_on_two_slots_and_a_queue_of_eight() {
     assert_eq!(r.json()["choices"][0]["message"]["content"], wants[0]);
 }
 
-/// `owlet run --temp 0` with any model and image.
+/// `owlet run --temp 0` with any model and image: the answer's text and its ids.
 fn owlet_run_with(model: &str, image: &Path, prompt: &str, n: usize) -> (String, Vec<u32>) {
     let o = Command::new(env!("CARGO_BIN_EXE_owlet"))
-        .args([
-            "run",
-            "--no-embed-cache",
-            "--temp",
-            "0",
-            "--print-ids",
-            "-m",
-            model,
-        ])
-        .arg("-n")
-        .arg(n.to_string())
+        .args(["run", "--no-embed-cache", "--temp", "0", "--print-ids"])
+        .args(["-m", model, "-n", &n.to_string()])
         .arg("--image")
         .arg(image)
         .args(["-p", prompt])
+        .current_dir(repo(""))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
     let out = out.strip_suffix('\n').unwrap();
     let (text, ids) = out.rsplit_once('\n').unwrap();
-    (
-        text.to_string(),
-        ids.split(',').map(|i| i.parse().unwrap()).collect(),
-    )
+    let ids: Vec<u32> = ids.split(',').map(|i| i.parse().unwrap()).collect();
+    (text.to_string(), ids)
 }
 
 /// Plain `curl` (installed by `.ci/run`), as the README shows it: a whole and a streamed answer
