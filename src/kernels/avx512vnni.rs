@@ -28,6 +28,10 @@
 //! quad. A 7B decode is compute-bound there; per record of one-column (decode) work this took
 //! Q4_0 from 59 to 49 instructions (512-bit ones: 46 to 28), Q4_K from 471 to 319 (367 to 233)
 //! and Q6_K from 618 to 350 (391 to 204). Same integers, same f32 formula, so the same numbers.
+//! Its Q8_0 records have that layout too ([`pack_q8_0_lanes`]), and for many activation rows
+//! (prefill, the vision tower) a 16×16 tile turns it around: one *activation row* per lane,
+//! each weight dword broadcast from the record ([`q8_0_lanes_tile16`]); the 7B Q8_0 vision
+//! tower went from 5.8 to 4.1–4.6 s at one thread on the Zen 4 guest.
 //!
 //! Single dots and tiles of at most four rows use the AVX-VNNI (or AVX2) code (same numbers).
 //! Everything else is the AVX2 table's.
@@ -83,7 +87,7 @@ static AVX512VNNI_EVEX: Kernels = Kernels {
         .quant_wide(GgmlType::Q8_0, avx2::q8_0_q8_0_dot, q8_0_q8_0_tile_evex),
     packings: &[
         Q4_0_LANES_PACKING,
-        Q8_0_PACKING,
+        Q8_0_LANES_PACKING,
         Q4_K_LANES_PACKING,
         Q6_K_LANES_PACKING,
     ],
@@ -157,6 +161,15 @@ pub(super) const Q6_K_LANES_PACKING: Packing = Packing {
     pack: pack_q6_k_lanes,
     tile: q6_k_lanes_tile,
     tile16: None,
+};
+/// The Zen 4 repacking of Q8_0: one row per 32-bit lane (see [`pack_q8_0_lanes`]), with a
+/// 16×16 tile for many activation rows that puts one activation row per lane instead.
+pub(super) const Q8_0_LANES_PACKING: Packing = Packing {
+    typ: GgmlType::Q8_0,
+    record_bytes: Q8_0X16,
+    pack: pack_q8_0_lanes,
+    tile: q8_0_lanes_tile,
+    tile16: Some(q8_0_lanes_tile16),
 };
 
 /// A 32-value weight block format for the 16-row tiles (activations are always Q8_0).
@@ -739,6 +752,166 @@ fn q4_0_lanes_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
         q4_0_lanes_body::<4>,
     ];
     run_packed(n, group, a, out, (32, Q4_0X16, Q8_0_BYTES), bodies)
+}
+
+/// Packs 16 Q8_0 rows of `n` values for [`q8_0_lanes_tile`] and [`q8_0_lanes_tile16`], one row
+/// per 32-bit lane: per block, one 544-byte record (the size of [`pack_q8_0`]'s) of the 16 f16
+/// scales in row order, then eight 64-byte vectors, vector `t` holding in dword `r` row `r`'s
+/// quants `4t..4t + 4`, each flipped to `w + 128` (the unsigned operand of `vpdpbusd`).
+pub(super) fn pack_q8_0_lanes(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    let nb = n / 32;
+    if rows.len() != TILE_ROWS || out.len() != nb * Q8_0X16 {
+        return;
+    }
+    for (b, rec) in out.chunks_exact_mut(Q8_0X16).enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let block = &row[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
+            rec[2 * r..2 * r + 2].copy_from_slice(&block[..Q8_0_QS]);
+            for t in 0..8 {
+                let at = 32 + 64 * t + 4 * r;
+                let src = &block[Q8_0_QS + 4 * t..Q8_0_QS + 4 + 4 * t];
+                for (o, &q) in rec[at..at + 4].iter_mut().zip(src) {
+                    *o = q ^ 0x80;
+                }
+            }
+        }
+    }
+}
+
+/// `−128·Σa` over the 32 quants of the Q8_0 activation block at `y`, in every lane: the offset
+/// that turns `Σ (w + 128)·a` into the block sum `Σ w·a`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn q8_0_offset(y: *const u8) -> __m512i {
+    let k80 = _mm_set1_epi8(0x80u8 as i8);
+    let s = _mm_dpbusd_epi32(
+        _mm_dpbusd_epi32(
+            _mm_setzero_si128(),
+            k80,
+            _mm_loadu_si128(y.add(Q8_0_QS).cast()),
+        ),
+        k80,
+        _mm_loadu_si128(y.add(Q8_0_QS + 16).cast()),
+    );
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0xB1>(s));
+    _mm512_broadcastd_epi32(_mm_sub_epi32(_mm_setzero_si128(), s))
+}
+
+/// The body over [`pack_q8_0_lanes`] records: 16 rows (one per i32 lane), `C` Q8_0 columns.
+/// Per block and column, each lane's exact block sum `Σ w·a` is `−128·Σa` plus eight
+/// `vpdpbusd` of the row's flipped quants with broadcast activation dwords; then
+/// `acc = fma(s, d_w·d_a, acc)`, the generic formula, so the results equal [`packed_body`]'s
+/// (and the generic dot's) bitwise.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_lanes_body<const C: usize>(
+    nb: usize,
+    g: *const u8,
+    ap: &[*const u8; TILE],
+    res: &mut [[f32; TILE_ROWS]; TILE],
+) {
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        let rec = g.add(b * Q8_0X16);
+        if C == 1 {
+            // One stream; a hint only, prefetching past the end cannot fault.
+            let mut l = 0;
+            while l < Q8_0X16 {
+                _mm_prefetch::<_MM_HINT_T1>(rec.wrapping_add(PACKED_PREFETCH_AHEAD + l).cast());
+                l += 64;
+            }
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast()));
+        let w: [__m512i; 8] =
+            std::array::from_fn(|t| _mm512_loadu_si512(rec.add(32 + 64 * t).cast()));
+        for c in 0..C {
+            let y = ap[c].add(b * Q8_0_BYTES);
+            let mut u = q8_0_offset(y);
+            for t in 0..8 {
+                u = _mm512_dpbusd_epi32(u, w[t], bcast32(y.add(Q8_0_QS + 4 * t)));
+            }
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(avx2::f16_at(y)));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(u), d, acc[c]);
+        }
+    }
+    for c in 0..C {
+        _mm512_storeu_ps(res[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+fn q8_0_lanes_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
+    let bodies = [
+        q8_0_lanes_body::<1>,
+        q8_0_lanes_body::<2>,
+        q8_0_lanes_body::<3>,
+        q8_0_lanes_body::<4>,
+    ];
+    run_packed(n, group, a, out, (32, Q8_0X16, Q8_0_BYTES), bodies)
+}
+
+/// 16 packed rows ([`pack_q8_0_lanes`]) × 16 activation columns laid out by
+/// [`super::tile16::layout_q8_0`] (per block, vector `t` holds column `c`'s quants `4t..4t + 4`
+/// in dword `c`, then the 16 column scales as f32): here the lanes are the *columns*. Each
+/// row's flipped quant dword is broadcast (a load, no vector operation) against the eight
+/// activation vectors, which stay in registers for all 16 rows, so a block costs 128
+/// `vpdpbusd` and, per row, one start from the columns' offsets `−128·Σa` and the scaling
+/// `acc = fma(s, d_w·d_a, acc)`, the generic formula again: `out[r·16 + c]` equals the
+/// generic dot bitwise. Zen 4 has no matrix unit; per block the one-row-per-lane body spends
+/// about 17 vector operations of overhead per 8 `vpdpbusd` on each column, this one about 4
+/// per row.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_lanes_tile16_body(nb: usize, g: *const u8, acts: *const u8, out: *mut f32) {
+    use super::tile16::ACT_RECORD;
+    const R: usize = 4;
+    let k80 = _mm512_set1_epi8(0x80u8 as i8);
+    let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+    let mut dws = [0f32; TILE_ROWS];
+    for b in 0..nb {
+        let rec = g.add(b * Q8_0X16);
+        let act = acts.add(b * ACT_RECORD);
+        let a: [__m512i; 8] = std::array::from_fn(|t| _mm512_loadu_si512(act.add(64 * t).cast()));
+        // 128·Σa per column, negated: the offset of the flipped weights.
+        let mut o = _mm512_setzero_si512();
+        for t in 0..8 {
+            o = _mm512_dpbusd_epi32(o, k80, a[t]);
+        }
+        let off = _mm512_sub_epi32(_mm512_setzero_si512(), o);
+        let da = _mm512_loadu_ps(act.add(512).cast());
+        _mm512_storeu_ps(
+            dws.as_mut_ptr(),
+            _mm512_cvtph_ps(_mm256_loadu_si256(rec.cast())),
+        );
+        // Four rows at a time: four independent `vpdpbusd` chains hide its latency.
+        for r0 in (0..TILE_ROWS).step_by(R) {
+            let mut u = [off; R];
+            for t in 0..8 {
+                for j in 0..R {
+                    let w = bcast32(rec.add(32 + 64 * t + 4 * (r0 + j)));
+                    u[j] = _mm512_dpbusd_epi32(u[j], w, a[t]);
+                }
+            }
+            for j in 0..R {
+                // d_w·d_a: the product commutes, so this is the generic dot's scale.
+                let d = _mm512_mul_ps(_mm512_set1_ps(dws[r0 + j]), da);
+                acc[r0 + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(u[j]), d, acc[r0 + j]);
+            }
+        }
+    }
+    for r in 0..TILE_ROWS {
+        _mm512_storeu_ps(out.add(16 * r), acc[r]);
+    }
+}
+
+fn q8_0_lanes_tile16(n: usize, group: &[u8], acts: &[u8], out: &mut [f32]) {
+    use super::tile16::{ACT_RECORD, COLS};
+    let nb = n / 32;
+    if group.len() < nb * Q8_0X16 || acts.len() < nb * ACT_RECORD || out.len() < TILE_ROWS * COLS {
+        return;
+    }
+    // SAFETY: AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C were detected before this table could
+    // be obtained; `group` holds the nb records, `acts` the nb laid-out blocks and `out` the
+    // 16×16 results the body reads and writes.
+    unsafe { q8_0_lanes_tile16_body(nb, group.as_ptr(), acts.as_ptr(), out.as_mut_ptr()) }
 }
 
 /// Packs 16 Q4_K rows of `n` values for [`q4_k_lanes_tile`]: [`pack_q4_k`]'s record (same size,

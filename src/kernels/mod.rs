@@ -203,8 +203,8 @@ pub struct Packing {
     /// `out[r·a.len() + c]` for the group's 16 rows.
     pub tile: PackedTile,
     /// 16 packed rows × 16 activation rows laid out by [`tile16::layout`], where the
-    /// variant has such tiles (AMX): `tile16(n, group, acts, out)`, `out[r·16 + c]`, the same
-    /// numbers as `tile`.
+    /// variant has such tiles (AMX; Zen 4's Q8_0): `tile16(n, group, acts, out)`,
+    /// `out[r·16 + c]`, the same numbers as `tile`.
     pub tile16: Option<Tile16>,
 }
 

@@ -1,4 +1,5 @@
-//! The activation side of 16×16 matrix tiles (Intel AMX `tdpbusd`): up to 16 quantized
+//! The activation side of 16×16 matrix tiles (Intel AMX `tdpbusd`, and the AVX-512 VNNI Q8_0
+//! tile that puts one activation row per 32-bit lane): up to 16 quantized
 //! activation rows (Q8_0 or Q8_K) laid out block by block the way the tile instruction reads
 //! its second operand, with each column's sums and scale next to it. Plain byte shuffling, done
 //! once per product.

@@ -60,8 +60,8 @@ use crate::ops::matmul::{self, MatRef, PackedWeights};
 
 const MAGIC: &[u8; 8] = b"OWLPACK\0";
 /// Bumped whenever the layout or a packing routine's output changes (2: the Zen 4 table's
-/// one-row-per-lane Q4_0, Q4_K and Q6_K records).
-pub const FORMAT_VERSION: u32 = 2;
+/// one-row-per-lane Q4_0, Q4_K and Q6_K records; 3: its Q8_0 records too).
+pub const FORMAT_VERSION: u32 = 3;
 /// Alignment of every tensor's data in the file (and so in the mapping): a page, so each
 /// tensor starts on its own page and vector loads never straddle one at its start.
 pub const ALIGN: u64 = 4096;

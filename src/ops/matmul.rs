@@ -419,7 +419,7 @@ fn product_by_act_rows(run: &TileRun<'_>, tr: usize, w: MatRef<'_>, m: usize, y:
     });
 }
 
-/// The quantized product for many activation rows through the variant's 16×16 tiles (AMX)
+/// The quantized product for many activation rows through the variant's 16×16 tiles (AMX, VNNI)
 /// over packed weights: the activations are laid out once per call in column tiles of
 /// [`tile16::COLS`] rows, then each task owns a run of column tiles (whole rows of `y`) and walks
 /// the weight groups in [`WEIGHT_BLOCK_BYTES`] blocks. Same numbers as the other products.
