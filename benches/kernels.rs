@@ -27,12 +27,14 @@ const SHAPES: [(usize, usize); 5] = [
     (1024, 1024),
     (4096, 1024),
 ];
-const TYPES: [GgmlType; 5] = [
+const TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
     GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
 ];
 
 fn random_weights(t: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
@@ -53,9 +55,15 @@ fn random_weights(t: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         _ => &[],
     };
     let d = half::f16::from_f32(0.01).to_le_bytes();
-    if t == GgmlType::F16 {
-        for h in w.chunks_exact_mut(2) {
-            h[1] &= 0x3B; // small finite halves
+    // Small finite floats: the top byte of each little-endian value keeps its exponent low.
+    let float_bytes = match t {
+        GgmlType::F16 | GgmlType::BF16 => 2,
+        GgmlType::F32 => 4,
+        _ => 0,
+    };
+    if float_bytes > 0 {
+        for v in w.chunks_exact_mut(float_bytes) {
+            v[float_bytes - 1] &= 0x3B;
         }
     }
     for block in w.chunks_exact_mut(t.type_size()) {
