@@ -544,13 +544,7 @@ pub(super) fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     for (b, rec) in out.chunks_exact_mut(Q4_KX16).enumerate() {
         for (r, row) in rows.iter().enumerate() {
             let x = &row[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES];
-            rec[2 * r..2 * r + 2].copy_from_slice(&x[..Q4_K_DMIN]);
-            rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[Q4_K_DMIN..Q4_K_DMIN + 2]);
-            for j in 0..8 {
-                let (sc, m) = crate::quant::unpack_scale_min_k4(j, &x[4..16]);
-                rec[64 + 16 * j + r] = sc;
-                rec[192 + 16 * j + r] = m;
-            }
+            q4_k_head(r, x, rec);
             let (k, lane) = (r % 4, r / 4);
             for c in 0..4 {
                 for h in 0..2 {
@@ -560,6 +554,19 @@ pub(super) fn pack_q4_k(n: usize, rows: &[&[u8]], out: &mut [u8]) {
                 }
             }
         }
+    }
+}
+
+/// Row `r`'s part of a packed Q4_K record's 320-byte head (both Q4_K packings): its `d` and
+/// `dmin` (f16) at `2r` and `32 + 2r`, its eight six-bit scales and mins unpacked to bytes at
+/// `64 + 16j + r` and `192 + 16j + r`. `x` is the row's super-block.
+fn q4_k_head(r: usize, x: &[u8], rec: &mut [u8]) {
+    rec[2 * r..2 * r + 2].copy_from_slice(&x[..Q4_K_DMIN]);
+    rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[Q4_K_DMIN..Q4_K_DMIN + 2]);
+    for j in 0..8 {
+        let (sc, m) = crate::quant::unpack_scale_min_k4(j, &x[4..16]);
+        rec[64 + 16 * j + r] = sc;
+        rec[192 + 16 * j + r] = m;
     }
 }
 
@@ -650,17 +657,34 @@ unsafe fn q4_k_packed_body<const C: usize>(
 /// then four 64-byte vectors, vector `t` holding in dword `r` row `r`'s quant bytes
 /// `4t..4t + 4` (low nibbles: values `4t..4t + 4`, high nibbles: values `16 + 4t..`).
 pub(super) fn pack_q4_0_lanes(n: usize, rows: &[&[u8]], out: &mut [u8]) {
+    pack_lanes(n, rows, out, (Q4_0_BYTES, Q4_0X16), 0);
+}
+
+/// The one-row-per-lane packing of a 32-value block type with an f16 scale first (Q4_0,
+/// Q8_0): per block, one `record`-byte record of the 16 rows' scales in row order, then the
+/// quant bytes in 64-byte vectors, vector `t` holding in dword `r` row `r`'s quant bytes
+/// `4t..4t + 4`, each xored with `flip`. `(block, record)`: bytes per block and per record.
+/// Anything but 16 rows and `n / 32` records leaves `out` untouched.
+fn pack_lanes(n: usize, rows: &[&[u8]], out: &mut [u8], (block, record): (usize, usize), flip: u8) {
     let nb = n / 32;
-    if rows.len() != TILE_ROWS || out.len() != nb * Q4_0X16 {
+    if rows.len() != TILE_ROWS || out.len() != nb * record {
         return;
     }
-    for (b, rec) in out.chunks_exact_mut(Q4_0X16).enumerate() {
+    // Q4_0 and Q8_0 share the scale's place: two bytes, then the quants.
+    const _: () = assert!(Q4_0_QS == Q8_0_QS);
+    let qs = Q8_0_QS;
+    for (b, rec) in out.chunks_exact_mut(record).enumerate() {
         for (r, row) in rows.iter().enumerate() {
-            let block = &row[b * Q4_0_BYTES..(b + 1) * Q4_0_BYTES];
-            rec[2 * r..2 * r + 2].copy_from_slice(&block[..Q4_0_QS]);
-            for t in 0..4 {
+            let x = &row[b * block..(b + 1) * block];
+            rec[2 * r..2 * r + 2].copy_from_slice(&x[..qs]);
+            for t in 0..(block - qs) / 4 {
                 let at = 32 + 64 * t + 4 * r;
-                rec[at..at + 4].copy_from_slice(&block[Q4_0_QS + 4 * t..Q4_0_QS + 4 + 4 * t]);
+                for (o, &q) in rec[at..at + 4]
+                    .iter_mut()
+                    .zip(&x[qs + 4 * t..qs + 4 + 4 * t])
+                {
+                    *o = q ^ flip;
+                }
             }
         }
     }
@@ -695,7 +719,6 @@ unsafe fn q4_0_lanes_body<const C: usize>(
 ) {
     let m4 = _mm512_set1_epi8(0x0F);
     let mhi = _mm512_set1_epi8(0xF0u8 as i8);
-    let k8 = _mm_set1_epi8(8);
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); TILE];
     for b in 0..nb {
@@ -715,19 +738,7 @@ unsafe fn q4_0_lanes_body<const C: usize>(
         let hi = z.map(|z| _mm512_and_si512(z, mhi));
         for c in 0..C {
             let y = ap[c].add(b * Q8_0_BYTES);
-            // 8·Σa in each of four i32, summed across them, negated.
-            let s = _mm_dpbusd_epi32(
-                _mm_dpbusd_epi32(
-                    _mm_setzero_si128(),
-                    k8,
-                    _mm_loadu_si128(y.add(Q8_0_QS).cast()),
-                ),
-                k8,
-                _mm_loadu_si128(y.add(Q8_0_QS + 16).cast()),
-            );
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0xB1>(s));
-            let mut u = _mm512_broadcastd_epi32(_mm_sub_epi32(_mm_setzero_si128(), s));
+            let mut u = neg_offset(y, 8);
             let mut v = zero;
             for t in 0..4 {
                 u = _mm512_dpbusd_epi32(u, lo[t], bcast32(y.add(Q8_0_QS + 4 * t)));
@@ -759,38 +770,23 @@ fn q4_0_lanes_tile(n: usize, group: &[u8], a: &[&[u8]], out: &mut [f32]) {
 /// scales in row order, then eight 64-byte vectors, vector `t` holding in dword `r` row `r`'s
 /// quants `4t..4t + 4`, each flipped to `w + 128` (the unsigned operand of `vpdpbusd`).
 pub(super) fn pack_q8_0_lanes(n: usize, rows: &[&[u8]], out: &mut [u8]) {
-    let nb = n / 32;
-    if rows.len() != TILE_ROWS || out.len() != nb * Q8_0X16 {
-        return;
-    }
-    for (b, rec) in out.chunks_exact_mut(Q8_0X16).enumerate() {
-        for (r, row) in rows.iter().enumerate() {
-            let block = &row[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
-            rec[2 * r..2 * r + 2].copy_from_slice(&block[..Q8_0_QS]);
-            for t in 0..8 {
-                let at = 32 + 64 * t + 4 * r;
-                let src = &block[Q8_0_QS + 4 * t..Q8_0_QS + 4 + 4 * t];
-                for (o, &q) in rec[at..at + 4].iter_mut().zip(src) {
-                    *o = q ^ 0x80;
-                }
-            }
-        }
-    }
+    pack_lanes(n, rows, out, (Q8_0_BYTES, Q8_0X16), 0x80);
 }
 
-/// `−128·Σa` over the 32 quants of the Q8_0 activation block at `y`, in every lane: the offset
-/// that turns `Σ (w + 128)·a` into the block sum `Σ w·a`.
+/// `−k·Σa` over the 32 quants of the Q8_0 activation block at `y`, in every lane: the offset
+/// that turns `Σ (w + k)·a` (unsigned stored quants, `k` = 8 for Q4_0, 128 for Q8_0) into the
+/// block sum `Σ w·a`. Four 128-bit partial sums, added across, negated.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn q8_0_offset(y: *const u8) -> __m512i {
-    let k80 = _mm_set1_epi8(0x80u8 as i8);
+unsafe fn neg_offset(y: *const u8, k: u8) -> __m512i {
+    let kv = _mm_set1_epi8(k as i8);
     let s = _mm_dpbusd_epi32(
         _mm_dpbusd_epi32(
             _mm_setzero_si128(),
-            k80,
+            kv,
             _mm_loadu_si128(y.add(Q8_0_QS).cast()),
         ),
-        k80,
+        kv,
         _mm_loadu_si128(y.add(Q8_0_QS + 16).cast()),
     );
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
@@ -826,7 +822,7 @@ unsafe fn q8_0_lanes_body<const C: usize>(
             std::array::from_fn(|t| _mm512_loadu_si512(rec.add(32 + 64 * t).cast()));
         for c in 0..C {
             let y = ap[c].add(b * Q8_0_BYTES);
-            let mut u = q8_0_offset(y);
+            let mut u = neg_offset(y, 0x80);
             for t in 0..8 {
                 u = _mm512_dpbusd_epi32(u, w[t], bcast32(y.add(Q8_0_QS + 4 * t)));
             }
@@ -926,13 +922,7 @@ pub(super) fn pack_q4_k_lanes(n: usize, rows: &[&[u8]], out: &mut [u8]) {
     for (b, rec) in out.chunks_exact_mut(Q4_KX16).enumerate() {
         for (r, row) in rows.iter().enumerate() {
             let x = &row[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES];
-            rec[2 * r..2 * r + 2].copy_from_slice(&x[..Q4_K_DMIN]);
-            rec[32 + 2 * r..34 + 2 * r].copy_from_slice(&x[Q4_K_DMIN..Q4_K_DMIN + 2]);
-            for j in 0..8 {
-                let (sc, m) = crate::quant::unpack_scale_min_k4(j, &x[4..16]);
-                rec[64 + 16 * j + r] = sc;
-                rec[192 + 16 * j + r] = m;
-            }
+            q4_k_head(r, x, rec);
             for c in 0..4 {
                 for t in 0..8 {
                     let at = 320 + 512 * c + 64 * t + 4 * r;
